@@ -184,7 +184,9 @@ def _upfirdn2d_ref(
     x = x[:, :, max(-y0, 0) : x.shape[2] - max(-y1, 0), max(-x0, 0) : x.shape[3] - max(-x1, 0)]
 
     # FIR filter as a depthwise convolution. conv2d correlates, so flip for a true convolution.
-    f = (f * (gain ** (f.ndim / 2))).to(device=x.device, dtype=x.dtype)
+    # Scale in the wider of the two dtypes, so float64 inputs get a float64-exact filter.
+    f = f.to(device=x.device, dtype=torch.promote_types(f.dtype, x.dtype))
+    f = (f * (gain ** (f.ndim / 2))).to(x.dtype)
     if not flip_filter:
         f = f.flip(list(range(f.ndim)))
     if f.ndim == 2:
