@@ -146,3 +146,23 @@ class NetworkContract:
             assert not torch.allclose(D(img0, c0), D(img0, c1))
         with pytest.raises(ValueError, match="conditional"):
             G(z, None)
+
+    def test_double_backward_for_regularizers(self, nets: Any) -> None:
+        """R1 (gradient of D w.r.t. real images) and path length (gradient of G w.r.t. ws) need
+        second derivatives through every layer."""
+        if not self.heavy:
+            pytest.skip("big preset")
+        G, D = nets
+        z, c = self.inputs(G)
+        real = torch.randn(BATCH, G.img_channels, G.img_resolution, G.img_resolution, requires_grad=True)
+        (grad,) = torch.autograd.grad(D(real, c).sum(), real, create_graph=True)
+        D.zero_grad(set_to_none=True)
+        grad.square().sum().backward()
+        assert D.b4.conv.weight.grad is not None and D.b4.conv.weight.grad.abs().sum() > 0
+        ws = G.mapping(z, c).detach().requires_grad_(True)
+        img = G.synthesis(ws, noise_mode="const")
+        (pl_grad,) = torch.autograd.grad((img * torch.randn_like(img)).sum(), ws, create_graph=True)
+        G.zero_grad(set_to_none=True)
+        pl_grad.square().sum().backward()
+        assert G.synthesis.blocks["b4"].conv1.weight.grad.abs().sum() > 0
+        G.zero_grad(set_to_none=True), D.zero_grad(set_to_none=True)

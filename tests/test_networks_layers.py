@@ -214,3 +214,35 @@ def test_image_does_not_depend_on_batch(G: stylegan.Generator) -> None:
         full = G(z, c, noise_mode="const")
         single = torch.cat([G(z[i : i + 1], c[i : i + 1], noise_mode="const") for i in range(4)])
     torch.testing.assert_close(full, single, rtol=1e-5, atol=1e-5)
+
+
+# ----- float16 -------------------------------------------------------------------------------------
+
+
+def test_fp16_blocks() -> None:
+    """num_fp16_res: on CPU 'auto' stays fp32; 'fp16' runs the top blocks in float16 (as CUDA does)
+    and gives nearly the fp32 result; outputs stay in the parameters' dtype."""
+    torch.manual_seed(0)
+    G, D = stylegan.build("tiny", 16, num_fp16_res=2, conv_clamp=256, c_dim=2)
+    G.eval(), D.eval()
+    seen: dict[str, torch.dtype] = {}
+    hooks = [
+        m.register_forward_hook(lambda mod, inp, out, name=name: seen.__setitem__(name, out.dtype))
+        for name, m in [("g4", G.synthesis.blocks["b4"]), ("g16", G.synthesis.blocks["b16"]), ("d16", D.blocks["b16"].conv1)]
+    ]
+    z, c = torch.randn(4, G.z_dim, generator=_gen(0)), torch.eye(2)[[0, 1, 0, 1]]
+    with torch.no_grad():
+        ref = G(z, c, noise_mode="const")
+        ref_logits = D(ref, c)
+        assert seen == {"g4": torch.float32, "g16": torch.float32, "d16": torch.float32}
+        img = G(z, c, noise_mode="const", precision="fp16")
+        logits = D(ref, c, precision="fp16")
+        assert seen == {"g4": torch.float32, "g16": torch.float16, "d16": torch.float16}
+        assert torch.equal(G(z, c, noise_mode="const", precision="fp32"), ref)
+    for h in hooks:
+        h.remove()
+    assert img.dtype == logits.dtype == torch.float32
+    torch.testing.assert_close(img, ref, rtol=0, atol=0.01)
+    torch.testing.assert_close(logits, ref_logits, rtol=0, atol=0.005)
+    with pytest.raises(ValueError, match="precision='half'"):
+        G(z, c, precision="half")
