@@ -8,11 +8,11 @@ traceback.
 from __future__ import annotations
 
 import contextlib
+import math
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 import click
-import torch
 from torch import nn
 from tqdm import tqdm
 
@@ -66,7 +66,7 @@ def flags(extra: Mapping[str, str] | None = None) -> Iterator[None]:
 
 def finite_float(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
     """click callback: refuse ``nan`` and ``inf``, which click's FLOAT accepts."""
-    if value is not None and not torch.isfinite(torch.tensor(value)):
+    if value is not None and not math.isfinite(value):
         raise click.BadParameter(f"{value!r}; expected a finite number", ctx=ctx, param=param)
     return value
 
