@@ -88,8 +88,8 @@ def test_progress_bar_only_for_many_images(files, tmp_path):
     many = run("--network", files["rgb"], "--seeds", "0-9", "--outdir", tmp_path / "many")
     few = run("--network", files["rgb"], "--seeds", "0-1", "--outdir", tmp_path / "few")
     assert many.exit_code == 0 and few.exit_code == 0
-    assert "10/10" in many.stderr
-    assert "/2" not in few.stderr
+    assert "/10 [" in many.stderr  # the bar was drawn (how far depends on tqdm's refresh interval)
+    assert "[" not in few.stderr
     assert many.stdout.strip().splitlines()[-1] == f"Wrote 10 images to {tmp_path / 'many'}"
 
 
