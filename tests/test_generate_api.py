@@ -239,3 +239,19 @@ def test_save_image_refuses_what_the_format_cannot_store(tmp_path):
     assert not list(tmp_path.iterdir())  # nothing half-written
     save_image(rgba, tmp_path / "x.png")
     assert [p.name for p in tmp_path.iterdir()] == ["x.png"]
+
+
+def test_network_saved_mid_growth_generates_at_its_stage(tmp_path):
+    """A snapshot taken during progressive growing renders at the stage it was saved in."""
+    import stylegan
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        G, D = stylegan.build("tiny", resolution=RESOLUTION, growth="progressive")
+    G.set_growth(8, 0.5)
+    D.set_growth(8, 0.5)
+    path = tmp_path / "growing.safetensors"
+    stylegan.save_network(path, {"G": G, "D": D}, G.config)
+    images = genlib.generate(genlib.load_generator(path), [0, 1])
+    assert images.shape == (2, 3, 8, 8)
+    assert to_uint8(images).shape == (2, 8, 8, 3)
