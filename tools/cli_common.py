@@ -1,0 +1,116 @@
+"""What the generation CLIs share: option types, loading the network, turning errors into click's.
+
+Library functions raise :class:`tools.genlib.ArgumentError` naming their Python argument; each CLI
+maps those names to its own flags, so a user sees ``Invalid value for '--class': ...`` and no
+traceback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import click
+from torch import nn
+from tqdm import tqdm
+
+from tools import genlib
+
+# More images than this get a progress bar.
+PROGRESS_MIN = 8
+
+# Python argument names of the library -> the flags every generation CLI uses for them.
+FLAGS = {
+    "network": "--network",
+    "device": "--device",
+    "seeds": "--seeds",
+    "class_idx": "--class",
+    "truncation_psi": "--truncation",
+    "truncation_cutoff": "--truncation-cutoff",
+    "noise_mode": "--noise-mode",
+    "batch_size": "--batch",
+}
+
+
+class RangesType(click.ParamType):
+    """A click type for ``'0-15,20,30-35'`` lists (seeds, layers)."""
+
+    name = "LIST"
+
+    def __init__(self, hi: int = genlib.MAX_SEED) -> None:
+        self.hi = hi
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> list[int]:
+        if isinstance(value, list):
+            return value
+        try:
+            return genlib.parse_ranges(value, arg=param.name if param else "value", lo=0, hi=self.hi)
+        except genlib.ArgumentError as exc:
+            self.fail(exc.reason, param, ctx)
+
+
+SEEDS = RangesType()
+
+
+@contextlib.contextmanager
+def flags(extra: Mapping[str, str] | None = None) -> Iterator[None]:
+    """Re-raise library :class:`ArgumentError` as ``click.BadParameter`` naming the CLI flag."""
+    names = {**FLAGS, **(extra or {})}
+    try:
+        yield
+    except genlib.ArgumentError as exc:
+        raise click.BadParameter(exc.reason, param_hint=f"'{names.get(exc.arg, exc.arg)}'") from None
+
+
+def finite_float(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    """click callback: refuse ``nan`` and ``inf``, which click's FLOAT accepts."""
+    if value is not None and not math.isfinite(value):
+        raise click.BadParameter(f"{value!r}; expected a finite number", ctx=ctx, param=param)
+    return value
+
+
+def load_checked(
+    network: str | Path,
+    device: str,
+    class_idx: int | None,
+    truncation_psi: float,
+    truncation_cutoff: int | None,
+    noise_mode: str,
+) -> nn.Module:
+    """Load the generator and check every option against it before any image is made."""
+    with flags():
+        G = genlib.load_generator(network, device=genlib.resolve_device(device))
+        genlib.make_labels(G, class_idx, 1)
+        genlib.check_truncation(G, truncation_psi, truncation_cutoff)
+        genlib.check_noise_mode(noise_mode)
+    return G
+
+
+def progress(total: int, unit: str = "img") -> tqdm:
+    """A tqdm bar on stderr for more than :data:`PROGRESS_MIN` items, else a silent counter."""
+    return tqdm(total=total, unit=unit, disable=total <= PROGRESS_MIN, leave=False, dynamic_ncols=True)
+
+
+def network_options(fn):
+    """The options every generation CLI shares, in the order ``--help`` lists them."""
+    options = [
+        click.option("--network", "network", required=True, type=click.Path(dir_okay=False, path_type=Path),
+                     help="Network file (.safetensors); uses G_ema when present, else G."),
+        click.option("--truncation", "truncation_psi", type=float, default=1.0, show_default=True,
+                     callback=finite_float, help="Truncation psi: 1 = none, 0 = the average image (w_avg)."),
+        click.option("--truncation-cutoff", type=click.IntRange(min=0), default=None,
+                     help="Truncate only the first N layers (ws); default: all."),
+        click.option("--class", "class_idx", type=int, default=None,
+                     help="Class index; required for conditional networks, refused for unconditional ones."),
+        click.option("--noise-mode", type=click.Choice(genlib.NOISE_MODES), default="const", show_default=True,
+                     help="Noise inputs: const (fixed, stored in the network), random (per seed), none."),
+        click.option("--batch", "batch_size", type=click.IntRange(min=1), default=16, show_default=True,
+                     help="Images per forward pass."),
+        click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+                     help="auto = CUDA when available, else CPU."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn

@@ -1,0 +1,81 @@
+"""Generate images from a network file: one file per seed, optionally a grid of them all.
+
+    python tools/generate.py --network network.safetensors --seeds 0-15,20 --truncation 0.7 \\
+        --outdir out [--class N] [--grid] [--format png|jpg] [--batch 16] [--device auto]
+
+Seeds are rendered in batches; each seed's latent and noise come from its own CPU generator
+(tools/genlib.py), so the image for a seed does not depend on the batch size or the device.
+Files are ``seed<NNNN>.<format>`` (uint8; grayscale, RGB or RGBA as the network's channels).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as `python tools/generate.py` from a checkout
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import click
+import numpy as np
+
+from tools import genlib
+from tools.cli_common import SEEDS, flags, load_checked, network_options, progress
+from tools.imagefiles import IMAGE_FORMATS, check_channels, make_grid, save_image, to_uint8
+
+
+def seed_filename(seed: int, fmt: str) -> str:
+    """``seed0042.png``: four digits at least, more for larger seeds."""
+    return f"seed{seed:04d}.{fmt}"
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+@network_options
+@click.option("--seeds", type=SEEDS, required=True, help="Seeds: numbers and inclusive ranges, e.g. 0-15,20,30-35.")
+@click.option("--outdir", type=click.Path(file_okay=False, path_type=Path), required=True, help="Output folder.")
+@click.option("--grid/--no-grid", default=False, help="Also write grid.<format>, all seeds in one image.")
+@click.option("--format", "fmt", type=click.Choice(IMAGE_FORMATS), default="png", help="Image file format.")
+def main(
+    network: Path,
+    seeds: list[int],
+    truncation_psi: float,
+    truncation_cutoff: int | None,
+    class_idx: int | None,
+    noise_mode: str,
+    outdir: Path,
+    batch_size: int,
+    device: str,
+    grid: bool,
+    fmt: str,
+) -> None:
+    """Generate one image per seed from a trained network file."""
+    G = load_checked(network, device, class_idx, truncation_psi, truncation_cutoff, noise_mode)
+    try:
+        check_channels(G.img_channels, fmt)
+    except ValueError as exc:
+        raise click.BadParameter(f"this network makes {G.img_channels}-channel images: {exc}", param_hint="'--format'")
+    outdir.mkdir(parents=True, exist_ok=True)
+
+    kept = [] if grid else None
+    with flags(), progress(len(seeds)) as bar:
+        batches = genlib.iter_generate(
+            G, seeds, class_idx=class_idx, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff,
+            noise_mode=noise_mode, batch_size=batch_size,
+        )
+        for batch_seeds, images in batches:
+            images = to_uint8(images)
+            for seed, image in zip(batch_seeds, images):
+                save_image(image, outdir / seed_filename(seed, fmt), fmt)
+            if kept is not None:
+                kept.append(images)
+            bar.update(len(batch_seeds))
+
+    message = f"Wrote {len(seeds)} image{'s' if len(seeds) != 1 else ''} to {outdir}"
+    if kept is not None:
+        grid_path = save_image(make_grid(np.concatenate(kept)), outdir / f"grid.{fmt}", fmt)
+        message += f", and their grid to {grid_path}"
+    click.echo(message)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,336 @@
+"""Generation from a network file: seeds to latents, latents to images (the Python API of the tools).
+
+This is the library behind ``tools/generate.py``, ``tools/style_mixing.py`` and ``tools/video.py``,
+and it is usable on its own::
+
+    from tools.genlib import load_generator, parse_seeds, generate
+    G = load_generator("network-snapshot-000200.safetensors", device="cuda")
+    images = generate(G, parse_seeds("0-7"), truncation_psi=0.7)   # [8, C, H, W] float in [-1, 1]
+
+It knows the networks only through their public interface (``G.mapping``, ``G.synthesis``,
+``G.mapping.w_avg``, ``stylegan.load_network``), never the training code.
+
+Reproducibility: every seed owns a CPU ``torch.Generator`` seeded with it. Its first ``z_dim``
+draws are the latent ``z``; with ``noise_mode='random'`` the same generator then draws that image's
+noise inputs. So a seed's inputs do not depend on the batch it lands in, on the other seeds, or on
+the device that renders it. (The arithmetic itself can differ in the last float bits between batch
+sizes, because matrix-multiply kernels sum in a shape-dependent order; see docs/generate.md.)
+
+Bad arguments raise :class:`ArgumentError` (a ``ValueError``) whose ``arg`` names the argument, so
+a CLI can point at its own option name.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import torch
+from torch import nn
+
+NOISE_MODES = ("const", "random", "none")
+MAX_SEED = 2**32 - 1
+MAX_LIST_LENGTH = 1_000_000  # a range longer than this is almost certainly a typo
+
+
+class ArgumentError(ValueError):
+    """A bad argument. ``arg`` is its Python name; ``reason`` says what is wrong and what is allowed."""
+
+    def __init__(self, arg: str, reason: str) -> None:
+        super().__init__(f"{arg}: {reason}")
+        self.arg, self.reason = arg, reason
+
+
+# ----- parsing -------------------------------------------------------------------------------------
+
+_ITEM = re.compile(r"^\s*(\d+)\s*(?:-\s*(\d+)\s*)?$")
+
+
+def parse_ranges(text: str, arg: str = "seeds", lo: int = 0, hi: int = MAX_SEED) -> list[int]:
+    """Parse ``'0-15,20,30-35'`` into ``[0, ..., 15, 20, 30, ..., 35]`` (ranges inclusive).
+
+    Every number must lie in ``[lo, hi]``, ranges must not run backwards, and no number may appear
+    twice (two images would claim one file name).
+    """
+    if not isinstance(text, str) or not text.strip():
+        raise ArgumentError(arg, f"{text!r} is empty; expected numbers and ranges like '0-15,20,30-35'")
+    out: list[int] = []
+    seen: set[int] = set()
+    for item in text.split(","):
+        m = _ITEM.match(item)
+        if m is None:
+            raise ArgumentError(
+                arg, f"{item.strip()!r} in {text!r} is not a number or a range A-B; expected e.g. '0-15,20,30-35'"
+            )
+        a = int(m.group(1))
+        b = int(m.group(2)) if m.group(2) is not None else a
+        if b < a:
+            raise ArgumentError(arg, f"range {item.strip()!r} runs backwards; write it as {b}-{a}")
+        for value in (a, b):
+            if not lo <= value <= hi:
+                raise ArgumentError(arg, f"{value} is out of range; expected numbers in [{lo}, {hi}]")
+        if len(out) + (b - a + 1) > MAX_LIST_LENGTH:
+            raise ArgumentError(arg, f"{text!r} lists more than {MAX_LIST_LENGTH} numbers")
+        for value in range(a, b + 1):
+            if value in seen:
+                raise ArgumentError(arg, f"{value} appears more than once in {text!r}")
+            seen.add(value)
+            out.append(value)
+    return out
+
+
+def parse_seeds(text: str) -> list[int]:
+    """Seeds for ``--seeds``: numbers in ``[0, 2**32 - 1]``, see :func:`parse_ranges`."""
+    return parse_ranges(text, arg="seeds", lo=0, hi=MAX_SEED)
+
+
+# ----- loading -------------------------------------------------------------------------------------
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``'auto'`` is CUDA when present, else the CPU; ``'cuda'`` without CUDA is refused."""
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ArgumentError("device", f"{device!r} is not a device; expected 'auto', 'cpu' or 'cuda'") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ArgumentError("device", f"{device!r}: CUDA is not available here; use 'cpu' or 'auto'")
+    return dev
+
+
+def load_generator(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
+    """The generator of a network file, in eval mode on ``device``: ``G_ema`` when present, else ``G``.
+
+    Loading goes through ``stylegan.load_network``, which never executes code from the file.
+    """
+    import stylegan  # imported here so that parsing and image helpers work without torch models
+
+    path = Path(path)
+    if not path.is_file():
+        raise ArgumentError("network", f"{str(path)!r} does not exist or is not a file")
+    dev = resolve_device(device)
+    try:
+        modules = stylegan.load_network(path, device=dev)
+    except (stylegan.NetworkFileError, OSError) as exc:
+        # NetworkFileError names the file and the problem; keep it to one line for CLIs.
+        raise ArgumentError("network", " ".join(str(exc).split())) from exc
+    for name in ("G_ema", "G"):
+        if name in modules:
+            return modules[name].eval().requires_grad_(False)
+    raise ArgumentError(
+        "network", f"{str(path)!r} holds no generator (modules: {', '.join(sorted(modules)) or 'none'}); "
+        f"expected 'G_ema' or 'G'"
+    )
+
+
+# ----- checks against a loaded generator -----------------------------------------------------------
+
+
+def check_noise_mode(noise_mode: str) -> None:
+    if noise_mode not in NOISE_MODES:
+        raise ArgumentError("noise_mode", f"{noise_mode!r}; expected one of {', '.join(map(repr, NOISE_MODES))}")
+
+
+def check_truncation(G: nn.Module, truncation_psi: float, truncation_cutoff: int | None) -> None:
+    """``psi`` any finite number; ``cutoff`` ``None`` or a layer count in ``[0, G.num_ws]``."""
+    if isinstance(truncation_psi, bool) or not isinstance(truncation_psi, (int, float)) or not math.isfinite(
+        truncation_psi
+    ):
+        raise ArgumentError("truncation_psi", f"{truncation_psi!r}; expected a finite number (1 = no truncation)")
+    if truncation_cutoff is None:
+        return
+    if isinstance(truncation_cutoff, bool) or not isinstance(truncation_cutoff, int) or not (
+        0 <= truncation_cutoff <= G.num_ws
+    ):
+        raise ArgumentError(
+            "truncation_cutoff",
+            f"{truncation_cutoff!r} is beyond this network's {G.num_ws} layers (ws); expected an int in "
+            f"[0, {G.num_ws}] (the first N layers are truncated)",
+        )
+
+
+def make_labels(G: nn.Module, class_idx: int | Sequence[int] | None, n: int) -> torch.Tensor | None:
+    """One-hot labels ``[n, c_dim]`` for ``class_idx`` (one int for all, or one per image).
+
+    Conditional networks need a class; unconditional ones refuse one, so a forgotten or stray
+    ``--class`` is never silently ignored.
+    """
+    if G.c_dim == 0:
+        if class_idx is not None:
+            raise ArgumentError(
+                "class_idx", f"{class_idx!r} given, but this network is unconditional (it has no classes); omit the class"
+            )
+        return None
+    if class_idx is None:
+        raise ArgumentError(
+            "class_idx", f"required: this network is conditional with {G.c_dim} classes; give one in [0, {G.c_dim - 1}]"
+        )
+    indices = [class_idx] * n if isinstance(class_idx, int) else list(class_idx)
+    if len(indices) != n:
+        raise ArgumentError("class_idx", f"{len(indices)} labels for {n} images; give one int or one per image")
+    for idx in indices:
+        if isinstance(idx, bool) or not isinstance(idx, int) or not 0 <= idx < G.c_dim:
+            raise ArgumentError(
+                "class_idx", f"{idx!r} is out of range; this network has {G.c_dim} classes: 0-{G.c_dim - 1}"
+            )
+    return torch.nn.functional.one_hot(torch.tensor(indices, dtype=torch.long), G.c_dim).float()
+
+
+# ----- per-seed randomness -------------------------------------------------------------------------
+
+
+def seed_generator(seed: int) -> torch.Generator:
+    """The CPU generator that owns everything random about one seed's image."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise ArgumentError("seeds", f"{seed!r}; expected ints in [0, {MAX_SEED}]")
+    return torch.Generator(device="cpu").manual_seed(seed)
+
+
+def seed_latent(seed: int, z_dim: int) -> tuple[torch.Tensor, torch.Generator]:
+    """``z`` [z_dim] for ``seed``, and its generator positioned after ``z`` (for the noise inputs)."""
+    gen = seed_generator(seed)
+    return torch.randn(z_dim, generator=gen), gen
+
+
+def latents(seeds: Sequence[int], z_dim: int) -> torch.Tensor:
+    """``z`` for each seed, ``[len(seeds), z_dim]`` on the CPU."""
+    return torch.stack([seed_latent(s, z_dim)[0] for s in seeds]) if seeds else torch.zeros(0, z_dim)
+
+
+def noise_generator(seed: int, z_dim: int) -> torch.Generator:
+    """A fresh generator for the noise inputs of ``seed`` (the same stream :func:`generate` uses)."""
+    return seed_latent(seed, z_dim)[1]
+
+
+# ----- mapping and synthesis -----------------------------------------------------------------------
+
+
+def _device(G: nn.Module) -> torch.device:
+    return next(G.parameters()).device
+
+
+@torch.no_grad()
+def map_latents(
+    G: nn.Module,
+    z: torch.Tensor,
+    class_idx: int | Sequence[int] | None = None,
+    truncation_psi: float = 1.0,
+    truncation_cutoff: int | None = None,
+    batch_size: int = 16,
+) -> torch.Tensor:
+    """``ws`` [N, num_ws, w_dim] (on G's device) for latents ``z`` [N, z_dim], truncated towards w_avg."""
+    check_truncation(G, truncation_psi, truncation_cutoff)
+    _check_batch_size(batch_size)
+    c = make_labels(G, class_idx, z.shape[0])
+    dev = _device(G)
+    out = []
+    for i in range(0, z.shape[0], batch_size):
+        zb = z[i : i + batch_size].to(dev)
+        cb = None if c is None else c[i : i + batch_size].to(dev)
+        out.append(G.mapping(zb, cb, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff))
+    if not out:
+        return torch.zeros(0, G.num_ws, G.w_dim, device=dev)
+    return torch.cat(out)
+
+
+def map_seeds(
+    G: nn.Module,
+    seeds: Sequence[int],
+    class_idx: int | Sequence[int] | None = None,
+    truncation_psi: float = 1.0,
+    truncation_cutoff: int | None = None,
+    batch_size: int = 16,
+) -> torch.Tensor:
+    """``ws`` [len(seeds), num_ws, w_dim] for seeds (see :func:`map_latents`)."""
+    return map_latents(G, latents(seeds, G.z_dim), class_idx, truncation_psi, truncation_cutoff, batch_size)
+
+
+@torch.no_grad()
+def iter_synthesize(
+    G: nn.Module,
+    ws: torch.Tensor,
+    noise_seeds: Sequence[int] | None = None,
+    noise_mode: str = "const",
+    batch_size: int = 16,
+) -> Iterator[torch.Tensor]:
+    """Render ``ws`` [N, num_ws, w_dim] in batches; yields float images [B, C, H, W] on the CPU.
+
+    ``noise_seeds[i]`` picks image i's noise inputs when ``noise_mode='random'`` (required then,
+    ignored otherwise). The synthesis network takes one noise generator per call, so random-noise
+    images are rendered one per forward pass to keep each image's noise its own seed's; 'const'
+    and 'none' are fully batched.
+    """
+    check_noise_mode(noise_mode)
+    _check_batch_size(batch_size)
+    if noise_mode == "random" and (noise_seeds is None or len(noise_seeds) != ws.shape[0]):
+        got = "none" if noise_seeds is None else len(noise_seeds)
+        raise ArgumentError(
+            "noise_seeds", f"{got} seeds for {ws.shape[0]} ws; noise_mode='random' needs one seed per ws"
+        )
+    dev = _device(G)
+    for i in range(0, ws.shape[0], batch_size):
+        wb = ws[i : i + batch_size].to(dev)
+        if noise_mode == "random":
+            parts = [
+                G.synthesis(wb[j : j + 1], noise_mode="random", generator=noise_generator(s, G.z_dim))
+                for j, s in enumerate(noise_seeds[i : i + batch_size])
+            ]
+            img = torch.cat(parts)
+        else:
+            img = G.synthesis(wb, noise_mode=noise_mode)
+        yield img.float().cpu()
+
+
+def iter_generate(
+    G: nn.Module,
+    seeds: Sequence[int],
+    class_idx: int | Sequence[int] | None = None,
+    truncation_psi: float = 1.0,
+    truncation_cutoff: int | None = None,
+    noise_mode: str = "const",
+    batch_size: int = 16,
+) -> Iterator[tuple[list[int], torch.Tensor]]:
+    """Yield ``(seeds_of_batch, images)`` with images float [B, C, H, W] in [-1, 1] on the CPU.
+
+    Mapping and synthesis run batch by batch, so memory stays bounded for any number of seeds.
+    All arguments are checked before the first batch runs.
+    """
+    seeds = list(seeds)
+    check_noise_mode(noise_mode)
+    check_truncation(G, truncation_psi, truncation_cutoff)
+    _check_batch_size(batch_size)
+    labels = class_idx if class_idx is None or isinstance(class_idx, int) else list(class_idx)
+    make_labels(G, labels, len(seeds))  # validate all labels up front
+    for i in range(0, len(seeds), batch_size):
+        sb = seeds[i : i + batch_size]
+        cb = labels if labels is None or isinstance(labels, int) else labels[i : i + batch_size]
+        ws = map_seeds(G, sb, cb, truncation_psi, truncation_cutoff, batch_size)
+        (img,) = iter_synthesize(G, ws, sb, noise_mode, batch_size)
+        yield sb, img
+
+
+def generate(
+    G: nn.Module,
+    seeds: Sequence[int],
+    class_idx: int | Sequence[int] | None = None,
+    truncation_psi: float = 1.0,
+    truncation_cutoff: int | None = None,
+    noise_mode: str = "const",
+    batch_size: int = 16,
+) -> torch.Tensor:
+    """Images for ``seeds``: float [N, C, H, W] in [-1, 1] (unclamped) on the CPU, in seed order."""
+    parts = [img for _, img in iter_generate(G, seeds, class_idx, truncation_psi, truncation_cutoff, noise_mode, batch_size)]
+    if not parts:
+        raise ArgumentError("seeds", "empty; expected at least one seed")
+    return torch.cat(parts)
+
+
+def _check_batch_size(batch_size: int) -> None:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ArgumentError("batch_size", f"{batch_size!r}; expected an int >= 1")

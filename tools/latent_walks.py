@@ -1,0 +1,208 @@
+"""Ways to look at what a generator learned: style mixing and latent interpolation.
+
+Style mixing (StyleGAN sec. 3.1, fig. 3): the synthesis network reads one ``w`` per layer, coarse
+resolutions first. Taking some layers' ``w`` from another seed transfers the aspects those layers
+control: coarse layers pose and shape, fine layers colour and texture.
+
+Interpolation (StyleGAN sec. 4.2; White 2016, "Sampling Generative Networks"): a walk through
+keyframe seeds, linear in W (where the mapping has made the space fairly flat) or spherical in Z
+(a Gaussian's mass lies near a sphere, so a straight line between two z's would pass through the
+unlikely low-norm interior).
+"""
+
+from __future__ import annotations
+
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from tools import genlib
+from tools.genlib import ArgumentError
+from tools.imagefiles import make_grid, to_uint8
+
+SPACES = ("w", "z")
+
+
+# ----- style mixing --------------------------------------------------------------------------------
+
+
+def default_mix_layers(num_ws: int) -> list[int]:
+    """The fine half of the layers, ``[num_ws // 2, num_ws)``: rows keep their coarse styles."""
+    return list(range(num_ws // 2, num_ws))
+
+
+def mix_styles(row_ws: torch.Tensor, col_ws: torch.Tensor, layers: Sequence[int]) -> torch.Tensor:
+    """``ws`` [R, C, num_ws, w_dim]: row r's ws with ``layers`` replaced by column c's."""
+    if row_ws.ndim != 3 or col_ws.ndim != 3 or row_ws.shape[1:] != col_ws.shape[1:]:
+        raise ValueError(f"row_ws/col_ws: expected [*, num_ws, w_dim] alike, got {tuple(row_ws.shape)}, {tuple(col_ws.shape)}")
+    num_ws = row_ws.shape[1]
+    for layer in layers:
+        if not 0 <= layer < num_ws:
+            raise ArgumentError("layers", f"{layer} is out of range; this network has layers 0-{num_ws - 1}")
+    r, c = row_ws.shape[0], col_ws.shape[0]
+    ws = row_ws[:, None].repeat(1, c, 1, 1)  # [R, C, num_ws, w_dim]
+    idx = list(layers)
+    ws[:, :, idx] = col_ws[None, :, idx].expand(r, -1, -1, -1)
+    return ws
+
+
+def style_mixing_figure(
+    G: nn.Module,
+    row_seeds: Sequence[int],
+    col_seeds: Sequence[int],
+    layers: Sequence[int] | None = None,
+    class_idx: int | None = None,
+    truncation_psi: float = 1.0,
+    truncation_cutoff: int | None = None,
+    noise_mode: str = "const",
+    batch_size: int = 16,
+) -> np.ndarray:
+    """uint8 [(R + 1) * H, (C + 1) * W, channels] figure.
+
+    Top row: the column seeds; left column: the row seeds; cell (r, c): row seed r's ws with
+    ``layers`` (default: the fine half) from column seed c. The top-left cell is empty (zeros).
+    Random noise, when asked for, is the row seed's in every cell of its row.
+    """
+    if not row_seeds or not col_seeds:
+        raise ArgumentError("row_seeds" if not row_seeds else "col_seeds", "empty; expected at least one seed")
+    layers = default_mix_layers(G.num_ws) if layers is None else list(layers)
+    genlib.check_noise_mode(noise_mode)
+    kw = dict(class_idx=class_idx, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff, batch_size=batch_size)
+    row_ws = genlib.map_seeds(G, row_seeds, **kw)
+    col_ws = genlib.map_seeds(G, col_seeds, **kw)
+    mixed = mix_styles(row_ws, col_ws, layers).flatten(0, 1)  # [R * C, num_ws, w_dim], row-major
+    all_ws = torch.cat([col_ws, row_ws, mixed])
+    noise_seeds = list(col_seeds) + list(row_seeds) + [s for s in row_seeds for _ in col_seeds]
+    images = torch.cat(list(genlib.iter_synthesize(G, all_ws, noise_seeds, noise_mode, batch_size)))
+    images = to_uint8(images)
+    nc, nr = len(col_seeds), len(row_seeds)
+    cols, rows, cells = images[:nc], images[nc : nc + nr], images[nc + nr :]
+    blank = np.zeros_like(images[:1])
+    tiles = [blank, cols]
+    for r in range(nr):
+        tiles += [rows[r : r + 1], cells[r * nc : (r + 1) * nc]]
+    return make_grid(np.concatenate(tiles), cols=nc + 1)
+
+
+# ----- interpolation -------------------------------------------------------------------------------
+
+
+def lerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """``a + t * (b - a)`` with ``t`` [N] broadcast over the trailing dims of a, b [N, ...]."""
+    t = t.reshape(-1, *([1] * (a.ndim - 1))).to(a.dtype)
+    return a + t * (b - a)
+
+
+def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
+    """Spherical interpolation of rows of a, b [N, D] (Shoemake 1985, as used by White 2016).
+
+    ``sin((1 - t) omega) / sin(omega) * a + sin(t omega) / sin(omega) * b`` with ``omega`` the angle
+    between a and b; falls back to :func:`lerp` where the two are (anti)parallel within ``eps``.
+    """
+    a64, b64, t64 = a.double(), b.double(), t.double().reshape(-1, 1)
+    cos = (a64 / a64.norm(dim=1, keepdim=True) * b64 / b64.norm(dim=1, keepdim=True)).sum(dim=1, keepdim=True)
+    omega = cos.clamp(-1, 1).acos()
+    so = omega.sin()
+    near = so.abs() < eps
+    safe = torch.where(near, torch.ones_like(so), so)
+    out = ((1 - t64) * omega).sin() / safe * a64 + (t64 * omega).sin() / safe * b64
+    out = torch.where(near, a64 + t64 * (b64 - a64), out)
+    return out.to(a.dtype)
+
+
+def walk_positions(num_keys: int, frames_per_transition: int, loop: bool) -> list[tuple[int, int, float]]:
+    """``(key_a, key_b, t)`` for every frame of a walk through ``num_keys`` keyframes.
+
+    A looping walk has ``num_keys * frames`` frames and returns towards key 0 (its last frame is
+    not key 0 again, so the loop is seamless); an open walk has ``(num_keys - 1) * frames + 1``
+    frames and ends exactly on the last key.
+    """
+    if num_keys < 2:
+        raise ArgumentError("seeds", f"{num_keys} keyframe(s) per walk; expected at least 2")
+    if frames_per_transition < 1:
+        raise ArgumentError("frames", f"{frames_per_transition!r}; expected an int >= 1")
+    transitions = num_keys if loop else num_keys - 1
+    out = []
+    for f in range(transitions * frames_per_transition):
+        i, k = divmod(f, frames_per_transition)
+        out.append((i, (i + 1) % num_keys, k / frames_per_transition))
+    if not loop:
+        out.append((num_keys - 1, num_keys - 1, 0.0))
+    return out
+
+
+def split_cells(seeds: Sequence[int], cells: int) -> list[list[int]]:
+    """Split the seeds into ``cells`` equal walks: cell k walks ``seeds[k * K : (k + 1) * K]``."""
+    if cells < 1 or len(seeds) % cells:
+        raise ArgumentError(
+            "seeds", f"{len(seeds)} seeds do not split evenly into {cells} grid cells; give a multiple of {cells}"
+        )
+    k = len(seeds) // cells
+    return [list(seeds[i * k : (i + 1) * k]) for i in range(cells)]
+
+
+def iter_video_frames(
+    G: nn.Module,
+    seeds: Sequence[int],
+    grid: tuple[int, int] = (1, 1),
+    space: str = "w",
+    frames_per_transition: int = 30,
+    loop: bool = True,
+    class_idx: int | None = None,
+    truncation_psi: float = 1.0,
+    truncation_cutoff: int | None = None,
+    noise_mode: str = "const",
+    batch_size: int = 16,
+) -> Iterator[np.ndarray]:
+    """Yield uint8 [rows * H, cols * W, C] frames of ``grid = (cols, rows)`` walks through ``seeds``.
+
+    ``space='w'`` lerps the keyframes' (truncated) ws; ``space='z'`` slerps their z and maps each
+    frame. Random noise, when asked for, stays the cell's first seed's for the whole walk.
+    """
+    if space not in SPACES:
+        raise ArgumentError("space", f"{space!r}; expected one of {', '.join(map(repr, SPACES))}")
+    genlib.check_noise_mode(noise_mode)
+    genlib.check_truncation(G, truncation_psi, truncation_cutoff)
+    cols, rows = grid
+    walks = split_cells(list(seeds), cols * rows)
+    positions = walk_positions(len(walks[0]), frames_per_transition, loop)
+    kw = dict(class_idx=class_idx, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff, batch_size=batch_size)
+    keys_z = [genlib.latents(walk, G.z_dim) for walk in walks]  # per cell [K, z_dim]
+    keys_ws = [genlib.map_latents(G, z, **kw) for z in keys_z] if space == "w" else None
+    noise_seeds = [walk[0] for walk in walks]
+    frames_per_batch = max(1, batch_size // len(walks))
+    for start in range(0, len(positions), frames_per_batch):
+        chunk = positions[start : start + frames_per_batch]
+        ia = torch.tensor([p[0] for p in chunk])
+        ib = torch.tensor([p[1] for p in chunk])
+        t = torch.tensor([p[2] for p in chunk], dtype=torch.float64)
+        ws = []  # frame-major: all cells of frame 0, then of frame 1, ...
+        for cell in range(len(walks)):
+            if space == "w":
+                kws = keys_ws[cell]
+                ws.append(lerp(kws[ia.to(kws.device)], kws[ib.to(kws.device)], t.to(kws.device)))
+            else:
+                z = slerp(keys_z[cell][ia], keys_z[cell][ib], t)
+                ws.append(genlib.map_latents(G, z, **kw))
+        ws = torch.stack(ws, dim=1).flatten(0, 1)  # [F * cells, num_ws, w_dim]
+        seeds_per_ws = noise_seeds * len(chunk)
+        images = torch.cat(list(genlib.iter_synthesize(G, ws, seeds_per_ws, noise_mode, batch_size)))
+        images = to_uint8(images)
+        for f in range(len(chunk)):
+            yield make_grid(images[f * len(walks) : (f + 1) * len(walks)], cols=cols)
+
+
+def num_video_frames(num_seeds: int, cells: int, frames_per_transition: int, loop: bool) -> int:
+    """How many frames :func:`iter_video_frames` yields."""
+    keys = num_seeds // cells
+    return (keys if loop else keys - 1) * frames_per_transition + (0 if loop else 1)
+
+
+def parse_grid(text: str) -> tuple[int, int]:
+    """``'3x2'`` -> (3 columns, 2 rows)."""
+    parts = text.lower().split("x") if isinstance(text, str) else []
+    if len(parts) != 2 or not all(p.strip().isdigit() and int(p) >= 1 for p in parts):
+        raise ArgumentError("grid", f"{text!r}; expected COLSxROWS with both >= 1, e.g. '3x2'")
+    return int(parts[0]), int(parts[1])

@@ -1,0 +1,112 @@
+"""Interpolation video: walk through keyframe seeds in W (lerp) or Z (slerp), as a GIF or MP4.
+
+    python tools/video.py --network network.safetensors --seeds 0-7 --grid 2x2 --space w \\
+        --frames 30 --fps 30 --out walk.gif
+
+``--grid CxR`` shows C x R walks side by side; the seeds are split evenly between the cells (cell k
+walks the k-th slice). ``--frames`` is the number of frames between two consecutive keyframes; a
+looping walk (the default) has ``keys * frames`` frames, an open one ``(keys - 1) * frames + 1``.
+GIF needs nothing extra; MP4 needs the optional package imageio-ffmpeg.
+"""
+
+from __future__ import annotations
+
+import itertools
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as `python tools/video.py` from a checkout
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import click
+
+from tools import genlib
+from tools.cli_common import SEEDS, flags, load_checked, network_options, progress
+from tools.imagefiles import check_channels, save_gif, save_mp4
+from tools.latent_walks import SPACES, iter_video_frames, num_video_frames, parse_grid, split_cells
+
+VIDEO_FORMATS = ("gif", "mp4")
+
+
+def _grid(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, int]:
+    try:
+        return parse_grid(value)
+    except genlib.ArgumentError as exc:
+        raise click.BadParameter(exc.reason, ctx=ctx, param=param) from None
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+@network_options
+@click.option("--seeds", type=SEEDS, required=True, help="Keyframe seeds, split evenly between the grid cells.")
+@click.option("--grid", default="1x1", callback=_grid, help="COLSxROWS walks side by side.")
+@click.option("--space", type=click.Choice(SPACES), default="w", help="Interpolate in w (lerp) or z (slerp).")
+@click.option("--frames", type=click.IntRange(min=1), default=30, help="Frames between two consecutive keyframes.")
+@click.option("--fps", type=click.FloatRange(min=0, min_open=True, max=1000), default=30.0, help="Frames per second.")
+@click.option("--loop/--no-loop", default=True, help="Walk back to the first keyframe (a seamless loop).")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Output file, .gif or .mp4.")
+def main(
+    network: Path,
+    seeds: list[int],
+    grid: tuple[int, int],
+    space: str,
+    frames: int,
+    fps: float,
+    loop: bool,
+    truncation_psi: float,
+    truncation_cutoff: int | None,
+    class_idx: int | None,
+    noise_mode: str,
+    batch_size: int,
+    device: str,
+    out: Path,
+) -> None:
+    """Write a video that interpolates between seeds."""
+    fmt = out.suffix.lower().lstrip(".")
+    if fmt not in VIDEO_FORMATS:
+        raise click.BadParameter(f"{str(out)!r} has suffix {out.suffix!r}; expected .gif or .mp4", param_hint="'--out'")
+    with flags({"seeds": "--seeds", "grid": "--grid", "frames": "--frames"}):
+        cells = split_cells(seeds, grid[0] * grid[1])
+        if len(cells[0]) < 2:
+            raise genlib.ArgumentError(
+                "seeds", f"{len(seeds)} seeds for {len(cells)} grid cells give each walk {len(cells[0])} keyframe; "
+                f"expected at least 2 per cell ({2 * len(cells)} seeds)"
+            )
+    G = load_checked(network, device, class_idx, truncation_psi, truncation_cutoff, noise_mode)
+    try:
+        check_channels(G.img_channels, fmt)
+    except ValueError as exc:
+        raise click.BadParameter(f"this network makes {G.img_channels}-channel images: {exc}", param_hint="'--out'")
+    if fmt == "mp4":
+        try:
+            import imageio_ffmpeg  # noqa: F401  (checked before rendering anything)
+        except ImportError:
+            raise click.BadParameter(
+                "writing MP4 needs the optional package imageio-ffmpeg (pip install imageio-ffmpeg); "
+                "or write a .gif, which needs nothing extra", param_hint="'--out'",
+            ) from None
+
+    total = num_video_frames(len(seeds), len(cells), frames, loop)
+    with flags(), progress(total, unit="frame") as bar:
+        stream = iter_video_frames(
+            G, seeds, grid=grid, space=space, frames_per_transition=frames, loop=loop, class_idx=class_idx,
+            truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff, noise_mode=noise_mode,
+            batch_size=batch_size,
+        )
+
+        def counted():
+            for frame in stream:
+                bar.update(1)
+                yield frame
+
+        if fmt == "gif":
+            save_gif(list(counted()), out, fps)
+        else:
+            frames_iter = counted()
+            first = next(frames_iter)  # the encoder needs the frame size up front
+            size = (first.shape[1], first.shape[0])
+            save_mp4(itertools.chain([first], frames_iter), out, fps, size, first.shape[2])
+    click.echo(f"Wrote {total} frames ({grid[0]}x{grid[1]} walks in {space}, {fps:g} fps) to {out}")
+
+
+if __name__ == "__main__":
+    main()
