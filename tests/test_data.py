@@ -232,10 +232,16 @@ def test_damaged_shard_and_sample(tmp_path):
             tar.addfile(ti, io.BytesIO(data))
     (bad / "dataset.json").write_text(json.dumps({**info, "num_classes": 0, "class_names": None,
                                                   "shards": [{"name": "t-000000.tar", "count": 3}], "num_images": 3}))
+    for decoder in ("auto", "pillow"):
+        _, it = open_stream(str(bad), rank=0, world_size=1, seed=0, batch_size=3, workers=0, decoder=decoder)
+        with pytest.warns(UserWarning, match=r"b\.png"):
+            images, _ = next(it)
+        assert sorted(set(decode_ids(images)[0])) == [1, 3]
+    # A shard that cannot be read at all names itself.
+    (bad / "t-000000.tar").write_bytes(b"")
     _, it = open_stream(str(bad), rank=0, world_size=1, seed=0, batch_size=3, workers=0)
-    with pytest.warns(UserWarning, match=r"b\.png"):
-        images, _ = next(it)
-    assert sorted(set(decode_ids(images)[0])) == [1, 3]
+    with pytest.raises(OSError, match="cannot read shard .*t-000000.tar"):
+        next(it)
 
 
 def test_plan_locate_matches_group_walk():

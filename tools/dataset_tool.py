@@ -19,7 +19,7 @@ import time
 from collections import Counter, deque
 from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import closing
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as `python tools/dataset_tool.py`: make `tools.*` importable
@@ -160,6 +160,34 @@ def main(source: Path, dest: Path, resolution: int, transform: str, resize_filte
             dest.rmdir()
 
 
+def _write(listing: Listing, order: np.ndarray, spec: ImageSpec, workers: int, writer: ShardWriter,
+           skipped: list[dict], max_images: int | None, label: Callable[[str], int | None]) -> tuple[Counter, Counter]:
+    """Convert inputs in `order` into `writer` until done or `max_images`; returns (class counts, notes)."""
+    class_counts: Counter[int] = Counter()
+    notes: Counter[str] = Counter()
+    target = min(len(order), max_images or len(order))
+    count_all = target == len(order)  # the bar counts inputs, or written images under --max-images
+    results = _results(listing, order, spec, workers)
+    with closing(results), tqdm(total=target, unit="img", desc="converting", mininterval=0.5, file=sys.stderr) as bar:
+        for result in results:
+            name = listing.names[order[result.index]]
+            if result.png is None:
+                skipped.append({"input": name, "reason": result.reason, "detail": result.detail})
+                bar.set_postfix(skipped=len(skipped), refresh=False)
+                bar.update(int(count_all))
+                continue
+            cls = label(name)
+            writer.add(result.png, cls)
+            class_counts[cls] += 1
+            if result.note:
+                notes[result.note] += 1
+            bar.update(1)
+            if writer.num_written == target:
+                break
+    writer.close()
+    return class_counts, notes
+
+
 def _convert(source: Path, dest: Path, work: Path, *, resolution: int, transform: str, resize_filter: str,
              channels: int | None, labels: str | None, max_images: int | None, shard_size: int, workers: int,
              seed: int, min_size: int, prefix: str, source_name: str) -> None:
@@ -180,36 +208,16 @@ def _convert(source: Path, dest: Path, work: Path, *, resolution: int, transform
     spec = ImageSpec(resolution, channels, transform, resize_filter, min_size)
     class_index = {n: k for k, n in enumerate(class_names or [])}
     writer = ShardWriter(work, prefix, shard_size, key_digits=max(8, len(str(len(names)))))
-    class_counts = [0] * len(class_index)
-    notes: Counter[str] = Counter()
-    target = min(len(order), max_images or len(order))
-    count_all = target == len(order)  # the bar counts inputs, or written images under --max-images
-    results = _results(listing, order, spec, workers)
-    with closing(results), tqdm(total=target, unit="img", desc="converting", mininterval=0.5, file=sys.stderr) as bar:
-        for result in results:
-            name = names[order[result.index]]
-            if result.png is None:
-                skipped.append({"input": name, "reason": result.reason, "detail": result.detail})
-                bar.set_postfix(skipped=len(skipped), refresh=False)
-                bar.update(int(count_all))
-                continue
-            label = class_index[label_of[name]] if class_names is not None else None
-            writer.add(result.png, label)
-            if label is not None:
-                class_counts[label] += 1
-            if result.note:
-                notes[result.note] += 1
-            bar.update(1)
-            if writer.num_written == target:
-                break
-    writer.close()
+    class_counts, notes = _write(listing, order, spec, workers, writer, skipped, max_images,
+                                 lambda name: class_index[label_of[name]] if class_names is not None else None)
     reasons = Counter(s["reason"] for s in skipped)
     if writer.num_written == 0:
         raise click.ClickException(f"--source {source}: no usable image among {len(names)} inputs "
                                    f"(skipped: {', '.join(f'{n} {r}' for r, n in reasons.most_common())})")
     info = {
         "format": FORMAT, "resolution": resolution, "channels": channels, "num_images": writer.num_written,
-        "num_classes": len(class_index), "class_names": class_names, "class_counts": class_counts if class_names else None,
+        "num_classes": len(class_index), "class_names": class_names,
+        "class_counts": [class_counts[k] for k in range(len(class_index))] if class_names else None,
         "shards": writer.shards, "source": source_name, "transform": transform, "resize_filter": resize_filter,
         "seed": seed, "skipped": sorted(skipped, key=lambda s: s["input"]), "created_by": "tools/dataset_tool.py",
     }
