@@ -13,6 +13,7 @@ from torch import nn
 
 from stylegan.config import NetworkConfig
 from stylegan.mapping import MappingNetwork
+from stylegan.modconv import NoiseGenerator
 from stylegan.synthesis import SynthesisNetwork
 
 
@@ -44,10 +45,12 @@ class Generator(nn.Module):
         update_emas: bool = False,
         fused_modconv: bool | None = None,
         precision: str = "auto",
-        generator: torch.Generator | None = None,
+        generator: NoiseGenerator = None,
     ) -> torch.Tensor:
-        """Generate images. ``generator`` seeds the random noise inputs (``noise_mode='random'``);
-        without it they come from torch's global RNG. ``precision``: ``'auto'`` (float16 for the
+        """Generate images. ``generator`` seeds the random noise inputs (``noise_mode='random'``):
+        one ``torch.Generator`` for the batch, or a sequence of them, one per sample (a batch then
+        renders exactly what its samples render one by one); without it they come from torch's
+        global RNG. ``precision``: ``'auto'`` (float16 for the
         ``num_fp16_res`` top blocks on CUDA), ``'fp32'`` or ``'fp16'`` (any device)."""
         ws = self.mapping(
             z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff, update_emas=update_emas

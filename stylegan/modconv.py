@@ -15,7 +15,7 @@ shares one weight across the batch and so has a cheaper weight gradient while tr
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Sequence, Union
 
 import torch
 from torch import nn
@@ -84,17 +84,27 @@ def modulated_conv2d(
     return x.reshape(n, out_channels, *x.shape[2:])
 
 
-def make_noise(
-    shape: tuple[int, ...], like: torch.Tensor, generator: torch.Generator | None
-) -> torch.Tensor:
-    """Standard normal noise shaped ``shape`` on ``like``'s device and dtype.
+NoiseGenerator = Union[torch.Generator, Sequence[torch.Generator], None]
+
+
+def make_noise(shape: tuple[int, ...], like: torch.Tensor, generator: NoiseGenerator) -> torch.Tensor:
+    """Standard normal noise shaped ``shape`` (batch first) on ``like``'s device and dtype.
 
     With a generator the noise is drawn on the generator's device and moved, so an image depends
-    only on the generator's seed, not on the device it is rendered on.
+    only on the generator's seed, not on the device it is rendered on. A sequence of generators,
+    one per sample, draws each sample's noise from its own generator, so a batch renders exactly
+    what the samples would render one by one (per-seed reproducibility in batched generation).
     """
     if generator is None:
         return torch.randn(shape, device=like.device, dtype=like.dtype)
-    noise = torch.randn(shape, generator=generator, device=generator.device, dtype=torch.float32)
+    if isinstance(generator, torch.Generator):
+        noise = torch.randn(shape, generator=generator, device=generator.device, dtype=torch.float32)
+    else:
+        if len(generator) != shape[0]:
+            raise ValueError(f"generator: expected one generator per sample ({shape[0]}), got {len(generator)}")
+        noise = torch.stack(
+            [torch.randn(shape[1:], generator=g, device=g.device, dtype=torch.float32) for g in generator]
+        )
     return noise.to(device=like.device, dtype=like.dtype)
 
 
@@ -141,7 +151,7 @@ class SynthesisLayer(nn.Module):
         noise_mode: str = "random",
         fused_modconv: bool = True,
         gain: float = 1.0,
-        generator: torch.Generator | None = None,
+        generator: NoiseGenerator = None,
     ) -> torch.Tensor:
         styles = self.affine(w)  # [N, I]
         x = modulated_conv2d(

@@ -26,7 +26,7 @@ from ops.upfirdn2d import upsample2d
 from stylegan.config import NetworkConfig
 from stylegan.growth import GrowthMixin
 from stylegan.layers import Conv2dLayer, register_filter
-from stylegan.modconv import SynthesisLayer, ToRGBLayer, check_noise_mode
+from stylegan.modconv import NoiseGenerator, SynthesisLayer, ToRGBLayer, check_noise_mode
 
 
 PRECISIONS = ("auto", "fp32", "fp16")
@@ -80,7 +80,7 @@ class SynthesisBlock(nn.Module):
         dtype: torch.dtype,
         noise_mode: str,
         fused_modconv: bool,
-        generator: torch.Generator | None,
+        generator: NoiseGenerator,
     ) -> torch.Tensor:
         """Features of this resolution from those of the previous one; ``ws`` is [N, num_conv, w_dim]."""
         kw = dict(noise_mode=noise_mode, fused_modconv=fused_modconv, generator=generator)
@@ -125,7 +125,7 @@ class SynthesisNetwork(GrowthMixin, nn.Module):
         noise_mode: str = "random",
         fused_modconv: bool | None = None,
         precision: str = "auto",
-        generator: torch.Generator | None = None,
+        generator: NoiseGenerator = None,
     ) -> torch.Tensor:
         """Render ws. ``fused_modconv=None`` picks the grouped path for inference on CUDA (as
         StyleGAN2-ADA; the non-fused path has the cheaper weight gradient, and on the CPU it was

@@ -176,3 +176,22 @@ def test_float64_follows_the_module() -> None:
     img = G(z)
     assert img.dtype == torch.float64
     assert D(img).dtype == torch.float64
+
+
+def test_per_sample_noise_generators_match_one_by_one() -> None:
+    """A batch with one noise generator per sample renders what each sample renders alone."""
+    G, _ = stylegan.build("tiny", resolution=16, img_channels=1)
+    with torch.no_grad():  # noise strengths start at 0; make the noise reach the image
+        for name, p in G.named_parameters():
+            if name.endswith("noise_strength"):
+                p.fill_(0.1)
+    ws = G.mapping(torch.randn(3, G.z_dim, generator=torch.Generator().manual_seed(0)), None)
+    gens = lambda: [torch.Generator().manual_seed(s) for s in (5, 6, 7)]  # noqa: E731
+    batched = G.synthesis(ws, noise_mode="random", generator=gens())
+    alone = torch.cat([G.synthesis(ws[i : i + 1], noise_mode="random", generator=g) for i, g in enumerate(gens())])
+    torch.testing.assert_close(batched, alone, rtol=1e-5, atol=1e-5)
+    other = G.synthesis(ws, noise_mode="random", generator=[torch.Generator().manual_seed(s) for s in (5, 6, 8)])
+    torch.testing.assert_close(other[:2], batched[:2])  # a sample's noise is its own generator's
+    assert not torch.allclose(other[2], batched[2])
+    with pytest.raises(ValueError, match="one generator per sample"):
+        G.synthesis(ws, noise_mode="random", generator=gens()[:2])

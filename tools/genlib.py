@@ -262,9 +262,8 @@ def iter_synthesize(
     """Render ``ws`` [N, num_ws, w_dim] in batches; yields float images [B, C, H, W] on the CPU.
 
     ``noise_seeds[i]`` picks image i's noise inputs when ``noise_mode='random'`` (required then,
-    ignored otherwise). The synthesis network takes one noise generator per call, so random-noise
-    images are rendered one per forward pass to keep each image's noise its own seed's; 'const'
-    and 'none' are fully batched.
+    ignored otherwise). Each image of a batch draws its noise from its own seed's generator, so the
+    result does not depend on the batch size.
     """
     check_noise_mode(noise_mode)
     _check_batch_size(batch_size)
@@ -277,11 +276,8 @@ def iter_synthesize(
     for i in range(0, ws.shape[0], batch_size):
         wb = ws[i : i + batch_size].to(dev)
         if noise_mode == "random":
-            parts = [
-                G.synthesis(wb[j : j + 1], noise_mode="random", generator=noise_generator(s, G.z_dim))
-                for j, s in enumerate(noise_seeds[i : i + batch_size])
-            ]
-            img = torch.cat(parts)
+            gens = [noise_generator(s, G.z_dim) for s in noise_seeds[i : i + batch_size]]
+            img = G.synthesis(wb, noise_mode="random", generator=gens)
         else:
             img = G.synthesis(wb, noise_mode=noise_mode)
         yield img.float().cpu()
