@@ -88,10 +88,20 @@ SG_HD A act_forward(int act, A v, A alpha) {
   }
 }
 
-// act'(v) for the activations that backward computes from the input.
+// act'(v), from the input (every activation; the curved ones are always computed this way).
 template <typename A>
-SG_HD A act_grad_from_input(int act, A v) {
+SG_HD A act_grad_from_input(int act, A v, A alpha) {
   switch (act) {
+    case int(Act::Relu): return v > A(0) ? A(1) : A(0);
+    case int(Act::Lrelu): return v > A(0) ? A(1) : alpha;
+    case int(Act::Tanh): {
+      const A t = sg_tanh(v);
+      return A(1) - t * t;
+    }
+    case int(Act::Sigmoid): {
+      const A s = sigmoid(v);
+      return s * (A(1) - s);
+    }
     case int(Act::Elu): return v > A(0) ? A(1) : sg_exp(v);
     case int(Act::Selu): return v > A(0) ? A(kSeluScale) : A(kSeluScale * kSeluAlpha) * sg_exp(v);
     case int(Act::Softplus): {
@@ -103,14 +113,22 @@ SG_HD A act_grad_from_input(int act, A v) {
       const A s = sigmoid(v);
       return s * (A(1) + v * (A(1) - s));
     }
-    default: return A(1);
+    default: return A(1);  // linear
   }
 }
 
-// act''(v) for the same activations.
+// act''(v), from the input (zero for the piecewise-linear activations).
 template <typename A>
 SG_HD A act_grad2_from_input(int act, A v) {
   switch (act) {
+    case int(Act::Tanh): {
+      const A t = sg_tanh(v);
+      return A(-2) * t * (A(1) - t * t);
+    }
+    case int(Act::Sigmoid): {
+      const A s = sigmoid(v);
+      return s * (A(1) - s) * (A(1) - A(2) * s);
+    }
     case int(Act::Elu): return v > A(0) ? A(0) : sg_exp(v);
     case int(Act::Selu): return v > A(0) ? A(0) : A(kSeluScale * kSeluAlpha) * sg_exp(v);
     case int(Act::Softplus): {
@@ -126,8 +144,8 @@ SG_HD A act_grad2_from_input(int act, A v) {
   }
 }
 
-// act'(v) as a function of a = act(v), for the activations that backward computes from the
-// output. relu/lrelu: v > 0 exactly when a > 0 (alpha >= 0).
+// act'(v) as a function of a = act(v), for the activations whose backward uses the output
+// (uses_output()). relu/lrelu: v > 0 exactly when a > 0 (alpha >= 0).
 template <typename A>
 SG_HD A act_grad_from_output(int act, A a, A alpha) {
   switch (act) {
@@ -184,7 +202,7 @@ SG_HD T bias_act_element(const BiasActParams& p, const T* x, const T* b, const T
   } else {
     const A v = static_cast<A>(x[i]) + bias;
     const bool pass = !clamped || sg_abs(act_forward(p.act, v, alpha) * gain) < clamp;
-    g = pass ? gain * act_grad_from_input(p.act, v) : A(0);
+    g = pass ? gain * act_grad_from_input(p.act, v, alpha) : A(0);
     h = pass ? gain * act_grad2_from_input(p.act, v) : A(0);
   }
   if (MODE == int(BiasActMode::Grad)) return static_cast<T>(static_cast<A>(dy[i]) * g);
