@@ -165,3 +165,32 @@ def bias_act_dtype(k: Kernels, dtype: torch.dtype, act: str, layout: str) -> Non
     for got, want in zip(*results):
         assert_close(got, want, dtype)
     assert results[0][0].dtype == dtype and results[0][2].dtype == torch.float32  # db follows b's dtype
+
+
+# --- memory: what backward keeps ----------------------------------------------------------------
+
+
+def saved_tensors(fn, *inputs: torch.Tensor) -> list[torch.Tensor]:
+    """The tensors autograd keeps for backward while ``fn(*inputs)`` runs."""
+    saved: list[torch.Tensor] = []
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        saved.append(t)
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn(*inputs)
+    return saved
+
+
+def backward_keeps_one_tensor(k: Kernels) -> None:
+    """bias_act keeps the output or the input (and the bias), never both; upfirdn2d keeps only
+    the small filter unless the filter itself needs a gradient."""
+    x = torch.randn(2, 8, 6, 6, generator=gen()).to(k.device).requires_grad_(True)
+    b = torch.randn(8, generator=gen(1)).to(k.device).requires_grad_(True)
+    for act, expected in (("lrelu", [x.shape]), ("swish", [x.shape, b.shape])):
+        kept = saved_tensors(lambda x, b: k.bias_act(x, b, act=act, clamp=256), x, b)
+        assert [t.shape for t in kept] == expected, act
+    f = torch.ones(4, 4).to(k.device) / 16
+    kept = saved_tensors(lambda x: k.upfirdn2d(x, f, up=2, padding=(2, 1, 2, 1)), x)
+    assert [t.shape for t in kept] == [f.shape]

@@ -183,3 +183,7 @@ def test_bias_act_checks_name_the_argument(k) -> None:
         k.raw.bias_act_grad(x, x, None, None, 1, "relu", 0.0, 1.0, None)
     with pytest.raises(RuntimeError, match="dy must have y's shape"):
         k.raw.bias_act_grad(torch.zeros(2, 4), None, x, None, 1, "relu", 0.0, 1.0, None)
+
+
+def test_backward_keeps_one_tensor(k) -> None:
+    cases.backward_keeps_one_tensor(k)
