@@ -79,6 +79,10 @@ def _fallback_message(device: torch.device) -> str:
     return "\n".join(lines)
 
 
+# Under torch.compile the decision is taken once, while tracing, and baked into the graph: the
+# loader's caches, builds and warning must not be traced (changing STYLEGAN_OPS afterwards does
+# not recompile).
+@torch.compiler.assume_constant_result
 def resolve_impl(
     impl: str, op: str, device: torch.device, dtype: torch.dtype | None = None
 ) -> Literal["ref", "cuda"]:

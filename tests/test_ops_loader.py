@@ -379,3 +379,13 @@ def test_transposed_parameters_give_the_gradient(fname, up, down, pad, flip) -> 
     f_grad = f.clone().requires_grad_(True)
     (want_f,) = torch.autograd.grad(_ref_op(x, f_grad, *params), f_grad, dy)
     torch.testing.assert_close(_filter_grad(_ref_op, x.detach(), dy, f, params), want_f)
+
+
+def test_public_ops_trace_into_one_graph() -> None:
+    # resolve_impl is taken once while tracing (assume_constant_result): no graph break.
+    from ops import bias_act, setup_filter, upfirdn2d
+
+    f = setup_filter([1, 3, 3, 1])
+    fn = lambda x: bias_act(upfirdn2d(x, f, down=2, padding=1), act="lrelu")  # noqa: E731
+    x = torch.randn(1, 2, 8, 8)
+    torch.testing.assert_close(torch.compile(fn, backend="aot_eager", fullgraph=True)(x), fn(x))
