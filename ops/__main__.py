@@ -10,8 +10,6 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-import time
-from concurrent.futures import ThreadPoolExecutor
 
 import click
 import torch
@@ -61,23 +59,10 @@ def build(arch: str | None, emulation: bool, verbose: bool) -> None:
         jobs.append(("emulation", _build.EMULATION, ()))
     click.echo(f"building {', '.join(op for op, _, _ in jobs)} for {';'.join(archs)} into {_build.cache_root()}")
 
-    def one(job: tuple[str, _build.ExtensionSpec, tuple[str, ...]]) -> tuple[str, str | None, float]:
-        op, spec, job_archs = job
-        start = time.monotonic()
-        try:
-            library = _build.ensure_built(spec, job_archs, verbose=verbose)
-        except _build.BuildError as err:
-            return op, str(err), time.monotonic() - start
-        return op, str(library), time.monotonic() - start
-
-    with ThreadPoolExecutor(len(jobs)) as pool:
-        results = list(pool.map(one, jobs))
-    failed = False
-    for op, library, seconds in results:
-        ok = library is not None and os.path.isfile(library)
-        failed |= not ok
-        click.echo(f"  {op:<10} {'ok' if ok else 'FAILED'} in {seconds:.0f} s: {library}")
-    if failed:
+    results = _build.build_many(jobs, verbose=verbose)
+    for r in results:
+        click.echo(f"  {r.label:<10} {'ok' if r.library else 'FAILED'} in {r.seconds:.0f} s: {r.library or r.error}")
+    if not all(r.library for r in results):
         raise click.ClickException("some extensions failed to build (the compiler's output is above)")
 
 

@@ -308,6 +308,36 @@ def ensure_built(
         return library
 
 
+@dataclass(frozen=True)
+class BuildResult:
+    """The outcome of one build of :func:`build_many`: the library, or the error."""
+
+    label: str
+    library: Path | None
+    error: str
+    seconds: float
+
+
+def build_many(
+    jobs: list[tuple[str, ExtensionSpec, tuple[str, ...]]], verbose: bool = False, log: Log = _log_stderr
+) -> list[BuildResult]:
+    """Build several ``(label, spec, archs)`` at once, one compiler process each (they are single
+    translation units per language, so this is how a build uses more than one core)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(job: tuple[str, ExtensionSpec, tuple[str, ...]]) -> BuildResult:
+        label, spec, archs = job
+        start = time.monotonic()
+        try:
+            library = ensure_built(spec, archs, verbose=verbose, log=log)
+        except BuildError as err:
+            return BuildResult(label, None, str(err), time.monotonic() - start)
+        return BuildResult(label, library, "", time.monotonic() - start)
+
+    with ThreadPoolExecutor(max(len(jobs), 1)) as pool:
+        return list(pool.map(one, jobs))
+
+
 def compile_in_subprocess(spec: ExtensionSpec, archs: tuple[str, ...], folder: Path, verbose: bool, log: Log) -> Path:
     """Compile ``spec`` into ``folder`` with :mod:`ops._compile_worker` in a child process."""
     from ops import _toolchain

@@ -105,13 +105,13 @@ def run(arch: str | None, build: bool, emit: Emit = print) -> int:
     problem = extension.environment_problem()
     if arch is not None and torch.version.cuda is not None and build:
         archs = _build.parse_arch_list(arch)
-        for op, spec in _build.EXTENSIONS.items():
-            try:
-                library = _build.ensure_built(spec, archs)
-                emit(f"  build {op:<10}ok for {', '.join(archs)} ({library})")
-            except _build.BuildError as err:
-                emit(f"  build {op:<10}FAILED for {', '.join(archs)}:\n{_indent(str(err))}")
-                problem = problem or extension.Availability(False, f"building {op} failed", "")
+        jobs = [(op, spec, archs) for op, spec in _build.EXTENSIONS.items()]
+        for r in _build.build_many(jobs):
+            if r.library is not None:
+                emit(f"  build {r.label:<10}ok for {';'.join(archs)} ({r.library})")
+            else:
+                emit(f"  build {r.label:<10}FAILED for {';'.join(archs)}:\n{_indent(r.error)}")
+                problem = problem or extension.Availability(False, f"building {r.label} failed", "")
     if problem is not None:
         if arch is None and build and torch.version.cuda is not None:
             emit("  build         skipped: no GPU to build for (pass --arch 9.0 to test the compiler anyway)")

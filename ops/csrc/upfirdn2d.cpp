@@ -75,10 +75,10 @@ at::Tensor upfirdn2d_impl(const at::Tensor& x_in, const at::Tensor& f_in, int64_
   at::Tensor y = at::empty({x.size(0), x.size(1), out_h, out_w}, x.options().memory_format(mf));
   if (y.numel() == 0) return y;
 
-  // Correlation order (the reference convolves unless flip_filter), gain folded in, accumulated
-  // in float32 (float64 for float64 inputs).
+  // The kernels flip the filter and apply the gain as they read it; here it only gets the
+  // accumulation type (float32, float64 for float64 inputs): usually nothing to do.
   const at::ScalarType acc = a.dtype == DType::Float64 ? at::kDouble : at::kFloat;
-  const at::Tensor f = (flip_filter ? f_in : f_in.flip({0, 1})).to(acc).mul(gain).contiguous();
+  const at::Tensor f = f_in.to(acc).contiguous();
 
   UpfirdnParams& p = a.p;
   p.n = checked_int(x.size(0), "N");
@@ -95,6 +95,8 @@ at::Tensor upfirdn2d_impl(const at::Tensor& x_in, const at::Tensor& f_in, int64_
   p.pady0 = checked_int(pady0, "pady0");
   p.fw = checked_int(fw, "filter width");
   p.fh = checked_int(fh, "filter height");
+  p.flip_filter = flip_filter;
+  p.gain = gain;
   p.sxn = x.stride(0);
   p.sxc = x.stride(1);
   p.sxh = x.stride(2);

@@ -6,8 +6,8 @@
 // upsampled-and-padded signal at u = o * down - pad0 + k for taps k = 0 .. fw-1; u hits input
 // sample i when u = i * up, i.e. tap k = i * up - (o * down - pad0).
 //
-// The filter the kernels receive is already in correlation order and scaled by the gain (the host
-// code flips it unless flip_filter), in the accumulation type.
+// The kernels correlate with the filter flipped (a true convolution) unless flip_filter, and scale
+// by the gain; they read the filter in the accumulation type (float32, or float64 for float64).
 #pragma once
 
 #include <cstddef>
@@ -33,6 +33,8 @@ struct UpfirdnParams {
   int n = 0, c = 0, in_h = 0, in_w = 0, out_h = 0, out_w = 0;
   int upx = 1, upy = 1, downx = 1, downy = 1, padx0 = 0, pady0 = 0;
   int fw = 1, fh = 1;
+  bool flip_filter = false;  // correlate with f as given (else with f flipped: a convolution)
+  double gain = 1;
   int64_t sxn = 0, sxc = 0, sxh = 0, sxw = 0;  // input strides (elements)
   int64_t syn = 0, syc = 0, syh = 0, syw = 0;  // output strides (elements)
   bool channels_last = false;                  // memory order N, H, W, C (else N, C, H, W)
@@ -45,7 +47,7 @@ struct UpfirdnArgs {
   DType dtype = DType::Float32;
   int device = -1;
   const void* x = nullptr;
-  const void* f = nullptr;  // [fh, fw] in the accumulation type, correlation order, gain applied
+  const void* f = nullptr;  // [fh, fw], contiguous, in the accumulation type
   void* y = nullptr;
 };
 
@@ -65,6 +67,12 @@ inline UpfirdnKernel choose_kernel(const UpfirdnParams& p) {
     if (p.upx == 1 && p.downx == 2) return UpfirdnKernel::TiledUp1Down2F4;
   }
   return UpfirdnKernel::General;
+}
+
+// Tap (ky, kx) of the correlation: f itself when flip_filter, else f flipped along both axes.
+template <typename A>
+SG_HD A filter_tap(const UpfirdnParams& p, const A* f, int ky, int kx) {
+  return p.flip_filter ? f[ky * p.fw + kx] : f[(p.fh - 1 - ky) * p.fw + (p.fw - 1 - kx)];
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -106,7 +114,7 @@ SG_HD void general_element(const UpfirdnParams& p, const T* x, const A* f, T* y,
     const int ix = floor_div(u0, p.upx), iy = floor_div(v0, p.upy);
     if (ix * p.upx == u0 && iy * p.upy == v0 && ix >= 0 && ix < p.in_w && iy >= 0 && iy < p.in_h) {
       SG_ASSERT(nn * p.sxn + ch * p.sxc + iy * p.sxh + ix * p.sxw < p.x_span);
-      acc = static_cast<A>(xc[iy * p.sxh + ix * p.sxw]) * f[0];
+      acc = static_cast<A>(xc[iy * p.sxh + ix * p.sxw]) * f[0];  // one tap: nothing to flip
     }
   } else {
     const int ix_lo = imax(ceil_div(u0, p.upx), 0);
@@ -114,16 +122,16 @@ SG_HD void general_element(const UpfirdnParams& p, const T* x, const A* f, T* y,
     const int iy_lo = imax(ceil_div(v0, p.upy), 0);
     const int iy_hi = imin(floor_div(v0 + p.fh - 1, p.upy), p.in_h - 1);
     for (int iy = iy_lo; iy <= iy_hi; ++iy) {
-      const A* frow = f + (iy * p.upy - v0) * p.fw;
+      const int ky = iy * p.upy - v0;
       const T* xrow = xc + iy * p.sxh;
       for (int ix = ix_lo; ix <= ix_hi; ++ix) {
-        SG_ASSERT(iy * p.upy - v0 >= 0 && iy * p.upy - v0 < p.fh);
-        SG_ASSERT(ix * p.upx - u0 >= 0 && ix * p.upx - u0 < p.fw);
+        SG_ASSERT(ky >= 0 && ky < p.fh && ix * p.upx - u0 >= 0 && ix * p.upx - u0 < p.fw);
         SG_ASSERT(nn * p.sxn + ch * p.sxc + iy * p.sxh + ix * p.sxw < p.x_span);
-        acc += static_cast<A>(xrow[ix * p.sxw]) * frow[ix * p.upx - u0];
+        acc += static_cast<A>(xrow[ix * p.sxw]) * filter_tap(p, f, ky, ix * p.upx - u0);
       }
     }
   }
+  acc *= A(p.gain);
   const int64_t out = nn * p.syn + ch * p.syc + oy * p.syh + ox * p.syw;
   SG_ASSERT(out >= 0 && out < p.y_span);
   y[out] = static_cast<T>(acc);
@@ -225,12 +233,13 @@ SG_HD int tile_index(const UpfirdnParams& p, const TilePlan& t, int cc, int ty, 
   return p.channels_last ? (ty * t.in_tile_w + tx) * t.cb + cc : (cc * t.in_tile_h + ty) * t.in_tile_w + tx;
 }
 
-// Phase 1 (all threads of a block, then a barrier): filter and input tile into shared memory,
-// zeros outside the image. Consecutive threads read consecutive addresses in either layout.
+// Phase 1 (all threads of a block, then a barrier): the filter (in correlation order, times the
+// gain) and the input tile into shared memory, zeros outside the image. Consecutive threads read
+// consecutive addresses in either layout.
 template <typename T, typename A>
 SG_HD void tile_load(const UpfirdnParams& p, const TilePlan& t, const T* x, const A* f, int fs,
                      const TileOrigin& o, int tid, int nthreads, A* sf, A* stile) {
-  for (int i = tid; i < fs * fs; i += nthreads) sf[i] = f[i];
+  for (int i = tid; i < fs * fs; i += nthreads) sf[i] = filter_tap(p, f, i / fs, i % fs) * A(p.gain);
   const int count = t.cb * t.in_tile_h * t.in_tile_w;
   for (int i = tid; i < count; i += nthreads) {
     int cc, ty, tx;
