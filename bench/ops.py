@@ -1,17 +1,23 @@
 """Benchmark of the ops on the shapes the networks use.
 
     python bench/ops.py                      # CPU: small shapes (a quick look)
-    python bench/ops.py --device cuda --full # GPU: 512 channels 4x4..256x256, 64 channels at 1024x1024
+    python bench/ops.py --device cuda --full # GPU: StyleGAN2 config-f shapes, 4x4 .. 1024x1024
 
 Prints one row per (op, shape, dtype, device, impl): forward ms and forward+backward ms (median of
-repeats after warm-up, synchronised). Never asserts a time.
+repeats after warm-up, synchronised) and, for the memory-bound ops, the achieved bandwidth: the
+bytes the op must move at least (read its input, write its output; backward reads the output
+gradient and what forward saved, writes the input gradient) over the time, and that as a share of
+the device's peak memory bandwidth. ``impl`` is ``ref`` (the PyTorch reference), ``cuda`` (the
+fused kernels) or ``compile`` (``torch.compile`` of the reference). Never asserts a time.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
-from typing import Callable
+from dataclasses import dataclass
+from typing import Callable, Iterator
 
 import click
 import torch
@@ -20,74 +26,140 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench.timing import print_table, time_ms  # noqa: E402
 from ops import bias_act, conv2d_resample, setup_filter, upfirdn2d  # noqa: E402
-from ops.impl import CudaOpsUnavailableError  # noqa: E402
+from ops.impl import ENV_VAR, CudaOpsUnavailableError  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+IMPLS = ("ref", "cuda", "compile")
+
+
+@dataclass(frozen=True)
+class Case:
+    """One op on one input: the function of x, and the bytes it must move (None: compute-bound)."""
+
+    fn: Callable[[torch.Tensor], torch.Tensor]
+    fwd_bytes: int | None = None
+    bwd_bytes: int | None = None
 
 
 def _shapes(full: bool, device: torch.device) -> list[tuple[int, int, int]]:
-    """(batch, channels, resolution) triples."""
+    """(batch, channels, resolution) triples. --full: StyleGAN2 config-f (channel_base 32768,
+    channel_max 512, batch 4 per GPU), up to 1024x1024 on a GPU."""
     if full:
-        shapes = [(8, 512, r) for r in (4, 8, 16, 32, 64, 128, 256)]
-        if device.type == "cuda":
-            shapes.append((8, 64, 1024))
-        return shapes
+        top = 1024 if device.type == "cuda" else 256
+        return [(4, min(32768 // r, 512), r) for r in (4, 8, 16, 32, 64, 128, 256, 512, 1024) if r <= top]
     return [(8, 512, 4), (8, 512, 16), (8, 256, 32), (8, 64, 64)]
 
 
-def _cases(x: torch.Tensor, impl: str) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
-    """The ops to time with ``impl``. conv2d_resample has no impl of its own (its upfirdn2d calls
-    resolve 'auto'), so it is timed once, under 'ref'."""
-    c = x.shape[1]
+@contextlib.contextmanager
+def _ops_env(value: str) -> Iterator[None]:
+    """STYLEGAN_OPS for the ops that have no impl argument (conv2d_resample), restored after."""
+    old = os.environ.get(ENV_VAR)
+    os.environ[ENV_VAR] = value
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ[ENV_VAR]
+        else:
+            os.environ[ENV_VAR] = old
+
+
+def _cases(x: torch.Tensor, impl: str) -> dict[str, Case]:
+    """The ops to time with ``impl`` ('compile' compiles the reference)."""
+    c, n = x.shape[1], x.element_size()
+    kernel_impl = "ref" if impl == "compile" else impl
     b = torch.zeros(c, device=x.device, dtype=x.dtype)
     f = setup_filter([1, 3, 3, 1], device=x.device)
     w = torch.randn(c, c, 3, 3, device=x.device, dtype=x.dtype) / (3 * c**0.5)
+    size = x.numel() * n
     cases = {
-        "bias_act lrelu": lambda t: bias_act(t, b, act="lrelu", clamp=256, impl=impl),
-        "upfirdn2d up2": lambda t: upfirdn2d(t, f, up=2, padding=(2, 1, 2, 1), gain=4, impl=impl),
-        "upfirdn2d down2": lambda t: upfirdn2d(t, f, down=2, padding=1, impl=impl),
+        # forward reads x, writes y; backward reads dy and the saved y, writes dx.
+        "bias_act lrelu": Case(lambda t: bias_act(t, b, act="lrelu", clamp=256, impl=kernel_impl), 2 * size, 3 * size),
+        # up=2 writes 4x the input; backward reads dy (4x) and writes dx (1x).
+        "upfirdn2d up2": Case(
+            lambda t: upfirdn2d(t, f, up=2, padding=(2, 1, 2, 1), gain=4, impl=kernel_impl), 5 * size, 5 * size
+        ),
+        "upfirdn2d down2": Case(
+            lambda t: upfirdn2d(t, f, down=2, padding=1, impl=kernel_impl), size + size // 4, size + size // 4
+        ),
+        "upfirdn2d filter": Case(
+            lambda t: upfirdn2d(t, f, padding=(2, 1, 2, 1), impl=kernel_impl), 2 * size, 2 * size
+        ),
     }
-    if impl == "ref":
-        cases["conv2d_resample up2"] = lambda t: conv2d_resample(t, w, f, up=2, padding=1)
-        cases["conv2d_resample down2"] = lambda t: conv2d_resample(t, w, f, down=2, padding=1)
+    for name, up, down in (("conv2d_resample up2", 2, 1), ("conv2d_resample down2", 1, 2)):
+
+        def conv(t: torch.Tensor, up: int = up, down: int = down) -> torch.Tensor:
+            with _ops_env(kernel_impl):
+                return conv2d_resample(t, w, f, up=up, down=down, padding=1)
+
+        cases[name] = Case(conv)
+    if impl == "compile":
+        cases = {name: Case(torch.compile(case.fn), case.fwd_bytes, case.bwd_bytes) for name, case in cases.items()}
     return cases
 
 
 def _fwd_bwd(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> Callable[[], None]:
     def run() -> None:
         x.grad = None
-        fn(x).square().mean().backward()
+        y = fn(x)
+        y.backward(torch.ones_like(y))
 
     return run
+
+
+def peak_bandwidth(device: torch.device) -> float | None:
+    """The device's peak memory bandwidth in GB/s (double data rate x bus width), if known."""
+    if device.type != "cuda":
+        return None
+    props = torch.cuda.get_device_properties(device)
+    clock_khz, bus_bits = getattr(props, "memory_clock_rate", 0), getattr(props, "memory_bus_width", 0)
+    return 2 * clock_khz * 1e3 * bus_bits / 8 / 1e9 if clock_khz and bus_bits else None
+
+
+def _gbs(nbytes: int | None, ms: float) -> str:
+    return "-" if nbytes is None else f"{nbytes / ms / 1e6:.0f}"
 
 
 @click.command()
 @click.option("--device", default="cuda" if torch.cuda.is_available() else "cpu", show_default=True, help="cpu or cuda")
 @click.option("--dtypes", default="fp32", show_default=True, help="comma-separated subset of fp32,fp16,bf16")
-@click.option("--impls", default="ref,cuda", show_default=True, help="implementations to time; unavailable ones are reported")
+@click.option("--impls", default=None, help="comma-separated subset of ref,cuda,compile [default: all on cuda, "
+              "ref,cuda on cpu]; unavailable ones are reported")
 @click.option("--full/--quick", default=False, show_default=True, help="all network shapes, or a quick subset")
 @click.option("--repeats", default=5, show_default=True, help="timed repeats per measurement")
-def main(device: str, dtypes: str, impls: str, full: bool, repeats: int) -> None:
+@click.option("--peak-gbs", type=float, default=None, help="peak memory bandwidth in GB/s [default: from the device]")
+def main(device: str, dtypes: str, impls: str | None, full: bool, repeats: int, peak_gbs: float | None) -> None:
     """Time forward and forward+backward of each op."""
     dev = torch.device(device)
+    impl_list = (impls or ("ref,cuda,compile" if dev.type == "cuda" else "ref,cuda")).split(",")
+    for impl in impl_list:
+        if impl not in IMPLS:
+            raise click.BadParameter(f"{impl!r}: expected a subset of {', '.join(IMPLS)}", param_hint="--impls")
+    peak = peak_gbs or peak_bandwidth(dev)
+    if dev.type == "cuda":
+        name = torch.cuda.get_device_name(dev)
+        click.echo(f"# {name}, peak memory bandwidth {f'{peak:.0f} GB/s' if peak else 'unknown'}, torch {torch.__version__}")
     rows = []
-    for name in dtypes.split(","):
-        if name not in DTYPES:
-            raise click.BadParameter(f"{name!r}: expected one of {', '.join(DTYPES)}", param_hint="--dtypes")
-        dtype = DTYPES[name]
+    for dname in dtypes.split(","):
+        if dname not in DTYPES:
+            raise click.BadParameter(f"{dname!r}: expected one of {', '.join(DTYPES)}", param_hint="--dtypes")
         for batch, channels, res in _shapes(full, dev):
-            x = torch.randn(batch, channels, res, res, device=dev, dtype=dtype, requires_grad=True)
-            for impl in impls.split(","):
-                for op, fn in _cases(x.detach(), impl).items():
-                    shape = f"{batch}x{channels}x{res}x{res}"
+            x = torch.randn(batch, channels, res, res, device=dev, dtype=DTYPES[dname], requires_grad=True)
+            shape = f"{batch}x{channels}x{res}x{res}"
+            for impl in impl_list:
+                for op, case in _cases(x.detach(), impl).items():
                     try:
-                        fwd = time_ms(lambda: fn(x), dev, repeats=repeats)
-                        both = time_ms(_fwd_bwd(fn, x), dev, repeats=repeats)
+                        fwd = time_ms(lambda: case.fn(x), dev, repeats=repeats)
+                        both = time_ms(_fwd_bwd(case.fn, x), dev, repeats=repeats)
                     except CudaOpsUnavailableError:
-                        rows.append([op, shape, name, device, impl, "unavailable", "unavailable"])
+                        rows.append([op, shape, dname, device, impl] + ["unavailable"] * 5)
                         continue
-                    rows.append([op, shape, name, device, impl, f"{fwd:.3f}", f"{both:.3f}"])
-    print_table(["op", "shape", "dtype", "device", "impl", "fwd ms", "fwd+bwd ms"], rows)
+                    both_bytes = None if case.fwd_bytes is None else case.fwd_bytes + case.bwd_bytes
+                    share = "-" if case.fwd_bytes is None or not peak else f"{case.fwd_bytes / fwd / 1e6 / peak:.0%}"
+                    rows.append([op, shape, dname, device, impl, f"{fwd:.3f}", _gbs(case.fwd_bytes, fwd), share,
+                                 f"{both:.3f}", _gbs(both_bytes, both)])
+    print_table(["op", "shape", "dtype", "device", "impl", "fwd ms", "fwd GB/s", "fwd % peak", "fwd+bwd ms",
+                 "fwd+bwd GB/s"], rows)
 
 
 if __name__ == "__main__":

@@ -8,10 +8,17 @@ networks written for them behave identically.
 
 ``_bias_act_ref`` is the pure-PyTorch ground truth. It is built from differentiable torch ops, so
 first and second derivatives (R1 needs the latter) come from autograd.
+
+The CUDA path (csrc/bias_act.*) is three registered operators: the forward, its gradient and the
+extra term of the second derivative. Backward saves the output y for the activations whose
+derivative is a function of it (linear, relu, lrelu with alpha >= 0, tanh, sigmoid), else the input
+x and b, never both. The gradient operator has its own autograd formula, built from the gradient
+operators, so R1 can differentiate through it; third derivatives are not implemented.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Callable
@@ -86,9 +93,10 @@ def bias_act(
         impl: ``'auto'``, ``'ref'`` or ``'cuda'`` (see :mod:`ops.impl`).
     """
     _check_args(x, b, dim, act, clamp)
-    resolved = resolve_impl(impl, "bias_act", x.device)
-    if resolved == "cuda":  # pragma: no cover - the kernels land with the fused-ops issue
-        raise NotImplementedError("bias_act: CUDA kernels are not part of this build")
+    if resolve_impl(impl, "bias_act", x.device, x.dtype) == "cuda":
+        from ops._build import NAMESPACE
+
+        return _bias_act_kernels(NAMESPACE, x, b, dim, act, alpha, gain, clamp)
     return _bias_act_ref(x, b, dim, act, alpha, gain, clamp)
 
 
@@ -114,3 +122,111 @@ def _bias_act_ref(
     if clamp is not None:
         x = x.clamp(-clamp, clamp)
     return x
+
+
+# --- The registered kernels (csrc/bias_act.*) ---------------------------------------------------
+
+# Activations whose derivative is not piecewise constant: only they have a second-order term.
+_CURVED = frozenset({"tanh", "sigmoid", "elu", "selu", "softplus", "swish"})
+
+
+def _saves_output(act: str, alpha: float) -> bool:
+    """Whether backward works from the output y (else from the input x and b). The same rule as
+    ``uses_output`` in csrc/bias_act.h."""
+    return act in ("linear", "relu", "tanh", "sigmoid") or (act == "lrelu" and alpha >= 0)
+
+
+def _bias_act_kernels(
+    namespace: str,
+    x: torch.Tensor,
+    b: torch.Tensor | None,
+    dim: int,
+    act: str,
+    alpha: float | None,
+    gain: float | None,
+    clamp: float | None,
+) -> torch.Tensor:
+    """:func:`bias_act` through the registered operators of ``namespace`` (arguments validated)."""
+    spec = ACTIVATIONS[act]
+    alpha = spec.default_alpha if alpha is None else float(alpha)
+    gain = spec.default_gain if gain is None else float(gain)
+    clamp = None if clamp is None else float(clamp)
+    if b is not None:
+        b = b.to(x.dtype)
+    kernels = getattr(torch.ops, namespace)
+    return kernels.bias_act(x, b, dim if b is not None else 0, act, alpha, gain, clamp)
+
+
+def _other_dims(t: torch.Tensor, dim: int) -> list[int]:
+    return [d for d in range(t.ndim) if d != dim]
+
+
+@functools.cache
+def _register_kernels(namespace: str) -> None:
+    """Fake (meta) implementations and autograd formulas of the operators in ``namespace``; called
+    once, after the extension that defines them is loaded (ops/extension.py)."""
+    from ops.extension import kernel_layout
+
+    kernels = getattr(torch.ops, namespace)
+
+    def like(t: torch.Tensor) -> torch.Tensor:
+        return torch.empty_like(t, memory_format=kernel_layout(t))
+
+    @torch.library.register_fake(f"{namespace}::bias_act")
+    def _(x, b, dim, act, alpha, gain, clamp):
+        return like(x)
+
+    @torch.library.register_fake(f"{namespace}::bias_act_grad")
+    def _(dy, x, y, b, dim, act, alpha, gain, clamp):
+        return like(y if _saves_output(act, alpha) else x)
+
+    @torch.library.register_fake(f"{namespace}::bias_act_grad2")
+    def _(ggx, dy, x, y, b, dim, act, alpha, gain, clamp):
+        return like(y if _saves_output(act, alpha) else x)
+
+    def setup_forward(ctx, inputs, output):
+        x, b, dim, act, alpha, gain, clamp = inputs
+        ctx.args = (dim, act, alpha, gain, clamp)
+        if _saves_output(act, alpha):
+            ctx.save_for_backward(None, output, None)
+        else:
+            ctx.save_for_backward(x, None, b)
+
+    def backward_forward(ctx, dy):
+        x, y, b = ctx.saved_tensors
+        dim = ctx.args[0]
+        dx = kernels.bias_act_grad(dy, x, y, b, *ctx.args)
+        db = dx.sum(_other_dims(dx, dim)) if ctx.needs_input_grad[1] else None
+        return (dx if ctx.needs_input_grad[0] else None), db, None, None, None, None, None
+
+    torch.library.register_autograd(f"{namespace}::bias_act", backward_forward, setup_context=setup_forward)
+
+    # d(dx)/d(dy) is the gradient operator itself; d(dx)/d(y or x) is the second-order term.
+    def setup_grad(ctx, inputs, output):
+        dy, x, y, b, dim, act, alpha, gain, clamp = inputs
+        ctx.args = (dim, act, alpha, gain, clamp)
+        ctx.save_for_backward(dy, x, y, b)
+
+    def backward_grad(ctx, ggx):
+        dy, x, y, b = ctx.saved_tensors
+        dim, act, alpha = ctx.args[:3]
+        g_dy = kernels.bias_act_grad(ggx, x, y, b, *ctx.args) if ctx.needs_input_grad[0] else None
+        g_x = g_y = g_b = None
+        if act in _CURVED and any(ctx.needs_input_grad[1:4]):
+            g_ref = kernels.bias_act_grad2(ggx, dy, x, y, b, *ctx.args)
+            if _saves_output(act, alpha):
+                g_y = g_ref
+            else:
+                g_x = g_ref
+                if b is not None and ctx.needs_input_grad[3]:
+                    g_b = g_ref.sum(_other_dims(g_ref, dim))
+        return g_dy, g_x, g_y, g_b, None, None, None, None, None
+
+    torch.library.register_autograd(f"{namespace}::bias_act_grad", backward_grad, setup_context=setup_grad)
+
+    def backward_grad2(ctx, *grads):
+        raise NotImplementedError(
+            "bias_act: third derivatives are not implemented by the CUDA kernels; use impl='ref'"
+        )
+
+    torch.library.register_autograd(f"{namespace}::bias_act_grad2", backward_grad2)

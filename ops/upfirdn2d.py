@@ -16,10 +16,17 @@ Conventions (kept so networks written for them behave identically):
 
 ``_upfirdn2d_ref`` is the pure-PyTorch ground truth; it is made of differentiable torch ops, so
 first and second derivatives come from autograd.
+
+The CUDA path (csrc/upfirdn2d.*) is one registered operator on 2-D filters; a separable filter runs
+as two passes (along x, then y). Its gradient is the same operator with the transposed parameters
+(up and down swapped, the padding mirrored, the filter flipped), so derivatives of every order run
+on the kernels. A filter that requires grad gets its gradient from a correlation of the
+zero-inserted, padded input with the output gradient.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Sequence, Union
 
 import torch
@@ -152,9 +159,10 @@ def upfirdn2d(
             f"padding={padding!r}: input {tuple(x.shape[2:])} upsampled by ({upy}, {upx}) and padded "
             f"is smaller than the {fh}x{fw} filter; the output would be empty"
         )
-    resolved = resolve_impl(impl, "upfirdn2d", x.device)
-    if resolved == "cuda":  # pragma: no cover - the kernels land with the fused-ops issue
-        raise NotImplementedError("upfirdn2d: CUDA kernels are not part of this build")
+    if resolve_impl(impl, "upfirdn2d", x.device, x.dtype) == "cuda":
+        from ops._build import NAMESPACE
+
+        return _upfirdn2d_kernels(NAMESPACE, x, f, (upx, upy), (downx, downy), (x0, x1, y0, y1), flip_filter, gain)
     return _upfirdn2d_ref(x, f, (upx, upy), (downx, downy), (x0, x1, y0, y1), flip_filter, gain)
 
 
@@ -257,3 +265,92 @@ def downsample2d(
         padding, ((fw - downx + 1) // 2, (fw - downx) // 2, (fh - downy + 1) // 2, (fh - downy) // 2)
     )
     return upfirdn2d(x, f, down=(downx, downy), padding=pads, flip_filter=flip_filter, gain=gain, impl=impl)
+
+
+# --- The registered kernel (csrc/upfirdn2d.*) ---------------------------------------------------
+
+
+def _upfirdn2d_kernels(
+    namespace: str,
+    x: torch.Tensor,
+    f: torch.Tensor | None,
+    up: tuple[int, int],
+    down: tuple[int, int],
+    padding: tuple[int, int, int, int],
+    flip_filter: bool,
+    gain: float,
+) -> torch.Tensor:
+    """:func:`upfirdn2d` through the registered operator of ``namespace`` (arguments parsed)."""
+    op = getattr(torch.ops, namespace).upfirdn2d
+    (upx, upy), (downx, downy), (x0, x1, y0, y1) = up, down, padding
+    if f is None:
+        f = torch.ones([1, 1], dtype=torch.float32, device=x.device)
+    f = f.to(x.device)
+    gain = float(gain)
+    if f.ndim == 2:
+        return op(x, f, upx, upy, downx, downy, x0, x1, y0, y1, flip_filter, gain)
+    # Separable: along x, then along y, each pass with sqrt(gain), as the reference does.
+    gx, gy = (gain**0.5, gain**0.5) if gain >= 0 else (gain, 1.0)
+    x = op(x, f.reshape(1, -1), upx, 1, downx, 1, x0, x1, 0, 0, flip_filter, gx)
+    return op(x, f.reshape(-1, 1), 1, upy, 1, downy, 0, 0, y0, y1, flip_filter, gy)
+
+
+def _transposed_padding(in_size: int, out_size: int, up: int, down: int, pad0: int, taps: int) -> tuple[int, int]:
+    """Padding of the adjoint along one axis: upfirdn2d(dy, f, up=down, down=up, this padding,
+    flipped filter) maps the output gradient back onto the input's ``in_size`` samples."""
+    return taps - pad0 - 1, in_size * up - out_size * down + pad0 - up + 1
+
+
+def _filter_grad(op, x, dy, f, params) -> torch.Tensor:
+    """Gradient w.r.t. the 2-D filter ``f``: correlate the zero-inserted, padded input with ``dy``
+    (dilated by ``down``), then undo the flip and gain the kernel applied to ``f``."""
+    upx, upy, downx, downy, x0, x1, y0, y1, flip_filter, gain = params
+    n, c = x.shape[:2]
+    fh, fw = f.shape
+    ones = torch.ones([1, 1], dtype=f.dtype, device=x.device)
+    u = op(x, ones, upx, upy, 1, 1, x0, x1, y0, y1, False, 1.0)  # [N, C, H * uy + y0 + y1, W * ux + x0 + x1]
+    g = F.conv2d(
+        u.reshape(1, n * c, u.shape[2], u.shape[3]),
+        dy.to(u.dtype).reshape(1, n * c, dy.shape[2], dy.shape[3]),
+        dilation=(downy, downx),
+    )[0, 0, :fh, :fw]
+    g = g * gain
+    return (g if flip_filter else g.flip([0, 1])).to(f.dtype)
+
+
+@functools.cache
+def _register_kernels(namespace: str) -> None:
+    """Fake (meta) implementation and autograd formula of the operator in ``namespace``; called
+    once, after the extension that defines it is loaded (ops/extension.py)."""
+    from ops.extension import kernel_layout
+
+    op = getattr(torch.ops, namespace).upfirdn2d
+
+    @torch.library.register_fake(f"{namespace}::upfirdn2d")
+    def _(x, f, upx, upy, downx, downy, x0, x1, y0, y1, flip_filter, gain):
+        n, c, h, w = x.shape
+        fh, fw = f.shape
+        out_h = (h * upy + y0 + y1 - fh) // downy + 1
+        out_w = (w * upx + x0 + x1 - fw) // downx + 1
+        return torch.empty((n, c, out_h, out_w), dtype=x.dtype, device=x.device, memory_format=kernel_layout(x))
+
+    def setup_context(ctx, inputs, output):
+        x, f = inputs[:2]
+        ctx.params = tuple(inputs[2:])
+        ctx.in_size = (x.shape[2], x.shape[3])
+        ctx.save_for_backward(f, x if ctx.needs_input_grad[1] else None)
+
+    def backward(ctx, dy):
+        f, x = ctx.saved_tensors
+        upx, upy, downx, downy, x0, x1, y0, y1, flip_filter, gain = ctx.params
+        dx = df = None
+        if ctx.needs_input_grad[0]:
+            (h, w), (fh, fw) = ctx.in_size, f.shape
+            px = _transposed_padding(w, dy.shape[3], upx, downx, x0, fw)
+            py = _transposed_padding(h, dy.shape[2], upy, downy, y0, fh)
+            dx = op(dy, f, downx, downy, upx, upy, *px, *py, not flip_filter, gain)
+        if ctx.needs_input_grad[1]:
+            df = _filter_grad(op, x, dy, f, ctx.params)
+        return (dx, df) + (None,) * 10
+
+    torch.library.register_autograd(f"{namespace}::upfirdn2d", backward, setup_context=setup_context)

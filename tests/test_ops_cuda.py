@@ -1,0 +1,219 @@
+"""The CUDA kernels against the reference on a GPU (``pytest -m gpu``; skipped without CUDA).
+
+The same cases as the CPU emulation (tests/ops_kernel_cases.py, on the reference tests' grids) in
+float64/32/16 and bfloat16, forward, backward and double backward; then the public ops with
+impl='cuda', conv2d_resample, the networks' outputs and gradients (R1 included) with
+STYLEGAN_OPS=cuda vs ref, the loader's cache and ``python -m ops doctor``.
+
+The first run builds the extensions for this GPU (a minute or two; then cached).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from click.testing import CliRunner
+from test_ops_upfirdn2d import FILTERS, GRAD_GRID, GRID
+
+import ops_kernel_cases as cases
+from ops import ACTIVATIONS, _build, bias_act, conv2d_resample, extension, setup_filter, upfirdn2d
+from ops.__main__ import cli
+
+pytestmark = pytest.mark.gpu
+
+
+@pytest.fixture(scope="module")
+def k() -> cases.Kernels:
+    index = torch.cuda.current_device()
+    status = extension.device_status(index)
+    failed = {op: s.reason for op, s in status.items() if not s.ok}
+    if failed:
+        pytest.fail("the CUDA kernels cannot run here:\n" + "\n".join(f"{op}: {r}" for op, r in failed.items()))
+    return cases.Kernels(_build.NAMESPACE, torch.device("cuda", index))
+
+
+# --- the shared cases ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("fname, up, down, pad, flip", GRID)
+def test_upfirdn2d_grid(k, fname, up, down, pad, flip, layout) -> None:
+    cases.upfirdn2d_matches_reference(k, FILTERS[fname](), up, down, pad, flip, layout)
+
+
+@pytest.mark.parametrize("fname", ["2d4", "sep4", "1tap"])
+def test_upfirdn2d_strided_input(k, fname) -> None:
+    cases.upfirdn2d_matches_reference(k, FILTERS[fname](), (2, 2), (1, 1), (2, 1, 2, 1), False, "strided")
+
+
+@pytest.mark.parametrize("fname, up, down, pad", GRAD_GRID)
+@pytest.mark.parametrize("flip", [False, True])
+def test_upfirdn2d_gradients(k, fname, up, down, pad, flip) -> None:
+    cases.upfirdn2d_gradients(k, FILTERS[fname](), up, down, pad, flip)
+
+
+@pytest.mark.parametrize("up, down", [(1, 1), (2, 1), (1, 2)])
+def test_upfirdn2d_tiled_gradients(k, up, down) -> None:
+    cases.upfirdn2d_gradients(k, setup_filter([1, 3, 3, 1]), up, down, (2, 1, 2, 1), False)
+
+
+@pytest.mark.parametrize("separable", [False, True])
+def test_upfirdn2d_filter_gradient(k, separable) -> None:
+    cases.upfirdn2d_filter_gradient(k, separable)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("up, down, pad", [(2, 1, (2, 1, 2, 1)), (1, 2, (1, 1, 1, 1)), (1, 1, (2, 1, 2, 1))])
+def test_upfirdn2d_dtypes(k, dtype, up, down, pad) -> None:
+    cases.upfirdn2d_dtype(k, dtype, setup_filter([1, 3, 3, 1]), up, down, pad)
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("up, down", [(1, 1), (2, 1), (1, 2)])
+def test_upfirdn2d_large_tiles(k, up, down, layout) -> None:
+    cases.upfirdn2d_large_tiles(k, up, down, layout)
+
+
+@pytest.mark.parametrize("up, down", [(1, 1), (2, 1), (1, 2)])
+def test_upfirdn2d_more_rows_than_the_grid(k, up, down) -> None:
+    # 1751 samples x 40 channel blocks > 65535 grid rows: the tiled kernels' loop over rows.
+    cases.upfirdn2d_large_tiles(k, up, down, "contiguous", n=1751, c=40)
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "strided"])
+@pytest.mark.parametrize("dim", [0, 1, 3])
+@pytest.mark.parametrize("clamp", [None, 0.7])
+@pytest.mark.parametrize("act", sorted(ACTIVATIONS))
+def test_bias_act_matches_reference(k, act, clamp, dim, layout) -> None:
+    cases.bias_act_matches_reference(k, act, clamp, dim, layout)
+
+
+@pytest.mark.parametrize("act", sorted(ACTIVATIONS))
+@pytest.mark.parametrize("clamp", [None, 0.7])
+def test_bias_act_gradients(k, act, clamp) -> None:
+    cases.bias_act_gradients(k, act, clamp)
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("act", sorted(ACTIVATIONS))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_bias_act_dtypes(k, dtype, act, layout) -> None:
+    cases.bias_act_dtype(k, dtype, act, layout)
+
+
+def test_backward_keeps_one_tensor(k) -> None:
+    cases.backward_keeps_one_tensor(k)
+
+
+def test_opcheck(k) -> None:
+    x = torch.randn(2, 3, 6, 5, device=k.device, requires_grad=True)
+    f = setup_filter([1, 3, 3, 1], device=k.device)
+    torch.library.opcheck(k.raw.upfirdn2d.default, (x, f, 2, 2, 1, 1, 2, 1, 2, 1, False, 4.0))
+    b = torch.randn(3, device=k.device, requires_grad=True)
+    torch.library.opcheck(k.raw.bias_act.default, (x, b, 1, "lrelu", 0.2, 1.4, 256.0))
+    torch.library.opcheck(k.raw.bias_act.default, (x, b, 1, "swish", 0.0, 1.4, None))
+
+
+def test_large_bias_act_matches_reference(k) -> None:
+    # Several blocks per thread's grid-stride loop and a bias index over a large tensor.
+    x = torch.randn(8, 512, 64, 64, device=k.device, dtype=torch.float16)
+    b = torch.randn(512, device=k.device)
+    want = bias_act(x.float(), b, act="lrelu", clamp=256, impl="ref")
+    cases.assert_close(k.bias_act(x.to(memory_format=torch.channels_last), b, act="lrelu", clamp=256), want, torch.float16)
+
+
+# --- the public ops, conv2d_resample, the networks ------------------------------------------------
+
+
+def test_public_ops_with_impl_cuda(k) -> None:
+    x = torch.randn(2, 8, 16, 16, device=k.device)
+    f = setup_filter([1, 3, 3, 1])  # on the CPU: moved to the input's device, as the reference does
+    for kwargs in ({"up": 2, "padding": (2, 1, 2, 1), "gain": 4}, {"down": 2, "padding": 1}):
+        cases.assert_close(upfirdn2d(x, f, impl="cuda", **kwargs), upfirdn2d(x, f, impl="ref", **kwargs), torch.float32)
+    b = torch.randn(8, device=k.device)
+    cases.assert_close(bias_act(x, b, act="lrelu", impl="cuda"), bias_act(x, b, act="lrelu", impl="ref"), torch.float32)
+
+
+def _grads_under(monkeypatch, mode: str, fn, params: list[torch.Tensor]):
+    monkeypatch.setenv("STYLEGAN_OPS", mode)
+    for p in params:
+        p.grad = None
+    out = fn()
+    out.square().mean().backward()
+    return out.detach(), [p.grad.detach().clone() for p in params]
+
+
+@pytest.mark.parametrize("up, down, k_size", [(2, 1, 3), (1, 2, 3), (1, 2, 1), (1, 1, 3)])
+def test_conv2d_resample_cuda_vs_ref(k, monkeypatch, up, down, k_size) -> None:
+    x = torch.randn(2, 16, 16, 16, device=k.device, requires_grad=True)
+    w = (torch.randn(8, 16, k_size, k_size, device=k.device) / 12).requires_grad_(True)
+    f = setup_filter([1, 3, 3, 1], device=k.device)
+    fn = lambda: conv2d_resample(x, w, f, up=up, down=down, padding=k_size // 2)  # noqa: E731
+    got = _grads_under(monkeypatch, "cuda", fn, [x, w])
+    want = _grads_under(monkeypatch, "ref", fn, [x, w])
+    for a, b in zip([got[0], *got[1]], [want[0], *want[1]]):
+        cases.assert_close(a, b, torch.float32)
+
+
+def _relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a.float() - b.float()).norm() / b.float().norm().clamp_min(1e-12)).item()
+
+
+def _assert_grads_close(got: list[torch.Tensor], want: list[torch.Tensor], tol: float) -> None:
+    """All gradients together within ``tol`` (relative); each one within 10x that, with a floor
+    for the parameters whose gradient is tiny compared with the rest."""
+    assert len(got) == len(want) > 0
+    flat_got = torch.cat([g.flatten().float() for g in got])
+    flat_want = torch.cat([w.flatten().float() for w in want])
+    assert _relative_error(flat_got, flat_want) < tol
+    floor = tol * flat_want.norm().item() / len(want) ** 0.5
+    for i, (g, w) in enumerate(zip(got, want)):
+        assert (g.float() - w.float()).norm().item() <= 10 * tol * w.float().norm().item() + floor, i
+
+
+@pytest.mark.parametrize("preset", ["paper256", "stylegan2"])
+def test_networks_cuda_vs_ref(k, monkeypatch, preset) -> None:
+    """G and D outputs, G+D gradients and R1's gradient (double backward through the kernels)."""
+    stylegan = pytest.importorskip("stylegan")
+    torch.manual_seed(0)
+    G, D = stylegan.build(preset, resolution=32, channel_base=2048, channel_max=64, z_dim=64, w_dim=64)
+    G, D = G.to(k.device), D.to(k.device)
+    z = torch.randn(8, 64, generator=torch.Generator().manual_seed(1)).to(k.device)
+    img_real = torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(2)).to(k.device)
+
+    def run(mode: str):
+        monkeypatch.setenv("STYLEGAN_OPS", mode)
+        G.zero_grad(set_to_none=True)
+        D.zero_grad(set_to_none=True)
+        img = G(z, None, noise_mode="const")
+        logits = D(img, None)
+        logits.sum().backward()
+        real = img_real.detach().requires_grad_(True)
+        (r1_grad,) = torch.autograd.grad(D(real, None).sum(), real, create_graph=True)
+        r1_grad.square().sum().backward()
+        g_grads = [p.grad.detach().clone() for p in G.parameters() if p.grad is not None]
+        d_grads = [p.grad.detach().clone() for p in D.parameters() if p.grad is not None]
+        return img.detach(), logits.detach(), r1_grad.detach(), g_grads, d_grads
+
+    got, want = run("cuda"), run("ref")
+    tol = 2e-2 if preset == "paper256" else 1e-4  # paper256 runs its top resolutions in float16
+    for name, a, b in zip(("img", "logits", "r1_grad"), got[:3], want[:3]):
+        assert _relative_error(a, b) < tol, name
+    _assert_grads_close(got[3], want[3], tol)
+    _assert_grads_close(got[4], want[4], tol)
+
+
+# --- loader and doctor on a GPU -----------------------------------------------------------------
+
+
+def test_runtime_build_is_cached_and_found(k) -> None:
+    capability = torch.cuda.get_device_capability(k.device)
+    for spec in _build.EXTENSIONS.values():
+        assert _build.find_prebuilt(spec, [capability], _build.cache_root()) is not None
+
+
+def test_doctor_reports_an_active_fast_path(k, monkeypatch) -> None:
+    monkeypatch.delenv("STYLEGAN_OPS", raising=False)
+    result = CliRunner().invoke(cli, ["doctor"])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip().splitlines()[-1].startswith("fast path: ACTIVE")
