@@ -184,7 +184,7 @@ def load_inception(
     if cls is None:
         problems.append(
             f"The Inception feature network needs the optional package torch-fidelity (and torchvision), which "
-            f"cannot be imported ({why}): {PACKAGE_HINT}."
+            f"cannot be imported ({why}): {PACKAGE_HINT}; torchvision must be the build made for your torch."
         )
     if problems:
         raise MetricUnavailable(" ".join(problems) if len(problems) == 1 else

@@ -49,11 +49,14 @@ def kernel_inception_distance(
     num_subsets: int = DEFAULT_SUBSETS,
     max_subset_size: int = DEFAULT_SUBSET_SIZE,
     seed: int = 0,
+    device: torch.device | str | None = None,
 ) -> float:
     """KID between ``gen_features`` [N, d] and ``real_features`` [M, d] (float64 arithmetic).
 
-    Each subset holds ``min(N, M, max_subset_size)`` rows of each set. Runs on the device of the
-    inputs. The value can be slightly negative (it is an unbiased estimate of a non-negative number).
+    Each subset holds ``min(N, M, max_subset_size)`` rows of each set. The kernels run on
+    ``device`` (default: the inputs'); only the subsets are moved there, so up to a million real
+    features can stay in CPU memory. The value can be slightly negative (it is an unbiased
+    estimate of a non-negative number).
     """
     if gen_features.ndim != 2 or real_features.ndim != 2 or gen_features.shape[1] != real_features.shape[1]:
         raise ValueError(
@@ -64,8 +67,10 @@ def kernel_inception_distance(
     m = min(gen_features.shape[0], real_features.shape[0], max_subset_size)
     if m < 2:
         raise ValueError(f"{gen_features.shape[0]} generated and {real_features.shape[0]} real features: KID needs >= 2 of each")
-    x_all, y_all = gen_features.double(), real_features.double()
+    dev = torch.device(device) if device is not None else gen_features.device
     total = 0.0
-    for gen_idx, real_idx in subset_indices(x_all.shape[0], y_all.shape[0], num_subsets, m, seed):
-        total += mmd2_unbiased(x_all[gen_idx.to(x_all.device)], y_all[real_idx.to(y_all.device)])
+    for gen_idx, real_idx in subset_indices(gen_features.shape[0], real_features.shape[0], num_subsets, m, seed):
+        x = gen_features[gen_idx.to(gen_features.device)].to(dev, torch.float64)
+        y = real_features[real_idx.to(real_features.device)].to(dev, torch.float64)
+        total += mmd2_unbiased(x, y)
     return total / num_subsets

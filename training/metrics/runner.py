@@ -177,9 +177,9 @@ def _evaluate(spec: MetricSpec, gen: dict[str, torch.Tensor], reals: RealStats |
         for chunk in features.split(batch_size):  # fixed chunks: the same sums on any world size
             moments.add(chunk)
         return {spec.name: frechet_distance(*moments.mean_cov(), reals.mu, reals.sigma)}
+    if spec.kind == "kid":  # only the sampled subsets go to the device
+        return {spec.name: kernel_inception_distance(features, reals.features[: spec.max_real], device=device)}
     real = reals.features[: spec.max_real].to(device)
-    if spec.kind == "kid":
-        return {spec.name: kernel_inception_distance(features.to(device), real)}
     total = 2 * (real.shape[0] + features.shape[0])
     with _bar(total, f"{spec.name} distances", progress) as bar:
         precision, recall = precision_recall(real, features.to(device), k=spec.nhood, progress=bar.update)
