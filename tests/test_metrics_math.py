@@ -17,7 +17,7 @@ from training.metrics.frechet import FeatureMoments, frechet_distance, mean_cov,
 from training.metrics.inception_score import inception_score
 from training.metrics.kid import kernel_inception_distance, mmd2_unbiased, subset_indices
 from training.metrics.precision_recall import precision_recall
-from training.metrics.specs import MetricSpec, parse_metric, parse_metrics
+from training.metrics.specs import MetricSpec, is_result_key, parse_metric, parse_metrics
 
 
 # ----------------------------------------------------------------------------------------- FID
@@ -301,3 +301,10 @@ def test_bad_metric_names(text, match):
         return
     with pytest.raises(ValueError, match=match):
         parse_metrics(text)
+
+
+def test_result_keys_are_recognised():
+    for key in ("fid50k_full", "kid2k_full", "pr50k3_full_precision", "pr500_3_full_recall", "is50k_mean", "is1k_std"):
+        assert is_result_key(key), key
+    for key in ("fid50k_full_mean", "is50k", "pr50k3_full", "img_per_sec", "kimg", "loss_G", "sec"):
+        assert not is_result_key(key), key

@@ -215,11 +215,14 @@ def test_missing_weights_is_a_warning_in_training(images, dataset, cache, tmp_pa
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     notes = []
-    with pytest.warns(UserWarning, match="fid20_full skipped for snap.safetensors: .*Inception weights"):
-        out = evaluate_snapshot(ReplayGenerator(images), metrics="fid20_full", data=str(dataset), run_dir=run_dir,
-                                snapshot="snap.safetensors", cache_dir=cache, log=notes.append)
+    out = evaluate_snapshot(ReplayGenerator(images), metrics="fid20_full", data=str(dataset), run_dir=run_dir,
+                            snapshot="snap.safetensors", cache_dir=cache, log=notes.append)
     assert out == {} and not list(run_dir.iterdir())
-    assert len(notes) == 1 and "weights-inception-2015-12-05-6726825d.pth" in notes[0]
+    assert len(notes) == 1 and notes[0].startswith("warning: metrics fid20_full skipped for snap.safetensors: ")
+    assert "weights-inception-2015-12-05-6726825d.pth" in notes[0]
+    with pytest.warns(UserWarning, match="fid20_full skipped for snap.safetensors: .*Inception weights"):
+        assert evaluate_snapshot(ReplayGenerator(images), metrics="fid20_full", data=str(dataset), run_dir=run_dir,
+                                 snapshot="snap.safetensors", cache_dir=cache) == {}
 
 
 # ------------------------------------------------------------------------------------- extractors
@@ -248,7 +251,8 @@ def test_missing_weights_message_names_the_file_and_where_to_put_it(tmp_path, mo
 def test_missing_package_and_weights_are_one_message(tmp_path, monkeypatch):
     monkeypatch.delenv(inception.ENV_WEIGHTS, raising=False)
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
-    monkeypatch.setattr(inception, "_import_fidelity", lambda: (None, "ModuleNotFoundError: No module named 'torch_fidelity'"))
+    missing = (None, "ModuleNotFoundError: No module named 'torch_fidelity'")
+    monkeypatch.setattr(inception, "_import_fidelity", lambda: missing)
     with pytest.raises(MetricUnavailable) as info:
         load_inception(cache_dir=tmp_path)
     message = str(info.value)

@@ -26,7 +26,7 @@ from training.metrics.kid import kernel_inception_distance
 from training.metrics.precision_recall import precision_recall
 from training.metrics.runner import MetricResult, compute_metrics
 from training.metrics.snapshot import evaluate_snapshot, flat_results, write_metric_records
-from training.metrics.specs import MetricSpec, parse_metric, parse_metrics
+from training.metrics.specs import MetricSpec, is_result_key, parse_metric, parse_metrics
 
 __all__ = [
     "EXTRACTORS",
@@ -44,6 +44,7 @@ __all__ = [
     "flat_results",
     "frechet_distance",
     "inception_score",
+    "is_result_key",
     "kernel_inception_distance",
     "load_inception",
     "mean_cov",

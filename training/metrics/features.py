@@ -71,7 +71,9 @@ class RandomConvFeatures(nn.Module):
                  device: torch.device | str = "cpu") -> None:
         super().__init__()
         if dim < 1 or size < 8 or num_classes < 2:
-            raise ValueError(f"dim={dim}, size={size}, num_classes={num_classes}: expected dim >= 1, size >= 8, classes >= 2")
+            raise ValueError(
+                f"dim={dim}, size={size}, num_classes={num_classes}: expected dim >= 1, size >= 8, classes >= 2"
+            )
         gen = torch.Generator().manual_seed(seed)
         widths = [3, 32, 64, dim]
         self.weights = nn.ParameterList(
@@ -90,7 +92,8 @@ class RandomConvFeatures(nn.Module):
         x = to_rgb(images.to(self.device)).float() / 127.5 - 1.0
         if x.shape[-1] != self.size or x.shape[-2] != self.size:
             mode = "area" if x.shape[-1] > self.size else "bilinear"
-            x = F.interpolate(x, size=(self.size, self.size), mode=mode, **({} if mode == "area" else {"align_corners": False}))
+            extra = {} if mode == "area" else {"align_corners": False}
+            x = F.interpolate(x, size=(self.size, self.size), mode=mode, **extra)
         for i, w in enumerate(self.weights):
             x = F.leaky_relu(F.conv2d(x, w, padding=1), 0.2)
             if i < len(self.weights) - 1:

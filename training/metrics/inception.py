@@ -204,7 +204,9 @@ def _load_cached(path: str, mtime_ns: int, device: str) -> InceptionFeatures:
             f"{' '.join(str(exc).split())[:200]}). Download {WEIGHTS_URL} again."
         ) from exc
     if not isinstance(state, dict):
-        raise MetricUnavailable(f"Inception weights {path!r} hold a {type(state).__name__}, not a state dict. Download {WEIGHTS_URL}.")
+        raise MetricUnavailable(
+            f"Inception weights {path!r} hold a {type(state).__name__}, not a state dict. Download {WEIGHTS_URL}."
+        )
     del state
     sha = file_sha256(p)
     if not sha.startswith(WEIGHTS_SHA256_PREFIX):

@@ -36,7 +36,9 @@ def mmd2_unbiased(x: torch.Tensor, y: torch.Tensor) -> float:
     return float(within - 2.0 * k_xy.sum() / (m * m))
 
 
-def subset_indices(n_gen: int, n_real: int, num_subsets: int, subset_size: int, seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def subset_indices(
+    n_gen: int, n_real: int, num_subsets: int, subset_size: int, seed: int
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """The (generated, real) row indices of each subset: ``subset_size`` of each, without replacement."""
     gen = torch.Generator().manual_seed(seed)
     return [(torch.randperm(n_gen, generator=gen)[:subset_size], torch.randperm(n_real, generator=gen)[:subset_size])
@@ -66,7 +68,9 @@ def kernel_inception_distance(
         raise ValueError(f"num_subsets={num_subsets}, max_subset_size={max_subset_size}: expected >= 1 and >= 2")
     m = min(gen_features.shape[0], real_features.shape[0], max_subset_size)
     if m < 2:
-        raise ValueError(f"{gen_features.shape[0]} generated and {real_features.shape[0]} real features: KID needs >= 2 of each")
+        raise ValueError(
+            f"{gen_features.shape[0]} generated and {real_features.shape[0]} real features: KID needs >= 2 of each"
+        )
     dev = torch.device(device) if device is not None else gen_features.device
     total = 0.0
     for gen_idx, real_idx in subset_indices(gen_features.shape[0], real_features.shape[0], num_subsets, m, seed):

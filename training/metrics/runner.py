@@ -66,7 +66,9 @@ def _noise_seed(seed: int, part: int) -> int:
     return int.from_bytes(digest, "little") >> 1
 
 
-def seed_inputs(seeds: Sequence[int], z_dim: int, class_probs: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+def seed_inputs(
+    seeds: Sequence[int], z_dim: int, class_probs: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``z`` [N, z_dim] and one-hot ``c`` [N, classes] (or None) for seeds, each from its own CPU generator."""
     zs, cs = [], []
     for s in seeds:
@@ -116,7 +118,8 @@ def real_stats(src: RealSource, extractor: FeatureExtractor, *, keep: int, ranks
             kept.append(take)
             kept_n += take.shape[0]
 
-    with _bar(src.num_images, f"reals ({src.resolution}px{', mirrored' if src.mirror else ''})", progress and ranks.is_main) as bar:
+    desc = f"reals ({src.resolution}px{', mirrored' if src.mirror else ''})"
+    with _bar(src.num_images, desc, progress and ranks.is_main) as bar:
         run_parts(src.num_parts, work, {"features": dim}, ranks, device, consume, bar.update)
     if not ranks.is_main:
         return None
@@ -259,7 +262,8 @@ def _cached_real_stats(src: RealSource, extractor: FeatureExtractor, *, keep: in
         key = cache_key(src, extractor.name, cache_dir)
         stats = load_stats(key, cache_dir)
         if stats is not None and not stats.covers(keep):
-            say(f"metrics: cached real statistics hold {stats.kept} samples, {min(keep, stats.num_images)} needed; recomputing")
+            need = min(keep, stats.num_images)
+            say(f"metrics: cached real statistics hold {stats.kept} samples, {need} needed; recomputing")
             stats = None
         elif stats is not None:
             say(f"metrics: real statistics from the cache ({entry_path(key, cache_dir)})")

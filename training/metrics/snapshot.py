@@ -5,8 +5,9 @@
 (``{"fid50k_full": 12.3, "pr50k3_full_precision": 0.71, ...}``) for ``stats.jsonl`` and
 TensorBoard, and the main process appends one line per metric to ``<run_dir>/metric-<name>.jsonl``
 naming the snapshot. When the feature network cannot be had here (torch-fidelity or the Inception
-weights are missing, on any process), it warns once per call with the message that says what to
-install and where to put the file, and returns ``{}``: training goes on. Other errors (a damaged
+weights are missing, on any process), it warns once per call (through ``log`` when given, else
+``warnings.warn``) with the message that says what to install and where to put the file, and
+returns ``{}``: training goes on. Other errors (a damaged
 dataset, a wrong argument) raise.
 """
 
@@ -104,7 +105,8 @@ def evaluate_snapshot(
 
     Returns the flat results on every process (``{}`` when the feature network is unavailable).
     ``device`` defaults to G's; ``ranks`` to the ``torch.distributed`` group. ``log`` (main
-    process) gets one-line notes and the unavailability warning.
+    process) gets one-line notes and the unavailability warning (without ``log`` that warning is
+    a ``UserWarning``).
     """
     ranks = ranks or Ranks.current()
     device = torch.device(device) if device is not None else next(G.parameters()).device
@@ -118,10 +120,11 @@ def evaluate_snapshot(
                                                cache_dir=cache_dir)
     except MetricUnavailable as exc:
         message = f"metrics {', '.join(s.name for s in specs)} skipped for {snapshot}: {exc}"
-        if ranks.is_main:
-            warnings.warn(message, stacklevel=2)
+        if ranks.is_main:  # one message: to the run's log when there is one, else as a Python warning
             if log is not None:
                 log(f"warning: {message}")
+            else:
+                warnings.warn(message, stacklevel=2)
         return {}
     was_training = G.training
     G.eval()

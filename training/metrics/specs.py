@@ -51,7 +51,9 @@ class MetricSpec:
         if self.num_gen < 2:
             raise ValueError(f"metric {self.kind}: {self.num_gen} generated images; expected at least 2")
         if self.kind == "pr" and not 1 <= self.nhood < self.num_gen:
-            raise ValueError(f"metric pr: neighbourhood size {self.nhood} with {self.num_gen} images; expected 1 <= k < count")
+            raise ValueError(
+                f"metric pr: neighbourhood size {self.nhood} with {self.num_gen} images; expected 1 <= k < count"
+            )
         if self.kind == "is" and self.num_gen < 10:
             raise ValueError(f"metric is: {self.num_gen} generated images; expected at least 10 (one per split)")
 
@@ -136,3 +138,24 @@ def parse_metrics(names: str | Iterable[str], num_gen: int | None = None) -> lis
             raise ValueError(f"metrics {names!r}: {raw!r} and {seen[spec.name]!r} both give {spec.name!r}; list it once")
         seen[spec.name] = raw
     return specs
+
+
+_RESULT_SUFFIXES = ("_precision", "_recall", "_mean", "_std")
+
+
+def is_result_key(key: str) -> bool:
+    """Whether ``key`` is a metric result key (``fid50k_full``, ``pr50k3_full_recall``, ``is50k_std``).
+
+    For sorting a stats record's keys, e.g. into a ``Metrics/`` TensorBoard group.
+    """
+    for suffix in ("",) + _RESULT_SUFFIXES:
+        if suffix and not key.endswith(suffix):
+            continue
+        base = key[: len(key) - len(suffix)] if suffix else key
+        try:
+            spec = parse_metric(base)
+        except ValueError:
+            continue
+        if key in spec.keys:
+            return True
+    return False
