@@ -259,7 +259,7 @@ def _cached_real_stats(src: RealSource, extractor: FeatureExtractor, *, keep: in
     """Real statistics from the cache (rank 0 reads it) or from a pass over the data (all ranks)."""
     key = stats = None
     if ranks.is_main and cache:
-        key = cache_key(src, extractor.name, cache_dir)
+        key = cache_key(src, extractor.name, cache_dir, progress)
         stats = load_stats(key, cache_dir)
         if stats is not None and not stats.covers(keep):
             need = min(keep, stats.num_images)

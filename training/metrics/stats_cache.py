@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,7 @@ import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
+from tqdm import tqdm
 
 from training.data_info import url2path
 from training.metrics.locations import cache_root
@@ -87,8 +89,11 @@ def _is_remote(url: str) -> bool:
     return len(scheme) > 1 and scheme != "file"  # a one-letter scheme is a Windows drive letter
 
 
-def shard_hashes(urls: tuple[str, ...], cache_dir: str | Path | None = None) -> list[str]:
-    """A content id per shard: ``sha256:<hex>`` for local files (memoised), ``url:<url>`` for remote ones."""
+def shard_hashes(urls: tuple[str, ...], cache_dir: str | Path | None = None, progress: bool = False) -> list[str]:
+    """A content id per shard: ``sha256:<hex>`` for local files (memoised), ``url:<url>`` for remote ones.
+
+    ``progress`` shows a bar (bytes) while shards not seen before are hashed.
+    """
     memo_path = cache_root(cache_dir) / SUBDIR / SHARD_MEMO
     try:
         memo = json.loads(memo_path.read_text(encoding="utf-8"))
@@ -96,31 +101,37 @@ def shard_hashes(urls: tuple[str, ...], cache_dir: str | Path | None = None) -> 
             memo = {}
     except (OSError, ValueError):
         memo = {}
-    out, changed = [], False
+    ids: dict[str, str] = {url: f"url:{url}" for url in urls if _is_remote(url)}
+    todo = []
     for url in urls:
-        if _is_remote(url):
-            out.append(f"url:{url}")
+        if url in ids:
             continue
         path = Path(url2path(url)).resolve()
         st = path.stat()
         entry = memo.get(str(path))
-        if not (isinstance(entry, dict) and entry.get("size") == st.st_size and entry.get("mtime_ns") == st.st_mtime_ns):
-            entry = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": _hash_file(path)}
-            memo[str(path)] = entry
-            changed = True
-        out.append(f"sha256:{entry['sha256']}")
-    if changed:
+        if isinstance(entry, dict) and entry.get("size") == st.st_size and entry.get("mtime_ns") == st.st_mtime_ns:
+            ids[url] = f"sha256:{entry['sha256']}"
+        else:
+            todo.append((url, path, st))
+    with tqdm(total=sum(st.st_size for _, _, st in todo), desc="hashing shards", unit="B", unit_scale=True,
+              disable=not (progress and todo), file=sys.stderr, leave=False) as bar:
+        for url, path, st in todo:
+            memo[str(path)] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": _hash_file(path)}
+            ids[url] = f"sha256:{memo[str(path)]['sha256']}"
+            bar.update(st.st_size)
+    if todo:
         _atomic_write_text(memo_path, json.dumps(memo, indent=1, sort_keys=True))
-    return out
+    return [ids[url] for url in urls]
 
 
-def cache_key(src: RealSource, feature_name: str, cache_dir: str | Path | None = None) -> dict[str, Any]:
+def cache_key(src: RealSource, feature_name: str, cache_dir: str | Path | None = None,
+              progress: bool = False) -> dict[str, Any]:
     """Everything the real statistics depend on (see the module docstring)."""
     info_json = json.dumps(src.info.to_dict(), sort_keys=True, separators=(",", ":"))
     return {
         "format": FORMAT,
         "dataset_json_sha256": hashlib.sha256(info_json.encode()).hexdigest(),
-        "shards": shard_hashes(src.info.shards, cache_dir),
+        "shards": shard_hashes(src.info.shards, cache_dir, progress),
         "resolution": src.resolution,
         "mirror": src.mirror,
         "features": feature_name,
