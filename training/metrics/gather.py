@@ -63,15 +63,6 @@ def broadcast_object(obj: Any, ranks: Ranks, device: torch.device) -> Any:
     return box[0]
 
 
-def all_true(flag: bool, ranks: Ranks, device: torch.device) -> bool:
-    """Whether ``flag`` holds on every process (a failure anywhere stops the pass everywhere)."""
-    if ranks.world_size == 1:
-        return flag
-    t = torch.tensor([0.0 if flag else 1.0], device=device)
-    torch_dist.all_reduce(t, op=torch_dist.ReduceOp.MAX)
-    return bool(t.item() == 0.0)
-
-
 def run_parts(
     num_parts: int,
     work: Callable[[int], Outputs],
