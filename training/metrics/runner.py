@@ -1,0 +1,276 @@
+"""Compute metrics for a generator: generation and feature extraction split over processes.
+
+:func:`compute_metrics` is the one entry point (``tools/metrics.py`` and the training loop's
+snapshot hook both call it). For a list of metrics it makes
+
+1. one pass over the reals (skipped on a cache hit, :mod:`training.metrics.stats_cache`):
+   moments of all real features plus the first ones as samples, shard by shard;
+2. one pass over generated images, seeds ``seed .. seed + N - 1`` for the largest N asked,
+   shared by all metrics (``fid50k_full`` and ``kid50k_full`` see the same 50k images);
+3. the metrics on rank 0, broadcast to every process.
+
+Generated images (StyleGAN2-ADA's protocol): z for seed s is the first ``z_dim`` draws of
+``torch.Generator().manual_seed(s)`` (the same z as ``tools/generate.py`` for that seed); a
+conditional generator gets a class drawn from the same generator with the dataset's class
+frequencies; noise inputs are random (``noise_mode='random'``), drawn from a generator seeded by
+the batch's index, so they depend on ``batch_size`` but never on the number of processes;
+truncation psi 1 unless asked; images are quantised to uint8 as written files would be.
+
+Everything is reproducible: the same seeds, batch size and device type give the same numbers on
+any number of processes (see :mod:`training.metrics.gather`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+import time
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from training.metrics.features import FeatureExtractor
+from training.metrics.frechet import FeatureMoments, frechet_distance
+from training.metrics.gather import Ranks, broadcast_object, run_parts
+from training.metrics.inception_score import inception_score
+from training.metrics.kid import kernel_inception_distance
+from training.metrics.precision_recall import precision_recall
+from training.metrics.reals import RealSource, iter_part, open_reals
+from training.metrics.specs import MetricSpec
+from training.metrics.stats_cache import RealStats, cache_key, entry_path, load_stats, save_stats
+
+NOISE_MODES = ("random", "const", "none")
+
+
+@dataclass(frozen=True)
+class MetricResult:
+    """One metric's numbers (``results``: its keys, e.g. ``pr50k3_full_precision``) and its inputs."""
+
+    metric: str
+    results: dict[str, float]
+    num_gen: int
+    num_real: int
+    features: str
+
+
+def generator_resolution(G: nn.Module) -> int:
+    """The resolution G produces now (its progressive-growing stage, if it has one)."""
+    return int(getattr(G, "growth_resolution", G.img_resolution))
+
+
+def _noise_seed(seed: int, part: int) -> int:
+    digest = hashlib.blake2b(repr(("metrics-noise", seed, part)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
+def seed_inputs(
+    seeds: Sequence[int], z_dim: int, class_probs: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``z`` [N, z_dim] and one-hot ``c`` [N, classes] (or None) for seeds, each from its own CPU generator."""
+    zs, cs = [], []
+    for s in seeds:
+        gen = torch.Generator().manual_seed(s)
+        zs.append(torch.randn(z_dim, generator=gen))
+        if class_probs is not None:
+            cs.append(torch.multinomial(class_probs, 1, generator=gen))
+    z = torch.stack(zs)
+    if class_probs is None:
+        return z, None
+    return z, nn.functional.one_hot(torch.cat(cs), class_probs.numel()).float()
+
+
+@torch.no_grad()
+def generate_uint8(G: nn.Module, seeds: Sequence[int], part: int, *, seed: int, class_probs: torch.Tensor | None,
+                   truncation_psi: float, noise_mode: str) -> torch.Tensor:
+    """uint8 images [N, C, r, r] on G's device for ``seeds`` (the ``part``-th batch of the pass)."""
+    device = next(G.parameters()).device
+    z, c = seed_inputs(seeds, G.z_dim, class_probs)
+    noise_gen = torch.Generator(device=device).manual_seed(_noise_seed(seed, part))
+    img = G(z.to(device), None if c is None else c.to(device), truncation_psi=truncation_psi,
+            noise_mode=noise_mode, generator=noise_gen)
+    return (img.float() * 127.5 + 128).clamp(0, 255).to(torch.uint8)  # as StyleGAN2-ADA quantises
+
+
+def _bar(total: int, desc: str, enabled: bool) -> tqdm:
+    return tqdm(total=total, desc=desc, unit="img", disable=not enabled, file=sys.stderr, dynamic_ncols=True, leave=False)
+
+
+def real_stats(src: RealSource, extractor: FeatureExtractor, *, keep: int, ranks: Ranks, batch_size: int,
+               progress: bool) -> RealStats | None:
+    """Moments of every real image's features and the first ``keep`` of them (rank 0; None elsewhere)."""
+    dim, device = extractor.feature_dim, extractor.device
+    moments = FeatureMoments(dim, device) if ranks.is_main else None
+    kept: list[torch.Tensor] = []
+    kept_n = 0
+
+    def work(part: int) -> dict[str, torch.Tensor]:
+        feats = [extractor(b)["features"] for b in iter_part(src, part, batch_size)]
+        return {"features": torch.cat(feats) if feats else torch.zeros(0, dim, device=device)}
+
+    def consume(part: int, out: dict[str, torch.Tensor]) -> None:
+        nonlocal kept_n
+        moments.add(out["features"])
+        if kept_n < keep:
+            take = out["features"][: keep - kept_n].cpu()
+            kept.append(take)
+            kept_n += take.shape[0]
+
+    desc = f"reals ({src.resolution}px{', mirrored' if src.mirror else ''})"
+    with _bar(src.num_images, desc, progress and ranks.is_main) as bar:
+        run_parts(src.num_parts, work, {"features": dim}, ranks, device, consume, bar.update)
+    if not ranks.is_main:
+        return None
+    mu, sigma = moments.mean_cov()
+    features = torch.cat(kept) if kept else torch.zeros(0, dim)
+    return RealStats(mu=mu, sigma=sigma, num_images=moments.count, features=features)
+
+
+def generated_outputs(G: nn.Module, extractor: FeatureExtractor, *, num_gen: int, outputs: Sequence[str], seed: int,
+                      class_probs: torch.Tensor | None, truncation_psi: float, noise_mode: str, ranks: Ranks,
+                      batch_size: int, progress: bool) -> dict[str, torch.Tensor] | None:
+    """Extractor outputs (CPU, seed order) for seeds ``seed .. seed + num_gen - 1`` (rank 0; None elsewhere)."""
+    dims = {name: extractor.feature_dim if name == "features" else extractor.num_classes for name in outputs}
+    collected: dict[str, list[torch.Tensor]] = {name: [] for name in outputs}
+
+    def work(part: int) -> dict[str, torch.Tensor]:
+        seeds = range(seed + part * batch_size, seed + min((part + 1) * batch_size, num_gen))
+        images = generate_uint8(G, seeds, part, seed=seed, class_probs=class_probs, truncation_psi=truncation_psi,
+                                noise_mode=noise_mode)
+        out = extractor(images)
+        return {name: out[name] for name in outputs}
+
+    def consume(part: int, out: dict[str, torch.Tensor]) -> None:
+        for name in outputs:
+            collected[name].append(out[name].cpu())
+
+    with _bar(num_gen, f"generated ({generator_resolution(G)}px)", progress and ranks.is_main) as bar:
+        run_parts(-(-num_gen // batch_size), work, dims, ranks, extractor.device, consume, bar.update)
+    if not ranks.is_main:
+        return None
+    return {name: torch.cat(parts) for name, parts in collected.items()}
+
+
+def class_probabilities(G: nn.Module, src: RealSource | None) -> torch.Tensor | None:
+    """Class frequencies for a conditional G: the dataset's, or uniform when no dataset is given."""
+    if G.c_dim == 0:
+        return None
+    if src is None:
+        return torch.full((G.c_dim,), 1.0 / G.c_dim)
+    counts = src.info.class_counts
+    if not src.info.labelled or counts is None:
+        raise ValueError(f"the network is conditional ({G.c_dim} classes) but the dataset {src.source} has no labels")
+    if len(counts) != G.c_dim:
+        raise ValueError(f"the network has {G.c_dim} classes but the dataset {src.source} has {len(counts)}")
+    probs = torch.tensor(counts, dtype=torch.float64)
+    return (probs / probs.sum()).float()
+
+
+def _evaluate(spec: MetricSpec, gen: dict[str, torch.Tensor], reals: RealStats | None, device: torch.device,
+              batch_size: int, progress: bool) -> dict[str, float]:
+    n = spec.num_gen
+    if spec.kind == "is":
+        mean, std = inception_score(gen["logits"][:n])
+        return {f"{spec.name}_mean": mean, f"{spec.name}_std": std}
+    features = gen["features"][:n]
+    if spec.kind == "fid":
+        moments = FeatureMoments(features.shape[1], device)
+        for chunk in features.split(batch_size):  # fixed chunks: the same sums on any world size
+            moments.add(chunk)
+        return {spec.name: frechet_distance(*moments.mean_cov(), reals.mu, reals.sigma)}
+    if spec.kind == "kid":  # only the sampled subsets go to the device
+        return {spec.name: kernel_inception_distance(features, reals.features[: spec.max_real], device=device)}
+    real = reals.features[: spec.max_real].to(device)
+    total = 2 * (real.shape[0] + features.shape[0])
+    with _bar(total, f"{spec.name} distances", progress) as bar:
+        precision, recall = precision_recall(real, features.to(device), k=spec.nhood, progress=bar.update)
+    return {f"{spec.name}_precision": precision, f"{spec.name}_recall": recall}
+
+
+def compute_metrics(
+    G: nn.Module,
+    specs: Sequence[MetricSpec],
+    extractor: FeatureExtractor,
+    *,
+    data: str | None = None,
+    mirror: bool = False,
+    ranks: Ranks | None = None,
+    batch_size: int = 64,
+    truncation_psi: float = 1.0,
+    noise_mode: str = "random",
+    seed: int = 0,
+    cache: bool = True,
+    cache_dir: str | None = None,
+    progress: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> list[MetricResult]:
+    """Compute ``specs`` for generator ``G`` (on its device) with ``extractor``; every rank gets the results.
+
+    ``data`` (a dataset directory or shard pattern) is required unless only Inception Scores are
+    asked. ``ranks`` defaults to the initialised ``torch.distributed`` group; every process must
+    call this with the same arguments. ``log`` receives one-line notes (cache hits, timings).
+    """
+    ranks = ranks or Ranks.current()
+    say = log if (log is not None and ranks.is_main) else (lambda msg: None)
+    specs = list(specs)
+    if not specs:
+        raise ValueError("specs: empty; expected at least one metric")
+    if batch_size < 1:
+        raise ValueError(f"batch_size={batch_size}: expected >= 1")
+    if noise_mode not in NOISE_MODES:
+        raise ValueError(f"noise_mode={noise_mode!r}: expected one of {', '.join(NOISE_MODES)}")
+    needs_reals = any(s.needs_reals for s in specs)
+    if needs_reals and data is None:
+        names = ", ".join(s.name for s in specs if s.needs_reals)
+        raise ValueError(f"data: required for {names} (they compare with the real images); pass the dataset")
+    if any(s.kind == "is" for s in specs) and extractor.num_classes < 2:
+        raise ValueError(f"the feature extractor {extractor.name!r} has no class logits; Inception Score needs them")
+    start = time.perf_counter()
+    src = None
+    if data is not None:
+        src = open_reals(data, mirror=mirror, resolution=generator_resolution(G), channels=G.img_channels)
+    class_probs = class_probabilities(G, src)
+
+    reals = None
+    if needs_reals:
+        keep = max(s.max_real or 0 for s in specs)
+        reals = _cached_real_stats(src, extractor, keep=keep, ranks=ranks, batch_size=batch_size, cache=cache,
+                                   cache_dir=cache_dir, progress=progress, say=say)
+    outputs = (["features"] if needs_reals else []) + (["logits"] if any(s.kind == "is" for s in specs) else [])
+    gen = generated_outputs(G, extractor, num_gen=max(s.num_gen for s in specs), outputs=outputs, seed=seed,
+                            class_probs=class_probs, truncation_psi=truncation_psi, noise_mode=noise_mode,
+                            ranks=ranks, batch_size=batch_size, progress=progress)
+    results = None
+    if ranks.is_main:
+        results = []
+        for spec in specs:
+            values = _evaluate(spec, gen, reals, extractor.device, batch_size, progress)
+            num_real = 0 if reals is None else (reals.num_images if spec.kind == "fid" else min(reals.kept, spec.max_real))
+            results.append(MetricResult(spec.name, values, spec.num_gen, num_real, extractor.name))
+        say(f"metrics: {', '.join(f'{k} {v:.4g}' for r in results for k, v in r.results.items())} "
+            f"({time.perf_counter() - start:.1f} s)")
+    return broadcast_object(results, ranks, extractor.device)
+
+
+def _cached_real_stats(src: RealSource, extractor: FeatureExtractor, *, keep: int, ranks: Ranks, batch_size: int,
+                       cache: bool, cache_dir: str | None, progress: bool, say: Callable[[str], None]) -> RealStats | None:
+    """Real statistics from the cache (rank 0 reads it) or from a pass over the data (all ranks)."""
+    key = stats = None
+    if ranks.is_main and cache:
+        key = cache_key(src, extractor.name, cache_dir, progress)
+        stats = load_stats(key, cache_dir)
+        if stats is not None and not stats.covers(keep):
+            need = min(keep, stats.num_images)
+            say(f"metrics: cached real statistics hold {stats.kept} samples, {need} needed; recomputing")
+            stats = None
+        elif stats is not None:
+            say(f"metrics: real statistics from the cache ({entry_path(key, cache_dir)})")
+    if broadcast_object(stats is not None, ranks, extractor.device):
+        return stats
+    stats = real_stats(src, extractor, keep=keep, ranks=ranks, batch_size=batch_size, progress=progress)
+    if ranks.is_main and cache:
+        path = save_stats(stats, key, cache_dir)
+        say(f"metrics: real statistics of {stats.num_images} images cached in {path}")
+    return stats
