@@ -12,8 +12,8 @@ snapshot hook both call it). For a list of metrics it makes
 Generated images (StyleGAN2-ADA's protocol): z for seed s is the first ``z_dim`` draws of
 ``torch.Generator().manual_seed(s)`` (the same z as ``tools/generate.py`` for that seed); a
 conditional generator gets a class drawn from the same generator with the dataset's class
-frequencies; noise inputs are random (``noise_mode='random'``), drawn from a generator seeded by
-the batch's index, so they depend on ``batch_size`` but never on the number of processes;
+frequencies; noise inputs are random (``noise_mode='random'``), drawn from the same per-seed
+generator, so an image depends on its seed only, never on the batch size or number of processes;
 truncation psi 1 unless asked; images are quantised to uint8 as written files would be.
 
 Everything is reproducible: the same seeds, batch size and device type give the same numbers on
@@ -22,7 +22,6 @@ any number of processes (see :mod:`training.metrics.gather`).
 
 from __future__ import annotations
 
-import hashlib
 import sys
 import time
 from dataclasses import dataclass
@@ -61,36 +60,32 @@ def generator_resolution(G: nn.Module) -> int:
     return int(getattr(G, "growth_resolution", G.img_resolution))
 
 
-def _noise_seed(seed: int, part: int) -> int:
-    digest = hashlib.blake2b(repr(("metrics-noise", seed, part)).encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") >> 1
-
-
 def seed_inputs(
     seeds: Sequence[int], z_dim: int, class_probs: torch.Tensor | None
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """``z`` [N, z_dim] and one-hot ``c`` [N, classes] (or None) for seeds, each from its own CPU generator."""
-    zs, cs = [], []
+) -> tuple[torch.Tensor, torch.Tensor | None, list[torch.Generator]]:
+    """``z`` [N, z_dim], one-hot ``c`` [N, classes] (or None) and each seed's CPU generator,
+    positioned after z (and the class draw), which then draws that image's noise inputs."""
+    zs, cs, gens = [], [], []
     for s in seeds:
         gen = torch.Generator().manual_seed(s)
         zs.append(torch.randn(z_dim, generator=gen))
         if class_probs is not None:
             cs.append(torch.multinomial(class_probs, 1, generator=gen))
+        gens.append(gen)
     z = torch.stack(zs)
     if class_probs is None:
-        return z, None
-    return z, nn.functional.one_hot(torch.cat(cs), class_probs.numel()).float()
+        return z, None, gens
+    return z, nn.functional.one_hot(torch.cat(cs), class_probs.numel()).float(), gens
 
 
 @torch.no_grad()
-def generate_uint8(G: nn.Module, seeds: Sequence[int], part: int, *, seed: int, class_probs: torch.Tensor | None,
+def generate_uint8(G: nn.Module, seeds: Sequence[int], *, class_probs: torch.Tensor | None,
                    truncation_psi: float, noise_mode: str) -> torch.Tensor:
-    """uint8 images [N, C, r, r] on G's device for ``seeds`` (the ``part``-th batch of the pass)."""
+    """uint8 images [N, C, r, r] on G's device for ``seeds``; each image depends on its seed only."""
     device = next(G.parameters()).device
-    z, c = seed_inputs(seeds, G.z_dim, class_probs)
-    noise_gen = torch.Generator(device=device).manual_seed(_noise_seed(seed, part))
+    z, c, gens = seed_inputs(seeds, G.z_dim, class_probs)
     img = G(z.to(device), None if c is None else c.to(device), truncation_psi=truncation_psi,
-            noise_mode=noise_mode, generator=noise_gen)
+            noise_mode=noise_mode, generator=gens)
     return (img.float() * 127.5 + 128).clamp(0, 255).to(torch.uint8)  # as StyleGAN2-ADA quantises
 
 
@@ -137,7 +132,7 @@ def generated_outputs(G: nn.Module, extractor: FeatureExtractor, *, num_gen: int
 
     def work(part: int) -> dict[str, torch.Tensor]:
         seeds = range(seed + part * batch_size, seed + min((part + 1) * batch_size, num_gen))
-        images = generate_uint8(G, seeds, part, seed=seed, class_probs=class_probs, truncation_psi=truncation_psi,
+        images = generate_uint8(G, seeds, class_probs=class_probs, truncation_psi=truncation_psi,
                                 noise_mode=noise_mode)
         out = extractor(images)
         return {name: out[name] for name in outputs}
