@@ -1,0 +1,46 @@
+"""StyleGAN2 / ProGAN networks on the reference ops: mapping, synthesis, discriminator, presets,
+progressive growing and safetensors network files.
+
+Papers: Karras et al. 2018 (ProGAN), 2019 (StyleGAN), 2020 (StyleGAN2), 2020 (StyleGAN2-ADA).
+See docs/networks.md.
+"""
+
+from stylegan.config import D_ARCHITECTURES, G_ARCHITECTURES, GROWTH_MODES, NetworkConfig
+from stylegan.discriminator import Discriminator
+from stylegan.generator import Generator
+from stylegan.mapping import MappingNetwork
+from stylegan.modconv import NOISE_MODES, modulated_conv2d
+from stylegan.netfile import NetworkFileError, NetworkInfo, load_network, read_network_info, save_network
+from stylegan.presets import (
+    PRESETS,
+    TRAINING_DEFAULTS,
+    build,
+    build_from_config,
+    preset_training_defaults,
+    resolve_config,
+)
+from stylegan.synthesis import SynthesisNetwork
+
+__all__ = [
+    "D_ARCHITECTURES",
+    "G_ARCHITECTURES",
+    "GROWTH_MODES",
+    "NOISE_MODES",
+    "PRESETS",
+    "TRAINING_DEFAULTS",
+    "Discriminator",
+    "Generator",
+    "MappingNetwork",
+    "NetworkConfig",
+    "NetworkFileError",
+    "NetworkInfo",
+    "SynthesisNetwork",
+    "build",
+    "build_from_config",
+    "load_network",
+    "modulated_conv2d",
+    "preset_training_defaults",
+    "read_network_info",
+    "resolve_config",
+    "save_network",
+]

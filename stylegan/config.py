@@ -1,0 +1,170 @@
+"""The one frozen configuration that rebuilds a generator and its discriminator.
+
+:class:`NetworkConfig` holds every architecture knob of G and D. It is what presets produce
+(:mod:`stylegan.presets`), what :func:`stylegan.build` consumes, what the training loop writes to
+``config.json`` and what a network file carries in its metadata, so a network can always be
+rebuilt from it exactly. ``from_dict`` rejects unknown keys and suggests the closest valid one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+G_ARCHITECTURES = ("orig", "skip", "resnet")
+D_ARCHITECTURES = ("orig", "skip", "resnet")
+GROWTH_MODES = ("none", "progressive")
+
+
+def suggest(name: str, allowed: list[str] | tuple[str, ...]) -> str:
+    """``" (did you mean 'x'?)"`` for the closest allowed name, or ``""`` when none is close."""
+    close = difflib.get_close_matches(name, list(allowed), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def is_power_of_two(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1 and value & (value - 1) == 0
+
+
+def _check_int(name: str, value: Any, minimum: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ValueError(f"{name}={value!r}: expected an int >= {minimum}")
+
+
+def _check_choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        hint = suggest(value, allowed) if isinstance(value, str) else ""
+        raise ValueError(f"{name}={value!r}: expected one of {', '.join(map(repr, allowed))}{hint}")
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    """Architecture of G and D (StyleGAN2 config-f names in parentheses where they differ).
+
+    Channel schedule (shared by G and D, StyleGAN2 appendix): a block at resolution ``r`` has
+    ``min(channel_base // r, channel_max)`` feature maps.
+    """
+
+    preset: str = "stylegan2"  # where the defaults came from; informational
+    resolution: int = 1024  # output / input image size, a power of two >= 4
+    img_channels: int = 3  # 1 grayscale, 3 RGB, 4 RGBA, any >= 1
+    c_dim: int = 0  # number of classes; 0 = unconditional
+    z_dim: int = 512
+    w_dim: int = 512
+    mapping_layers: int = 8  # fully connected layers of G's mapping network
+    mapping_lr_multiplier: float = 0.01  # StyleGAN sec. 4: mapping learns 100x slower
+    w_avg_beta: float = 0.995  # decay of the tracked average w (truncation trick)
+    channel_base: int = 32768
+    channel_max: int = 512
+    g_architecture: str = "skip"  # StyleGAN2 fig. 7: skip generator ...
+    d_architecture: str = "resnet"  # ... and residual discriminator are config-e/f
+    num_fp16_res: int = 0  # run the highest N resolutions in float16 (CUDA only)
+    conv_clamp: float | None = None  # clamp conv outputs to [-conv_clamp, conv_clamp]
+    mbstd_group_size: int = 4  # minibatch standard deviation group (ProGAN sec. 3)
+    mbstd_num_channels: int = 1  # feature maps the mbstd layer appends; 0 disables it
+    d_mapping_layers: int = 8  # layers of D's label mapping (conditional models only)
+    resample_filter: tuple[float, ...] = (1.0, 3.0, 3.0, 1.0)  # StyleGAN2 appendix B low-pass
+    use_noise: bool = True  # per-layer noise inputs (StyleGAN sec. 3.2)
+    growth: str = "none"  # 'progressive' adds the ToRGB/FromRGB layers every stage needs
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.preset, str):
+            raise ValueError(f"preset={self.preset!r}: expected a string")
+        if not (is_power_of_two(self.resolution) and self.resolution >= 4):
+            raise ValueError(f"resolution={self.resolution!r}: expected a power of two >= 4")
+        _check_int("img_channels", self.img_channels, 1)
+        _check_int("c_dim", self.c_dim, 0)
+        _check_int("z_dim", self.z_dim, 1)
+        _check_int("w_dim", self.w_dim, 1)
+        _check_int("mapping_layers", self.mapping_layers, 1)
+        _check_int("d_mapping_layers", self.d_mapping_layers, 1)
+        _check_int("channel_base", self.channel_base, 1)
+        _check_int("channel_max", self.channel_max, 1)
+        _check_int("num_fp16_res", self.num_fp16_res, 0)
+        _check_int("mbstd_group_size", self.mbstd_group_size, 1)
+        _check_int("mbstd_num_channels", self.mbstd_num_channels, 0)
+        if self.channel_base // self.resolution < 1:
+            raise ValueError(
+                f"channel_base={self.channel_base}: gives 0 channels at resolution {self.resolution}; "
+                f"expected channel_base >= resolution"
+            )
+        low_channels = min(self.channel_base // 4, self.channel_max)
+        if self.mbstd_num_channels and low_channels % self.mbstd_num_channels:
+            raise ValueError(
+                f"mbstd_num_channels={self.mbstd_num_channels}: must divide the {low_channels} "
+                f"feature maps at 4x4"
+            )
+        for name in ("mapping_lr_multiplier", "w_avg_beta"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError(f"{name}={value!r}: expected a number")
+        if not self.mapping_lr_multiplier > 0:
+            raise ValueError(f"mapping_lr_multiplier={self.mapping_lr_multiplier!r}: expected a number > 0")
+        if not 0 <= self.w_avg_beta <= 1:
+            raise ValueError(f"w_avg_beta={self.w_avg_beta!r}: expected a number in [0, 1]")
+        if self.conv_clamp is not None and (
+            isinstance(self.conv_clamp, bool) or not isinstance(self.conv_clamp, (int, float)) or not self.conv_clamp > 0
+        ):
+            raise ValueError(f"conv_clamp={self.conv_clamp!r}: expected None (no clamping) or a number > 0")
+        _check_choice("g_architecture", self.g_architecture, G_ARCHITECTURES)
+        _check_choice("d_architecture", self.d_architecture, D_ARCHITECTURES)
+        _check_choice("growth", self.growth, GROWTH_MODES)
+        if not isinstance(self.use_noise, bool):
+            raise ValueError(f"use_noise={self.use_noise!r}: expected True or False")
+        taps = self.resample_filter
+        if not isinstance(taps, tuple) or not taps or not all(
+            isinstance(t, (int, float)) and not isinstance(t, bool) for t in taps
+        ):
+            raise ValueError(f"resample_filter={taps!r}: expected a non-empty tuple of numbers")
+        if sum(taps) == 0:
+            raise ValueError(f"resample_filter={taps!r}: the taps must not sum to zero")
+
+    # ----- derived quantities -------------------------------------------------------------------
+
+    def channels(self, res: int) -> int:
+        """Feature maps of the block at resolution ``res``: ``min(channel_base // res, channel_max)``."""
+        return min(self.channel_base // res, self.channel_max)
+
+    @property
+    def block_resolutions(self) -> list[int]:
+        """``[4, 8, ..., resolution]``: one synthesis block (and one D stage) per resolution."""
+        return [2**i for i in range(2, self.resolution.bit_length())]
+
+    @property
+    def fp16_resolution(self) -> int:
+        """Lowest resolution that runs in float16: the top ``num_fp16_res`` blocks, never below 8."""
+        if self.num_fp16_res == 0:
+            return self.resolution * 2  # none
+        return max(self.resolution // 2 ** (self.num_fp16_res - 1), 8)
+
+    # ----- serialisation ------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready dict (tuples become lists)."""
+        out = dataclasses.asdict(self)
+        out["resample_filter"] = list(self.resample_filter)
+        return out
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "NetworkConfig":
+        """Rebuild from :meth:`to_dict` output; unknown keys are refused with a suggestion."""
+        if not isinstance(data, Mapping):
+            raise ValueError(f"network config: expected a mapping, got {type(data).__name__}")
+        names = cls.field_names()
+        for key in data:
+            if key not in names:
+                raise ValueError(f"network config: unknown key {key!r}{suggest(str(key), names)}")
+        values = dict(data)
+        if isinstance(values.get("resample_filter"), list):
+            values["resample_filter"] = tuple(values["resample_filter"])
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> "NetworkConfig":
+        """A copy with ``changes`` applied (validated, unknown names refused)."""
+        return NetworkConfig.from_dict({**self.to_dict(), **changes})
