@@ -1,0 +1,207 @@
+"""Dataset metadata: the `dataset.json` that sits beside WebDataset shards (DESIGN.md, "Shards").
+
+Owns `DatasetInfo` (a frozen view of dataset.json with the shards resolved to readable URLs) and
+`load_dataset_info`, which accepts every kind of shard source the reader takes: a dataset directory,
+the path of a dataset.json, a brace pattern (`data/demo-{000000..000003}.tar`), or `http(s)://`,
+`file:` and `pipe:` URLs as WebDataset's `gopen` opens them. The reader needs the per-shard image
+counts from dataset.json to plan an exactly reproducible, seekable stream, so a source without a
+findable dataset.json is an error rather than a guess.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import webdataset as wds
+from webdataset.shardlists import expand_urls
+
+FORMAT = "stylegan-dataset/1"
+INFO_NAME = "dataset.json"
+_SHARD_NAME = re.compile(r"[^/\s'\"]+\.tar(?:\.gz)?")
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What dataset.json says, with `shards` resolved to URLs or paths the reader can open.
+
+    `num_images` and `shard_counts` describe the shards selected by the source (all of them for a
+    directory; the matching subset for a pattern). `class_counts` always covers the whole dataset.
+    """
+
+    resolution: int
+    channels: int
+    num_images: int
+    num_classes: int = 0
+    class_names: tuple[str, ...] | None = None
+    class_counts: tuple[int, ...] | None = None
+    shards: tuple[str, ...] = ()
+    shard_counts: tuple[int, ...] = ()
+    source: str = ""
+    transform: str = ""
+    resize_filter: str = ""
+    seed: int = 0
+    skipped: tuple[dict[str, str], ...] = ()
+    created_by: str = ""
+    format: str = FORMAT
+
+    @property
+    def labelled(self) -> bool:
+        return self.num_classes > 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """The dataset.json form: shard entries are `{"name", "count"}` with names, not URLs."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("shards", "shard_counts")}
+        out["class_names"] = None if self.class_names is None else list(self.class_names)
+        out["class_counts"] = None if self.class_counts is None else list(self.class_counts)
+        out["skipped"] = [dict(s) for s in self.skipped]
+        out["shards"] = [{"name": _shard_name(u), "count": c} for u, c in zip(self.shards, self.shard_counts)]
+        return out
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], base: str = "") -> DatasetInfo:
+        """Parse dataset.json; shard names are joined to `base` (a directory or URL prefix).
+
+        Unknown keys are rejected with the closest known one, so a typo in a hand-edited
+        dataset.json fails here and not deep inside a worker.
+        """
+        known = {f.name for f in dataclasses.fields(cls)} - {"shard_counts"}
+        for key in d:
+            if key not in known:
+                close = difflib.get_close_matches(key, sorted(known), n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise ValueError(f"dataset.json: unknown key {key!r}{hint} (known: {', '.join(sorted(known))})")
+        for key in ("resolution", "channels", "num_images", "shards"):
+            if key not in d:
+                raise ValueError(f"dataset.json: missing required key {key!r}")
+        if d.get("format", FORMAT) != FORMAT:
+            raise ValueError(f"dataset.json: format {d['format']!r} is not supported (expected {FORMAT!r})")
+        shards = d["shards"]
+        if not isinstance(shards, list) or not all(isinstance(s, dict) and {"name", "count"} <= set(s) for s in shards):
+            raise ValueError('dataset.json: "shards" must be a list of {"name": ..., "count": ...} objects')
+        names = d.get("class_names")
+        counts = d.get("class_counts")
+        return cls(
+            resolution=int(d["resolution"]),
+            channels=int(d["channels"]),
+            num_images=int(d["num_images"]),
+            num_classes=int(d.get("num_classes") or 0),
+            class_names=None if names is None else tuple(str(n) for n in names),
+            class_counts=None if counts is None else tuple(int(c) for c in counts),
+            shards=tuple(_join(base, s["name"]) for s in shards),
+            shard_counts=tuple(int(s["count"]) for s in shards),
+            source=str(d.get("source", "")),
+            transform=str(d.get("transform", "")),
+            resize_filter=str(d.get("resize_filter", "")),
+            seed=int(d.get("seed", 0)),
+            skipped=tuple(dict(s) for s in d.get("skipped", [])),
+            created_by=str(d.get("created_by", "")),
+            format=str(d.get("format", FORMAT)),
+        )
+
+
+def _shard_name(url: str) -> str:
+    """The shard's file name inside a path, URL or `pipe:` command (the last `*.tar` token)."""
+    found = _SHARD_NAME.findall(url)
+    return found[-1] if found else url.rstrip("/").rsplit("/", 1)[-1]
+
+
+def _join(base: str, name: str) -> str:
+    if not base:
+        return name
+    if _is_url(base):
+        return base.rstrip("/") + "/" + name
+    return str(Path(base) / name)
+
+
+def _is_url(source: str) -> bool:
+    scheme = urlparse(source).scheme
+    return len(scheme) > 1  # a one-letter "scheme" is a Windows drive letter
+
+
+def _beside(url: str, name: str) -> str:
+    """The URL of file `name` in the same folder as shard `url` (also inside a `pipe:` command)."""
+    matches = list(_SHARD_NAME.finditer(url))
+    if not matches:
+        raise ValueError(f"cannot find a shard file name (*.tar) in {url!r}")
+    m = matches[-1]
+    return url[: m.start()] + name + url[m.end():]
+
+
+def _read_text(url: str) -> str:
+    if not _is_url(url) or url.startswith("file:"):
+        path = url2path(url)
+        return Path(path).read_text(encoding="utf-8")
+    with wds.gopen(url, "rb") as stream:
+        return stream.read().decode("utf-8")
+
+
+def url2path(url: str) -> str:
+    """A local path for a plain path or a `file:` URL."""
+    return urlparse(url).path if url.startswith("file:") else url
+
+
+def _validate(info: DatasetInfo, where: str) -> DatasetInfo:
+    if info.resolution <= 0 or info.channels not in (1, 3, 4):
+        raise ValueError(f"{where}: resolution={info.resolution}, channels={info.channels}: expected a positive resolution and 1, 3 or 4 channels")
+    if not info.shards or info.num_images <= 0:
+        raise ValueError(f"{where}: the dataset holds no images (shards: {len(info.shards)}, images: {info.num_images})")
+    if info.num_classes and info.class_names is not None and len(info.class_names) != info.num_classes:
+        raise ValueError(f"{where}: num_classes={info.num_classes} but {len(info.class_names)} class_names")
+    return info
+
+
+def load_dataset_info(source: str) -> DatasetInfo:
+    """Read the metadata of a shard source.
+
+    source: a directory holding dataset.json, the path of a dataset.json, or a shard pattern/URL
+    (brace-expanded; `::` joins several) whose dataset.json lies beside the first shard.
+    Raises FileNotFoundError for a missing local source and ValueError for one that holds no images
+    or whose shards dataset.json does not list.
+    """
+    source = str(source)
+    if not source.strip():
+        raise ValueError("data source is empty: pass a dataset directory or a shard pattern/URL")
+    if not _is_url(source) and "{" not in source and not source.endswith(".tar"):
+        path = Path(source)
+        info_path = path / INFO_NAME if path.is_dir() else path
+        if not path.exists():
+            raise FileNotFoundError(f"data source {source!r} does not exist (expected a dataset directory made by tools/dataset_tool.py, or a shard pattern/URL)")
+        if not info_path.is_file() or info_path.name != INFO_NAME:
+            raise FileNotFoundError(f"data source {source!r} holds no {INFO_NAME}: pass a directory made by tools/dataset_tool.py, or a shard pattern with {INFO_NAME} beside the shards")
+        d = json.loads(info_path.read_text(encoding="utf-8"))
+        return _validate(DatasetInfo.from_dict(d, base=str(info_path.parent)), str(info_path))
+    return _load_for_urls(source)
+
+
+def _load_for_urls(source: str) -> DatasetInfo:
+    urls = expand_urls(source)
+    if not urls:
+        raise ValueError(f"data source {source!r} expands to no shards")
+    for url in urls:
+        if not _is_url(url) or url.startswith("file:"):
+            if not os.path.isfile(url2path(url)):
+                raise FileNotFoundError(f"data source {source!r}: shard {url!r} does not exist")
+    info_url = _beside(urls[0], INFO_NAME)
+    try:
+        d = json.loads(_read_text(info_url))
+    except (OSError, ValueError) as e:
+        raise FileNotFoundError(
+            f"data source {source!r}: cannot read {INFO_NAME} beside the shards (looked for {info_url!r}: {e}). "
+            f"Pass the dataset directory, or put {INFO_NAME} beside the shards."
+        ) from e
+    full = DatasetInfo.from_dict(d)
+    counts = dict(zip(full.shards, full.shard_counts))
+    missing = [u for u in urls if _shard_name(u) not in counts]
+    if missing:
+        raise ValueError(f"data source {source!r}: shard {missing[0]!r} is not listed in {info_url} ({len(missing)} unlisted)")
+    selected = tuple(counts[_shard_name(u)] for u in urls)
+    info = dataclasses.replace(full, shards=tuple(urls), shard_counts=selected, num_images=sum(selected))
+    return _validate(info, info_url)
