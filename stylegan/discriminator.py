@@ -25,7 +25,7 @@ from stylegan.config import NetworkConfig
 from stylegan.growth import GrowthMixin
 from stylegan.layers import Conv2dLayer, FullyConnectedLayer, MinibatchStdLayer, register_filter
 from stylegan.mapping import MappingNetwork, check_labels
-from stylegan.synthesis import block_dtype
+from stylegan.synthesis import block_dtype, check_precision
 
 
 class DiscriminatorBlock(nn.Module):
@@ -128,7 +128,9 @@ class Discriminator(GrowthMixin, nn.Module):
         register_filter(self, config.resample_filter)
         self._init_growth()
 
-    def forward(self, img: torch.Tensor, c: torch.Tensor | None = None, force_fp32: bool = False) -> torch.Tensor:
+    def forward(self, img: torch.Tensor, c: torch.Tensor | None = None, precision: str = "auto") -> torch.Tensor:
+        """Logits for ``img``; ``precision`` as for the generator (fp16 blocks on CUDA by default)."""
+        check_precision(precision)
         top, alpha = self.growth_resolution, self.growth_alpha
         expected = (self.img_channels, top, top)
         if img.ndim != 4 or tuple(img.shape[1:]) != expected:
@@ -143,14 +145,14 @@ class Discriminator(GrowthMixin, nn.Module):
         inp = img
         for res in [r for r in reversed(self.config.block_resolutions) if 4 < r <= top]:
             block = self.blocks[f"b{res}"]
-            x, img = block(x, img, block_dtype(block.use_fp16, force_fp32, inp.device, default_dtype))
+            x, img = block(x, img, block_dtype(block.use_fp16, precision, inp.device, default_dtype))
             if res == top and self.fading:
-                x, img = self._fade(x, inp, alpha, force_fp32)
+                x, img = self._fade(x, inp, alpha, precision)
         cmap = self.mapping(None, c) if c is not None else None
         return self.b4(x, img, cmap)
 
     def _fade(
-        self, x: torch.Tensor, inp: torch.Tensor, alpha: float, force_fp32: bool
+        self, x: torch.Tensor, inp: torch.Tensor, alpha: float, precision: str
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Blend the new top block's output with what the stage below computes from the image
         downsampled to its resolution (ProGAN fig. 2)."""
@@ -160,6 +162,6 @@ class Discriminator(GrowthMixin, nn.Module):
             return x * alpha, low
         res = low.shape[-1]
         nxt = self.blocks[f"b{res}"] if res > 4 else self.b4
-        dtype = block_dtype(getattr(nxt, "use_fp16", False), force_fp32, x.device, self.b4.conv.weight.dtype)
+        dtype = block_dtype(getattr(nxt, "use_fp16", False), precision, x.device, self.b4.conv.weight.dtype)
         y = nxt.fromrgb(low.to(dtype))
         return y.lerp(x.to(dtype), alpha), None

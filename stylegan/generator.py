@@ -43,16 +43,17 @@ class Generator(nn.Module):
         noise_mode: str = "random",
         update_emas: bool = False,
         fused_modconv: bool | None = None,
-        force_fp32: bool = False,
+        precision: str = "auto",
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
         """Generate images. ``generator`` seeds the random noise inputs (``noise_mode='random'``);
-        without it they come from torch's global RNG."""
+        without it they come from torch's global RNG. ``precision``: ``'auto'`` (float16 for the
+        ``num_fp16_res`` top blocks on CUDA), ``'fp32'`` or ``'fp16'`` (any device)."""
         ws = self.mapping(
             z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff, update_emas=update_emas
         )
         return self.synthesis(
-            ws, noise_mode=noise_mode, fused_modconv=fused_modconv, force_fp32=force_fp32, generator=generator
+            ws, noise_mode=noise_mode, fused_modconv=fused_modconv, precision=precision, generator=generator
         )
 
     # Progressive growing: the stage is the synthesis network's.

@@ -7,7 +7,7 @@ field of :class:`~stylegan.config.NetworkConfig` can be overridden by name.
 =========  ====  ============  ===========  =======  =====  ====  ==========
 preset     res   channel_base  channel_max  mapping  mbstd  fp16  conv_clamp
 =========  ====  ============  ===========  =======  =====  ====  ==========
-tiny       32    2048          128          2        4      0     None
+tiny       32    1024          64           2        4      0     None
 cifar      32    32768         512          2        32     4     256
 paper256   256   16384         512          8        8      4     256
 paper512   512   32768         512          8        8      4     256
@@ -28,10 +28,11 @@ from stylegan.generator import Generator
 _PAPER = dict(z_dim=512, w_dim=512, channel_max=512, mapping_layers=8, num_fp16_res=4, conv_clamp=256.0)
 
 _PRESETS: dict[str, dict[str, Any]] = {
-    # Small enough to train 32x32 digits on a laptop CPU in minutes.
+    # Small enough to train 32x32 digits on a 2-core CPU in minutes (channels 64/64/64/32 at
+    # 4/8/16/32): measured ~230 G+D fwd+bwd img/s at batch 32 vs ~140 with 2048/64, ~110 with 2048/128.
     "tiny": dict(
-        resolution=32, z_dim=64, w_dim=64, mapping_layers=2, d_mapping_layers=2, channel_base=2048,
-        channel_max=128, mbstd_group_size=4, num_fp16_res=0, conv_clamp=None,
+        resolution=32, z_dim=64, w_dim=64, mapping_layers=2, d_mapping_layers=2, channel_base=1024,
+        channel_max=64, mbstd_group_size=4, num_fp16_res=0, conv_clamp=None,
     ),
     # ADA "cifar": fmaps 1, map 2, mbstd 32, D architecture 'orig'.
     "cifar": dict(_PAPER, resolution=32, channel_base=32768, mapping_layers=2, mbstd_group_size=32, d_architecture="orig"),
