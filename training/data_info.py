@@ -185,10 +185,9 @@ def _load_for_urls(source: str) -> DatasetInfo:
     urls = expand_urls(source)
     if not urls:
         raise ValueError(f"data source {source!r} expands to no shards")
-    for url in urls:
-        if not _is_url(url) or url.startswith("file:"):
-            if not os.path.isfile(url2path(url)):
-                raise FileNotFoundError(f"data source {source!r}: shard {url!r} does not exist")
+    absent = [u for u in urls if (not _is_url(u) or u.startswith("file:")) and not os.path.isfile(url2path(u))]
+    if absent:
+        raise FileNotFoundError(f"data source {source!r}: shard {absent[0]!r} does not exist ({len(absent)} of {len(urls)} missing)")
     info_url = _beside(urls[0], INFO_NAME)
     try:
         d = json.loads(_read_text(info_url))
