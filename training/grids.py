@@ -62,11 +62,13 @@ def grid_inputs(layout: GridLayout, z_dim: int, c_dim: int, seed: int) -> tuple[
 
 
 @torch.no_grad()
-def generate_images(G: torch.nn.Module, z: torch.Tensor, c: torch.Tensor, device: torch.device, batch: int = 32) -> torch.Tensor:
+def generate_images(
+    G: torch.nn.Module, z: torch.Tensor, c: torch.Tensor, device: torch.device, batch: int = 32, precision: str = "fp32"
+) -> torch.Tensor:
     """uint8 ``[N, C, H, W]`` images of ``G`` (constant noise, no truncation) on the CPU."""
     out = []
     for i in range(0, z.shape[0], batch):
-        img = G(z[i : i + batch].to(device), c[i : i + batch].to(device), noise_mode="const")
+        img = G(z[i : i + batch].to(device), c[i : i + batch].to(device), noise_mode="const", precision=precision)
         out.append(to_uint8(img).cpu())
     return torch.cat(out)
 

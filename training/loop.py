@@ -154,7 +154,8 @@ class Samples:
 
     def write_fakes(self, nimg: int, phase_name: str, alpha: float) -> Path:
         G_ema = self.session.G_ema
-        images = grids.generate_images(G_ema, self.z, self.c, self.session.dist.device)
+        images = grids.generate_images(G_ema, self.z, self.c, self.session.dist.device,
+                                       precision=self.session.settings.precision)
         header = f"kimg {nimg / 1000:.1f}  {phase_name}  alpha {alpha:.2f}  {G_ema.growth_resolution}px"
         grid = grids.make_grid(images, self.layout, tile=self.tile, header=header)
         path = self.dir / f"fakes{nimg // 1000:06d}.png"

@@ -31,6 +31,9 @@ import torch
 import torch.nn.functional as F
 
 
+AmpContext = Callable[[], ContextManager]
+
+
 def sample_z(n: int, z_dim: int, gen: torch.Generator, device: torch.device) -> torch.Tensor:
     """``n`` latents from N(0, I)."""
     return torch.randn([n, z_dim], generator=gen, device=device)
@@ -52,11 +55,16 @@ def run_G(
     mixing: float,
     gen: torch.Generator,
     update_emas: bool = False,
+    precision: str = "fp32",
+    amp: AmpContext = contextlib.nullcontext,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Generate images with style-mixing regularisation; returns ``(img, ws)``.
 
     ``ws`` is the ``[N, num_ws, w_dim]`` tensor that synthesis consumed (after mixing), which is what
-    path-length regularisation differentiates against.
+    path-length regularisation differentiates against. The noise inputs are drawn from ``gen``;
+    ``precision`` is the networks' own (see :func:`training.precision.network_precision`). The
+    mapping network runs in float32 outside ``amp`` (it is small, and ``w_avg`` is a float32 running
+    mean, as in StyleGAN2-ADA where only synthesis blocks use float16); synthesis runs inside it.
     """
     ws = G.mapping(z, c, update_emas=update_emas)
     if mixing > 0:
@@ -70,44 +78,54 @@ def run_G(
         layer = torch.arange(num_ws, device=z.device)
         take2 = (layer[None, :] >= cutoff[:, None])[:, :, None]  # [N, num_ws, 1]
         ws = torch.where(take2, ws2, ws)
-    img = G.synthesis(ws)
+    with amp():
+        img = G.synthesis(ws, precision=precision, generator=gen)
     return img, ws
 
 
-def run_D(D: torch.nn.Module, img: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+def run_D(D: torch.nn.Module, img: torch.Tensor, c: torch.Tensor, precision: str = "fp32") -> torch.Tensor:
     """Discriminator logits as a float32 ``[N]`` tensor."""
-    return D(img, c).reshape(img.shape[0]).float()
+    return D(img, c, precision=precision).reshape(img.shape[0]).float()
 
 
-AmpContext = Callable[[], ContextManager]
-
-
-def g_main_loss(G, D, z, c, *, mixing: float, gen: torch.Generator, amp: AmpContext = contextlib.nullcontext):
+def g_main_loss(
+    G, D, z, c, *, mixing: float, gen: torch.Generator, amp: AmpContext = contextlib.nullcontext, precision: str = "fp32"
+):
     """Non-saturating G loss ``softplus(-D(G(z)))`` per sample, and the fake logits."""
+    img, _ = run_G(G, z, c, mixing=mixing, gen=gen, update_emas=True, precision=precision, amp=amp)
     with amp():
-        img, _ = run_G(G, z, c, mixing=mixing, gen=gen, update_emas=True)
-        logits = run_D(D, img, c)
+        logits = run_D(D, img, c, precision)
     return F.softplus(-logits), logits.detach()
 
 
-def d_fake_loss(G, D, z, c, *, mixing: float, gen: torch.Generator, amp: AmpContext = contextlib.nullcontext):
+def d_fake_loss(
+    G, D, z, c, *, mixing: float, gen: torch.Generator, amp: AmpContext = contextlib.nullcontext, precision: str = "fp32"
+):
     """D loss on fakes ``softplus(D(G(z)))`` per sample, and the logits; G runs without a graph."""
+    with torch.no_grad():
+        img, _ = run_G(G, z, c, mixing=mixing, gen=gen, update_emas=True, precision=precision, amp=amp)
     with amp():
-        with torch.no_grad():
-            img, _ = run_G(G, z, c, mixing=mixing, gen=gen, update_emas=True)
-        logits = run_D(D, img, c)
+        logits = run_D(D, img, c, precision)
     return F.softplus(logits), logits.detach()
 
 
-def d_real_loss(D, real: torch.Tensor, c: torch.Tensor, *, amp: AmpContext = contextlib.nullcontext):
+def d_real_loss(
+    D, real: torch.Tensor, c: torch.Tensor, *, amp: AmpContext = contextlib.nullcontext, precision: str = "fp32"
+):
     """D loss on reals ``softplus(-D(x))`` per sample, and the logits."""
     with amp():
-        logits = run_D(D, real, c)
+        logits = run_D(D, real, c, precision)
     return F.softplus(-logits), logits.detach()
 
 
 def r1_penalty(
-    D, real: torch.Tensor, c: torch.Tensor, *, grad_scale: float = 1.0, amp: AmpContext = contextlib.nullcontext
+    D,
+    real: torch.Tensor,
+    c: torch.Tensor,
+    *,
+    grad_scale: float = 1.0,
+    amp: AmpContext = contextlib.nullcontext,
+    precision: str = "fp32",
 ) -> torch.Tensor:
     """``||grad_x D(x)||^2`` per sample: R1 (Mescheder et al. 2018, eq. 9) without ``gamma / 2``.
 
@@ -116,7 +134,7 @@ def r1_penalty(
     """
     real = real.detach().requires_grad_(True)
     with amp():
-        logits = run_D(D, real, c)
+        logits = run_D(D, real, c, precision)
     (grads,) = torch.autograd.grad(logits.sum() * grad_scale, real, create_graph=True)
     grads = grads.float() / grad_scale
     return grads.square().sum(dim=[1, 2, 3])
@@ -131,10 +149,10 @@ def path_lengths(
     gen: torch.Generator,
     grad_scale: float = 1.0,
     amp: AmpContext = contextlib.nullcontext,
+    precision: str = "fp32",
 ) -> torch.Tensor:
     """``||J_w^T y||_2`` per sample (StyleGAN2 eq. 4), averaged over the ``ws`` of each sample."""
-    with amp():
-        img, ws = run_G(G, z, c, mixing=mixing, gen=gen)
+    img, ws = run_G(G, z, c, mixing=mixing, gen=gen, precision=precision, amp=amp)
     h, w = img.shape[2], img.shape[3]
     # y ~ N(0, I) / sqrt(H*W) makes the expected length independent of the resolution.
     y = torch.randn(img.shape, generator=gen, device=img.device, dtype=torch.float32) / math.sqrt(h * w)

@@ -1,10 +1,12 @@
-"""Mixed precision, chosen in this one place: the autocast context and the per-network loss scaler.
+"""Mixed precision, chosen in this one place: autocast, the networks' own precision, loss scalers.
 
-``--precision fp32`` runs everything in float32. ``bf16`` and ``fp16`` run the forward and backward
-passes under ``torch.autocast`` while the weights, gradients and optimizer state stay float32.
-``fp16`` has a narrow exponent range, so each network gets its **own** dynamic loss scaler (one
-scaler shared by G and D would let one network's overflow shrink the other's scale; see
-accelerate#439). bf16 has float32's range and needs no scaler.
+``--precision fp32`` runs everything in float32 (the networks' float16 blocks too are kept float32).
+``fp16`` is StyleGAN2-ADA's recipe plus autocast: the preset's top ``num_fp16_res`` blocks run in
+float16 with their ``conv_clamp`` (networks' ``precision='auto'``, CUDA only), the rest under
+``torch.autocast(float16)``, and each network gets its **own** dynamic loss scaler (one scaler shared
+by G and D would let one network's overflow shrink the other's scale; see accelerate#439). ``bf16``
+runs under ``torch.autocast(bfloat16)``, which has float32's range and needs no scaler. Weights,
+gradients and optimizer state stay float32 in every mode.
 
 We use ``torch.autocast`` directly rather than ``Accelerator(mixed_precision=...)``: Accelerate's
 state is a process-wide singleton that cannot change precision within a process, and it owns a
@@ -29,6 +31,11 @@ def check_precision(precision: str, device: torch.device) -> None:
         raise ValueError("--precision=bf16: this GPU does not support bfloat16; use fp16 or fp32")
 
 
+def network_precision(precision: str) -> str:
+    """The ``precision=`` argument for G and D: their float16 blocks only under ``fp16``."""
+    return "auto" if precision == "fp16" else "fp32"
+
+
 def autocast(precision: str, device: torch.device) -> ContextManager:
     """The context that runs forward passes (and their backward) in ``precision``."""
     if precision == "fp32":
@@ -40,7 +47,9 @@ def make_scaler(precision: str, device: torch.device) -> torch.amp.GradScaler | 
     """A dynamic loss scaler for fp16, ``None`` otherwise."""
     if precision != "fp16":
         return None
-    return torch.amp.GradScaler(device.type)
+    # 2**10 rather than the default 2**16: the double backward of R1 and path length overflows
+    # float16 at large scales, and every overflow costs a skipped step while the scale backs off.
+    return torch.amp.GradScaler(device.type, init_scale=2.0**10)
 
 
 def loss_scale(scaler: torch.amp.GradScaler | None) -> float:

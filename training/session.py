@@ -23,7 +23,7 @@ from training.checkpoint import LoadedState
 from training.config import TrainConfig, micro_batch, parse_growth_batch
 from training.distributed import Dist
 from training.ema import EmaSchedule
-from training.precision import make_scaler
+from training.precision import make_scaler, network_precision
 from training.progressive import GrowthSchedule
 from training.step import LossSettings, lazy_adam_settings
 
@@ -125,6 +125,7 @@ def build_session(cfg: TrainConfig, dist: Dist, *, resolution: int, channels: in
         pl_interval=cfg.pl_interval,
         pl_batch_shrink=cfg.pl_batch_shrink,
         mixing=cfg.mixing,
+        precision=network_precision(cfg.precision),
     )
     g_lr, g_betas = lazy_adam_settings(cfg.glr, ADAM_BETAS, cfg.pl_interval if cfg.pl_weight > 0 else None)
     d_lr, d_betas = lazy_adam_settings(cfg.dlr, ADAM_BETAS, cfg.r1_interval if cfg.gamma > 0 else None)

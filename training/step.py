@@ -44,6 +44,7 @@ class LossSettings:
     pl_interval: int
     pl_batch_shrink: int
     mixing: float
+    precision: str = "fp32"  # the networks' own precision argument (training.precision.network_precision)
 
 
 @dataclass(frozen=True)
@@ -111,17 +112,9 @@ def requires_grad(module: torch.nn.Module, flag: bool) -> Iterator[None]:
             p.requires_grad_(b)
 
 
-@contextlib.contextmanager
-def seeded(seed: int, device: torch.device) -> Iterator[torch.Generator]:
-    """A generator for ``seed`` on ``device``, with the global RNG forked and seeded from it too.
-
-    The networks draw their noise inputs from the global RNG; forking it makes those draws a
-    function of the micro-batch seed and leaves the caller's RNG state untouched.
-    """
-    devices = [device.index or 0] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices, device_type=device.type if device.type == "cuda" else "cuda"):
-        torch.manual_seed(seed)
-        yield torch.Generator(device=device).manual_seed(seed)
+def seeded(seed: int, device: torch.device) -> torch.Generator:
+    """The generator of one micro-batch: latents, labels, mixing, noise inputs and PL directions."""
+    return torch.Generator(device=device).manual_seed(seed)
 
 
 def pl_micro_batch(n: int, shrink: int) -> int:
@@ -148,26 +141,26 @@ def _micro_losses(
     grad_scale: float,
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """The summed (unnormalised) loss of one micro-batch and its per-sample statistics."""
-    n, device = mb.real.shape[0], mb.real.device
+    n, device, prec = mb.real.shape[0], mb.real.device, s.precision
     if name in ("G_main", "D_main"):
         z = L.sample_z(n, G.z_dim, gen, device)
         c = L.sample_c(n, G.c_dim, gen, device)
     if name == "G_main":
-        loss, fake = L.g_main_loss(G, D, z, c, mixing=s.mixing, gen=gen, amp=amp)
+        loss, fake = L.g_main_loss(G, D, z, c, mixing=s.mixing, gen=gen, amp=amp, precision=prec)
         return loss.sum(), [loss.detach(), fake]
     if name == "G_reg":
         m = pl_micro_batch(n, s.pl_batch_shrink)
         z = L.sample_z(m, G.z_dim, gen, device)
         c = L.sample_c(m, G.c_dim, gen, device)
-        lengths = L.path_lengths(G, z, c, mixing=s.mixing, gen=gen, grad_scale=grad_scale, amp=amp)
+        lengths = L.path_lengths(G, z, c, mixing=s.mixing, gen=gen, grad_scale=grad_scale, amp=amp, precision=prec)
         penalty = L.pl_penalty(lengths, pl_mean)
         return (penalty * (s.pl_weight * s.pl_interval)).sum(), [penalty.detach(), lengths.detach()]
     if name == "D_main":
-        loss_fake, fake = L.d_fake_loss(G, D, z, c, mixing=s.mixing, gen=gen, amp=amp)
-        loss_real, real = L.d_real_loss(D, mb.real, mb.real_c, amp=amp)
+        loss_fake, fake = L.d_fake_loss(G, D, z, c, mixing=s.mixing, gen=gen, amp=amp, precision=prec)
+        loss_real, real = L.d_real_loss(D, mb.real, mb.real_c, amp=amp, precision=prec)
         return (loss_fake + loss_real).sum(), [(loss_fake + loss_real).detach(), real, fake]
     if name == "D_reg":
-        penalty = L.r1_penalty(D, mb.real, mb.real_c, grad_scale=grad_scale, amp=amp)
+        penalty = L.r1_penalty(D, mb.real, mb.real_c, grad_scale=grad_scale, amp=amp, precision=prec)
         return (penalty * (s.r1_gamma / 2 * s.r1_interval)).sum(), [penalty.detach()]
     raise ValueError(f"phase={name!r}: expected one of {', '.join(PHASES)}")
 
@@ -206,9 +199,10 @@ def run_phase(
     opt.zero_grad(set_to_none=True)
     with requires_grad(trained, True), requires_grad(frozen, False):
         for mb in micro_batches:
-            with seeded(mb.seed, device) as gen:
-                loss, per_sample = _micro_losses(name, G, D, mb, gen, settings, pl_mean, amp, grad_scale)
-            (loss * (grad_scale / count)).backward()
+            gen = seeded(mb.seed, device)
+            loss, per_sample = _micro_losses(name, G, D, mb, gen, settings, pl_mean, amp, grad_scale)
+            loss = loss / count
+            (loss if scaler is None else scaler.scale(loss)).backward()
             for i, v in enumerate(per_sample):
                 stats[i] += v.double().sum()
     stats[-1] = float(stop_requested)
@@ -233,6 +227,10 @@ def run_phase(
         if not finite:
             for b, b0 in zip(bufs, bufs_before):
                 b.copy_(b0)
+            if scaler is not None:
+                # Under fp16 a non-finite penalty is usually an overflow of the scaled inner
+                # gradient: back the scale off, as the scaler does for gradients.
+                scaler.update(new_scale=scaler.get_scale() * scaler.get_backoff_factor())
         elif dist.active:
             for b, b0, d in zip(bufs, bufs_before, deltas):
                 b.copy_(b0 + d / dist.world_size)

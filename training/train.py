@@ -91,13 +91,15 @@ def main(**opts: Any) -> None:
     """Train a StyleGAN2 / ProGAN generator (see docs/training.md)."""
     ctx = click.get_current_context()
     threads, dry_run, resume = opts.pop("threads"), opts.pop("dry_run"), opts.pop("resume")
-    _set_threads(threads)
+    if threads is not None and threads < 1:
+        raise click.BadParameter(f"{threads}: expected an integer >= 1", param_hint="--threads")
     dist = Dist.from_accelerate()
     given = {k for k in opts if ctx.get_parameter_source(k) not in (click.core.ParameterSource.DEFAULT, None)}
 
     run_dir, state_dir = _find_resume(resume, opts["outdir"], dist)
     cfg = _config_for(opts, given, run_dir)
     cfg, info, net_config = _resolve(cfg, dist)
+    _set_threads(threads)
 
     lines = _describe(cfg, opts, given, dist)
     if dry_run:
@@ -137,8 +139,6 @@ def main(**opts: Any) -> None:
 def _set_threads(threads: int | None) -> None:
     """CPU threads per process. ``accelerate launch`` exports OMP_NUM_THREADS=1 by default, which
     would leave all but one core idle on a CPU machine, so we decide here."""
-    if threads is not None and threads < 1:
-        raise click.BadParameter(f"{threads}: expected an integer >= 1", param_hint="--threads")
     if threads is None:
         if torch.cuda.is_available():
             return
