@@ -64,6 +64,9 @@ class StepOutcome:
     batch: int
     skipped: int
     stop: bool
+    phase: str
+    resolution: int
+    alpha: float
 
 
 @dataclass
@@ -76,8 +79,10 @@ class TickStats:
     counts: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     skipped: int = 0
     nimg: int = 0
+    last: StepOutcome | None = None
 
     def add(self, outcome: StepOutcome) -> None:
+        self.last = outcome
         self.nimg += outcome.batch
         self.skipped += outcome.skipped
         for r in outcome.results:
@@ -130,7 +135,8 @@ def train_step(session: Session, feed: DataFeed, stop: StopRequest, resample_fil
     p.data_batches += rounds
     p.skipped_total += skipped
     p.bad_in_row = p.bad_in_row + 1 if skipped else 0
-    return StepOutcome(results, phase.batch, skipped, any(r.stop_requested for r in results))
+    stop_all = any(r.stop_requested for r in results)
+    return StepOutcome(results, phase.batch, skipped, stop_all, phase.name, phase.resolution, alpha)
 
 
 # ---------------------------------------------------------------------------------------- outputs
@@ -198,14 +204,16 @@ def tick_record(session: Session, tick: TickStats, feed: DataFeed) -> dict[str, 
     p, dist = session.progress, session.dist
     sec = max(time.perf_counter() - tick.start_time, 1e-9)
     phase, alpha = session.schedule.at(p.nimg)
+    # The phase, resolution and alpha of the tick's last step (not of the step to come).
+    name, res, alpha = (tick.last.phase, tick.last.resolution, tick.last.alpha) if tick.last else (phase.name, phase.resolution, alpha)
     return {
         "tick": p.tick, "kimg": p.nimg / 1000, "step": p.step, "sec": sec, "total_sec": p.train_sec,
         "sec_per_kimg": sec / max(tick.nimg / 1000, 1e-9), "img_per_sec": tick.nimg / sec,
         "data_wait": (feed.wait_sec - tick.start_wait) / sec, **tick.means(), "pl_mean": float(session.pl_mean),
         "skipped": tick.skipped, "skipped_total": p.skipped_total,
         "glr": session.opt_G.param_groups[0]["lr"], "dlr": session.opt_D.param_groups[0]["lr"],
-        "peak_mem_gb": peak_memory_gb(dist.device), "phase": phase.name, "resolution": phase.resolution,
-        "alpha": alpha, "batch": phase.batch, "processes": dist.world_size,
+        "peak_mem_gb": peak_memory_gb(dist.device), "phase": name, "resolution": res,
+        "alpha": alpha, "batch": tick.last.batch if tick.last else phase.batch, "processes": dist.world_size,
     }
 
 
