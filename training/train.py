@@ -78,7 +78,7 @@ def _opt(*decls: str, help: str, **kw: Any):
       help="Arithmetic precision.  [default: accelerate config's mixed_precision, else fp32]")
 @_opt("--tick", type=float, default=_DEFAULT.tick, help="Progress report (stats.jsonl line) every this many kimg.")
 @_opt("--snap", type=int, default=_DEFAULT.snap, help="Snapshot, sample grid and state every this many ticks.")
-@_opt("--resume", default=None, help="'auto' (newest run in --outdir with a state, else start anew) or a run folder.")
+@_opt("--resume", default=None, help="'auto' (newest run in --outdir with a state, else start anew) or a run folder.  [default: none, a new run]")
 @_opt("--seed", type=int, default=_DEFAULT.seed, help="Random seed (weights, data order, latents).")
 @_opt("--workers", type=int, default=_DEFAULT.workers, help="Data loader processes per training process.")
 @_opt("--max-skipped", type=int, default=_DEFAULT.max_skipped,
@@ -86,7 +86,7 @@ def _opt(*decls: str, help: str, **kw: Any):
 @_opt("--threads", type=int, default=None,
       help="CPU threads per process.  [default: this machine's cores / its training processes]")
 @_opt("--dry-run", is_flag=True, default=False,
-      help="Print the resolved config, parameter counts and a memory estimate, then exit.")
+      help="Print the resolved config, parameter counts and a memory estimate, then exit.  [default: off]")
 def main(**opts: Any) -> None:
     """Train a StyleGAN2 / ProGAN generator (see docs/training.md)."""
     ctx = click.get_current_context()
@@ -96,6 +96,9 @@ def main(**opts: Any) -> None:
     dist = Dist.from_accelerate()
     given = {k for k in opts if ctx.get_parameter_source(k) not in (click.core.ParameterSource.DEFAULT, None)}
 
+    outdir = Path(opts["outdir"])
+    if outdir.exists() and not outdir.is_dir():
+        raise click.BadParameter(f"{str(outdir)!r} exists and is not a folder", param_hint="--outdir")
     run_dir, state_dir = _find_resume(resume, opts["outdir"], dist)
     cfg = _config_for(opts, given, run_dir)
     cfg, info, net_config = _resolve(cfg, dist)
@@ -133,6 +136,8 @@ def main(**opts: Any) -> None:
         raise click.ClickException(str(err)) from None
     finally:
         log.close()
+        if dist.active and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
 
 
 # ---------------------------------------------------------------------------------------- start-up
