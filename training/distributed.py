@@ -112,12 +112,15 @@ class Dist:
 
 
 def module_fingerprint(modules: Sequence[torch.nn.Module]) -> torch.Tensor:
-    """A few float64 numbers that change when any parameter or buffer changes (replica check)."""
+    """Two float64 numbers per parameter and buffer that change when any of its values changes.
+
+    The plain sum and a position-weighted sum (so that swapped values show too), computed tensor by
+    tensor so the extra memory is that of the largest tensor, not of the whole network.
+    """
     parts = []
     for module in modules:
-        tensors = [t.detach().double().reshape(-1) for t in list(module.parameters()) + list(module.buffers())]
-        flat = torch.cat(tensors) if tensors else torch.zeros(1, dtype=torch.float64)
-        # Plain and position-weighted sums: a swap of two values changes the second.
-        weights = torch.arange(1, flat.numel() + 1, dtype=torch.float64, device=flat.device) / flat.numel()
-        parts.append(torch.stack([flat.sum(), (flat * weights).sum()]))
-    return torch.cat(parts)
+        for t in list(module.parameters()) + list(module.buffers()):
+            flat = t.detach().reshape(-1).double()
+            weights = torch.arange(1, flat.numel() + 1, dtype=torch.float64, device=flat.device) / max(flat.numel(), 1)
+            parts.append(torch.stack([flat.sum(), (flat * weights).sum()]))
+    return torch.cat(parts) if parts else torch.zeros(2, dtype=torch.float64)

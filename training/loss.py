@@ -92,7 +92,7 @@ def g_main_loss(
     G, D, z, c, *, mixing: float, gen: torch.Generator, amp: AmpContext = contextlib.nullcontext, precision: str = "fp32"
 ):
     """Non-saturating G loss ``softplus(-D(G(z)))`` per sample, and the fake logits."""
-    img, _ = run_G(G, z, c, mixing=mixing, gen=gen, update_emas=True, precision=precision, amp=amp)
+    img, _ = run_G(G, z, c, mixing=mixing, gen=gen, precision=precision, amp=amp)
     with amp():
         logits = run_D(D, img, c, precision)
     return F.softplus(-logits), logits.detach()
@@ -101,7 +101,10 @@ def g_main_loss(
 def d_fake_loss(
     G, D, z, c, *, mixing: float, gen: torch.Generator, amp: AmpContext = contextlib.nullcontext, precision: str = "fp32"
 ):
-    """D loss on fakes ``softplus(D(G(z)))`` per sample, and the logits; G runs without a graph."""
+    """D loss on fakes ``softplus(D(G(z)))`` per sample, and the logits; G runs without a graph.
+
+    As in StyleGAN2-ADA, this is where G's mapping updates its running average ``w_avg``.
+    """
     with torch.no_grad():
         img, _ = run_G(G, z, c, mixing=mixing, gen=gen, update_emas=True, precision=precision, amp=amp)
     with amp():

@@ -193,7 +193,8 @@ def run_phase(
     keys = PHASE_STATS[name]
     stats = torch.zeros(len(keys) + 1, dtype=torch.float64, device=device)
     grad_scale = 1.0 if scaler is None else float(scaler.get_scale())
-    bufs = [b for b in G.buffers() if b.is_floating_point()] if name in ("G_main", "D_main") else []
+    # D_main updates G's w_avg (mapping with update_emas=True): keep it in step across processes.
+    bufs = [b for b in G.buffers() if b.is_floating_point()] if name == "D_main" else []
     bufs_before = [b.detach().clone() for b in bufs]
 
     opt.zero_grad(set_to_none=True)
