@@ -19,17 +19,20 @@ import torch.nn.functional as F
 from training.data import open_stream
 from training.distributed import Dist
 from training.session import Progress, derive_seed
+from training.signals import StopRequest
 
 
 class DataFeed:
     """Batches of reals for one process; counts the seconds spent waiting for them."""
 
     def __init__(self, source: str, *, dist: Dist, seed: int, workers: int, mirror: bool, c_dim: int,
-                 progress: Progress) -> None:
+                 progress: Progress, stop: StopRequest | None = None) -> None:
         self.source, self.dist, self.seed, self.workers = source, dist, seed, workers
-        self.mirror, self.c_dim, self.progress = mirror, c_dim, progress
+        self.mirror, self.c_dim, self.progress, self.stop = mirror, c_dim, progress, stop
         self.wait_sec = 0.0
+        self.reused_last_batch = False
         self._iter: Iterator[tuple[torch.Tensor, torch.Tensor]] | None = None
+        self._last: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def ensure(self, batch_gpu: int) -> None:
         """Open (or re-open at a new segment) the stream for micro-batches of ``batch_gpu``."""
@@ -60,7 +63,17 @@ class DataFeed:
         if self._iter is None:
             raise RuntimeError("DataFeed.next() before ensure()")
         t0 = time.perf_counter()
-        images, labels = next(self._iter)
+        try:
+            images, labels = next(self._iter)
+        except Exception:
+            # Ctrl-C reaches the loader workers too (the whole process group), and they exit. While a
+            # stop is under way, finish the last step with the previous batch instead of failing:
+            # the other processes are waiting for this one in the step's all-reduce.
+            if self.stop is None or not self.stop.requested or self._last is None:
+                raise
+            images, labels = self._last
+            self.reused_last_batch = True
+        self._last = (images, labels)
         self.wait_sec += time.perf_counter() - t0
         device = self.dist.device
         images = images.to(device, non_blocking=True)

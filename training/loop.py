@@ -252,7 +252,8 @@ def fit(
             log.info(f"note: {note}")
         log.info(f"resumed from {state_dir} at kimg {session.progress.nimg / 1000:.3f} (step {session.progress.step})")
     p = session.progress
-    feed = DataFeed(cfg.data, dist=dist, seed=cfg.seed, workers=cfg.workers, mirror=cfg.mirror, c_dim=c_dim, progress=p)
+    feed = DataFeed(cfg.data, dist=dist, seed=cfg.seed, workers=cfg.workers, mirror=cfg.mirror, c_dim=c_dim,
+                    progress=p, stop=stop)
     samples = Samples(run_dir, info, session, log) if dist.is_main else None
     if samples is not None:
         samples.write_reals(cfg.data, derive_seed(cfg.seed, "reals") % 2**31)
@@ -308,6 +309,8 @@ def fit(
             if tick.nimg:
                 end_tick(session, tick, feed, log)
             save(final=False)
+            if feed.reused_last_batch:
+                log.info("note: the data loader stopped with the signal; the last step reused its previous batch")
             log.info(f"stopped by {signal_name} at kimg {p.nimg / 1000:.3f}; state saved in {last_state}")
             return FitResult("stopped", p.nimg, run_dir, last_state, last_snapshot, signal_name)
         if saved_nimg != p.nimg:
