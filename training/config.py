@@ -44,7 +44,7 @@ class TrainConfig:
     outdir: str = "runs"
     preset: str = "tiny"
     cond: bool | None = None
-    kimg: float = 160.0
+    kimg: float = 80.0
     batch: int = 32
     batch_gpu: int | None = None
     gamma: float | None = None
@@ -66,7 +66,7 @@ class TrainConfig:
     growth_batch: str = ""
     precision: str | None = None
     tick: float = 4.0
-    snap: int = 10
+    snap: int = 5
     seed: int = 0
     workers: int = 2
     max_skipped: int = 20

@@ -264,7 +264,8 @@ def fit(
     last_state, last_snapshot, signal_name = state_dir, None, None
     saved_nimg = -1  # the same on every process, unlike the paths (only the main process writes)
     bar = tqdm(total=total / 1000, initial=p.nimg / 1000, unit="kimg", disable=not (progress_bar and dist.is_main),
-               bar_format="{l_bar}{bar}| {n:.1f}/{total:.1f} kimg [{elapsed}<{remaining}]", dynamic_ncols=True)
+               bar_format="{l_bar}{bar}| {n:.1f}/{total:.1f} kimg [{elapsed}<{remaining}]", dynamic_ncols=True,
+               mininterval=1.0)
     clock = time.perf_counter()
 
     def save(final: bool) -> None:
