@@ -157,8 +157,12 @@ def main(preset, resolution, channels, c_dim, batch, batch_gpu, device, precisio
     process_counts = process_counts or ((1, 2) if not cuda or gpus >= 2 else (1,))
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     threads = threads or cores
+    import stylegan
+
+    resolution = resolution or stylegan.resolve_config(preset).resolution
     rows = []
-    header = "| device | preset | res | batch | batch/proc | precision | processes | sec/kimg | img/s | peak mem GB |"
+    header = ("| device | preset | res | batch | batch/proc | precision | processes | sec/kimg | img/s "
+              "| peak mem GB (per process) |")
     click.echo(header)
     click.echo("|" + "---|" * 10)
     for precision in precisions:
@@ -167,7 +171,7 @@ def main(preset, resolution, channels, c_dim, batch, batch_gpu, device, precisio
                         batch_gpu=batch_gpu, precision=precision, processes=p, threads=max(1, threads // p),
                         steps=steps, warmup=warmup)
             r = run_case(spec)
-            row = (f"| {'cuda' if cuda else 'cpu'} | {preset} | {resolution or 'preset'} | {batch} | {r['batch_gpu']} | "
+            row = (f"| {'cuda' if cuda else 'cpu'} | {preset} | {resolution} | {batch} | {r['batch_gpu']} | "
                    f"{precision} | {p} | {r['sec_per_kimg']:.1f} | {r['img_per_sec']:.1f} | {r['peak_mem_gb']:.2f} |")
             rows.append(row)
             click.echo(row)
