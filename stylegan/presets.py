@@ -52,16 +52,28 @@ _PRESETS: dict[str, dict[str, Any]] = {
 PRESETS: tuple[str, ...] = tuple(_PRESETS)
 
 # Training hyperparameters that go with each preset in the papers (ADA appendix D: batch, G/D
-# learning rate, R1 gamma, G_ema half-life in kimg, EMA ramp-up). Not used by the networks; the
-# training loop may take its defaults from here. `tiny` values are this project's own choice.
+# learning rate, R1 gamma, G_ema half-life in kimg, EMA ramp-up, path-length weight, style-mixing
+# probability). Not used by the networks; the training loop may take its defaults from here. The
+# `tiny` values are this project's own: a plain loop with them (R1 every 4 steps, no path length,
+# no mixing) drew recognisable conditional digits after ~30k images.
+def _hp(
+    batch: int, lr: float, gamma: float, ema_kimg: float, ema_rampup: float | None, pl_weight: float,
+    style_mixing: float,
+) -> MappingProxyType:
+    return MappingProxyType(
+        dict(batch=batch, lr=lr, gamma=gamma, ema_kimg=ema_kimg, ema_rampup=ema_rampup,
+             pl_weight=pl_weight, style_mixing=style_mixing)
+    )
+
+
 TRAINING_DEFAULTS: MappingProxyType = MappingProxyType(
     {
-        "tiny": MappingProxyType(dict(batch=32, lr=0.0025, gamma=0.05, ema_kimg=1.0, ema_rampup=0.05)),
-        "cifar": MappingProxyType(dict(batch=64, lr=0.0025, gamma=0.01, ema_kimg=500.0, ema_rampup=0.05)),
-        "paper256": MappingProxyType(dict(batch=64, lr=0.0025, gamma=1.0, ema_kimg=20.0, ema_rampup=None)),
-        "paper512": MappingProxyType(dict(batch=64, lr=0.0025, gamma=0.5, ema_kimg=20.0, ema_rampup=None)),
-        "paper1024": MappingProxyType(dict(batch=32, lr=0.002, gamma=2.0, ema_kimg=10.0, ema_rampup=None)),
-        "stylegan2": MappingProxyType(dict(batch=32, lr=0.002, gamma=10.0, ema_kimg=10.0, ema_rampup=None)),
+        "tiny": _hp(32, 0.0025, 0.05, 2.0, None, 0.0, 0.0),
+        "cifar": _hp(64, 0.0025, 0.01, 500.0, 0.05, 0.0, 0.0),
+        "paper256": _hp(64, 0.0025, 1.0, 20.0, None, 2.0, 0.9),
+        "paper512": _hp(64, 0.0025, 0.5, 20.0, None, 2.0, 0.9),
+        "paper1024": _hp(32, 0.002, 2.0, 10.0, None, 2.0, 0.9),
+        "stylegan2": _hp(32, 0.002, 10.0, 10.0, None, 2.0, 0.9),
     }
 )
 
