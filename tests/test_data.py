@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import functools
+import http.server
 import io
 import json
 import shutil
 import tarfile
+import threading
 
 import numpy as np
 import pytest
@@ -145,6 +148,27 @@ def test_sources_pattern_file_url_and_pipe(ds):
         assert sorted(ids) == list(range(2 * PER_SHARD, 4 * PER_SHARD)), source
 
 
+@pytest.mark.skipif(shutil.which("curl") is None, reason="WebDataset reads http(s) URLs with curl")
+def test_http_sources_match_local(ds):
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(ds)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        kw = dict(rank=0, world_size=1, seed=0, batch_size=N // 2, workers=0, use_labels=True)
+        local = take(open_stream(str(ds), **kw)[1], 3)
+        for source in (url + "/", url + "/t-{000000..000005}.tar"):
+            info, it = open_stream(source, **kw)
+            assert info.num_images == N and info.shards[0].startswith(url)
+            assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(local, take(it, 3)))
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def test_pyspng_and_pillow_decode_alike(ds):
     pytest.importorskip("pyspng")
     out = []
@@ -208,10 +232,16 @@ def test_damaged_shard_and_sample(tmp_path):
             tar.addfile(ti, io.BytesIO(data))
     (bad / "dataset.json").write_text(json.dumps({**info, "num_classes": 0, "class_names": None,
                                                   "shards": [{"name": "t-000000.tar", "count": 3}], "num_images": 3}))
+    for decoder in ("auto", "pillow"):
+        _, it = open_stream(str(bad), rank=0, world_size=1, seed=0, batch_size=3, workers=0, decoder=decoder)
+        with pytest.warns(UserWarning, match=r"b\.png"):
+            images, _ = next(it)
+        assert sorted(set(decode_ids(images)[0])) == [1, 3]
+    # A shard that cannot be read at all names itself.
+    (bad / "t-000000.tar").write_bytes(b"")
     _, it = open_stream(str(bad), rank=0, world_size=1, seed=0, batch_size=3, workers=0)
-    with pytest.warns(UserWarning, match=r"b\.png"):
-        images, _ = next(it)
-    assert sorted(set(decode_ids(images)[0])) == [1, 3]
+    with pytest.raises(OSError, match="cannot read shard .*t-000000.tar"):
+        next(it)
 
 
 def test_plan_locate_matches_group_walk():

@@ -170,9 +170,8 @@ def convert(data: bytes, spec: ImageSpec) -> tuple[bytes, str]:
     return encode_png(transform(im, spec)), note
 
 
-def process(task: tuple[int, tuple, ImageSpec]) -> Result:
-    """Worker entry point: (index, locator, spec) -> Result. Never raises for bad input."""
-    index, locator, spec = task
+def process(index: int, locator: tuple, spec: ImageSpec) -> Result:
+    """One input to a Result; never raises for bad input."""
     try:
         data = read_item(locator)
     except OSError as e:
@@ -182,3 +181,8 @@ def process(task: tuple[int, tuple, ImageSpec]) -> Result:
     except BadImage as e:
         return Result(index, None, e.reason, e.detail)
     return Result(index, png, note=note)
+
+
+def process_chunk(jobs: list[tuple[int, tuple]], spec: ImageSpec) -> list[Result]:
+    """Worker entry point: a few inputs per call keeps the inter-process overhead small."""
+    return [process(index, locator, spec) for index, locator in jobs]

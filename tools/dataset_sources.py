@@ -1,7 +1,7 @@
 """Inputs of tools/dataset_tool.py: list the images of a folder, zip or tar, read their bytes, label them.
 
-Listing happens once in the main process and yields small `Item`s whose `locator` lets any worker
-process read the bytes itself (a path, a zip member, or an offset into an uncompressed tar), so the
+Listing happens once in the main process into a column-wise `Listing`; its `locator(i)` lets any
+worker process read the bytes itself (a path, a zip member, or an offset into an uncompressed tar), so the
 expensive decode/resize/encode work parallelises without funnelling every byte through one pipe.
 A compressed tar cannot be read at random offsets, so it is first decompressed once into the
 tool's temporary folder.
@@ -9,22 +9,27 @@ tool's temporary folder.
 
 from __future__ import annotations
 
+import bz2
 import csv
 import functools
+import gzip
 import json
+import lzma
 import os
 import shutil
+import struct
 import tarfile
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+import numpy as np
 from PIL import Image
 
 # Extensions Pillow registers for reading, minus formats it only identifies (stubs) or that are not
 # raster images; a text file renamed .png is still listed and then skipped with its reason.
 _NOT_IMAGES = {".h5", ".hdf", ".bufr", ".grib", ".fit", ".fits", ".wmf", ".emf", ".eps", ".ps", ".mpeg", ".mpg"}
-_COMPRESSED = {b"\x1f\x8b": "gz", b"BZh": "bz2", b"\xfd7zXZ\x00": "xz"}
 
 
 @functools.cache
@@ -34,12 +39,31 @@ def image_extensions() -> frozenset[str]:
 
 
 @dataclass(frozen=True)
-class Item:
-    """One input file. `name` is its path inside the source (posix); `locator` says how to read it."""
+class Listing:
+    """The images of a source, column-wise (tens of millions of inputs must fit in memory).
 
-    name: str
-    locator: tuple
-    size: int
+    `names` are posix paths inside the source, sorted; `root` is the folder or archive; for an
+    archive, `offsets`/`sizes`/`methods` say where a worker finds each member's (compressed) bytes.
+    """
+
+    kind: str
+    root: str
+    names: list[str]
+    sizes: np.ndarray  # stored bytes per input
+    offsets: np.ndarray | None = None  # tar: data offset; zip: local header offset
+    methods: np.ndarray | None = None  # zip: compression method
+    input_bytes: int = 0
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def locator(self, i: int) -> tuple:
+        """What `read_item` needs to read input i, small enough to send to a worker."""
+        if self.kind == "folder":
+            return ("file", os.path.join(self.root, self.names[i]))
+        if self.kind == "zip":
+            return ("zip", self.root, self.names[i], int(self.offsets[i]), int(self.sizes[i]), int(self.methods[i]))
+        return ("tar", self.root, int(self.offsets[i]), int(self.sizes[i]))
 
 
 def _is_image_name(name: str) -> bool:
@@ -60,49 +84,74 @@ def source_kind(source: Path) -> str:
     raise ValueError(f"--source {source}: not a folder, a .zip or a .tar/.tar.gz archive")
 
 
-def list_source(source: Path, workdir: Path) -> tuple[list[Item], int]:
-    """(image items sorted by name, input size in bytes). `workdir` receives a decompressed tar."""
+def _sorted_listing(kind: str, root: str, rows: list[tuple], input_bytes: int) -> Listing:
+    rows.sort(key=lambda r: r[0])
+    cols = list(zip(*rows)) if rows else [[]] * 4
+    extra = [np.asarray(c, dtype=np.int64) for c in cols[2:]]
+    return Listing(kind, root, list(cols[0]), np.asarray(cols[1], dtype=np.int64), *extra, input_bytes=input_bytes)
+
+
+def list_source(source: Path, workdir: Path) -> Listing:
+    """The image files of a folder, zip or tar. `workdir` receives a decompressed copy of a tar.gz."""
     kind = source_kind(source)
     if kind == "folder":
-        items = []
+        rows = []
         for root, dirs, files in os.walk(source):
             dirs.sort()
-            for f in sorted(files):
-                path = Path(root) / f
-                name = path.relative_to(source).as_posix()
-                if _is_image_name(name) and path.is_file():
-                    items.append(Item(name, ("file", str(path)), path.stat().st_size))
-        return sorted(items, key=lambda i: i.name), sum(i.size for i in items)
+            for f in files:
+                path = os.path.join(root, f)
+                name = Path(path).relative_to(source).as_posix()
+                if _is_image_name(name) and os.path.isfile(path):
+                    rows.append((name, os.path.getsize(path)))
+        return _sorted_listing("folder", str(source), rows, sum(r[1] for r in rows))
     if kind == "zip":
         with zipfile.ZipFile(source) as zf:
-            items = [Item(i.filename, ("zip", str(source), i.filename), i.file_size)
-                     for i in zf.infolist() if not i.is_dir() and _is_image_name(i.filename)]
-        return sorted(items, key=lambda i: i.name), source.stat().st_size
+            rows = [(i.filename, i.compress_size, i.header_offset, -1 if i.flag_bits & 1 else i.compress_type)
+                    for i in zf.infolist() if not i.is_dir() and _is_image_name(i.filename)]
+        return _sorted_listing("zip", str(source), rows, source.stat().st_size)
     tar_path = _uncompressed_tar(source, workdir)
+    rows = []
     with tarfile.open(tar_path, "r:") as tf:
-        items = [Item(m.name, ("tar", str(tar_path), m.offset_data, m.size), m.size)
-                 for m in tf if m.isfile() and _is_image_name(m.name)]
-    return sorted(items, key=lambda i: i.name), source.stat().st_size
+        for m in tf:
+            if m.isfile() and _is_image_name(m.name):
+                rows.append((m.name, m.size, m.offset_data))
+            tf.members = []  # tarfile keeps every header otherwise
+    return _sorted_listing("tar", str(tar_path), rows, source.stat().st_size)
 
 
 def _uncompressed_tar(source: Path, workdir: Path) -> Path:
     with open(source, "rb") as f:
         head = f.read(6)
-    for magic, codec in _COMPRESSED.items():
+    for magic, module in ((b"\x1f\x8b", gzip), (b"BZh", bz2), (b"\xfd7zXZ\x00", lzma)):
         if head.startswith(magic):
             out = workdir / "source.tar"
-            opener = {"gz": "gzip", "bz2": "bz2", "xz": "lzma"}[codec]
-            module = __import__(opener)
             with module.open(source, "rb") as src, open(out, "wb") as dst:
                 shutil.copyfileobj(src, dst, 1 << 20)
             return out
     return source
 
 
-@functools.cache
-def _open_zip(path: str, pid: int) -> zipfile.ZipFile:
-    """One ZipFile per (archive, process): handles must not be shared across fork."""
-    return zipfile.ZipFile(path)
+def _read_zip_member(path: str, name: str, offset: int, size: int, method: int) -> bytes:
+    """Read one member from its local header: no worker has to parse the central directory."""
+    if method == -1:
+        raise OSError(f"zip member {name} is encrypted")
+    with open(path, "rb") as f:
+        f.seek(offset)
+        header = f.read(30)
+        if len(header) < 30 or header[:4] != b"PK\x03\x04":
+            raise OSError(f"bad zip local header for {name}")
+        name_len, extra_len = struct.unpack("<HH", header[26:30])
+        f.seek(offset + 30 + name_len + extra_len)
+        data = f.read(size)
+    if method == zipfile.ZIP_STORED:
+        return data
+    if method == zipfile.ZIP_DEFLATED:
+        try:
+            return zlib.decompress(data, -15)
+        except zlib.error as e:
+            raise OSError(f"zip member {name}: {e}") from None
+    with zipfile.ZipFile(path) as zf:  # bzip2/lzma members: rare, let zipfile handle them
+        return zf.read(name)
 
 
 def read_item(locator: tuple) -> bytes:
@@ -111,7 +160,7 @@ def read_item(locator: tuple) -> bytes:
     if kind == "file":
         return Path(locator[1]).read_bytes()
     if kind == "zip":
-        return _open_zip(locator[1], os.getpid()).read(locator[2])
+        return _read_zip_member(*locator[1:])
     if kind == "tar":
         with open(locator[1], "rb") as f:
             f.seek(locator[2])
@@ -127,21 +176,21 @@ def _class_order(names: set[str]) -> list[str]:
     return sorted(names, key=lambda n: (not n.isdigit(), int(n) if n.isdigit() else 0, n))
 
 
-def folder_labels(items: list[Item]) -> tuple[dict[str, str], list[str]]:
+def folder_labels(names: list[str]) -> tuple[dict[str, str], list[str]]:
     """{item name: class name} from the top-level sub-folder, and the sorted class names.
 
     Folders that wrap every item (common in archives: `digits/0/a.png`) are looked through;
     items directly at the top have no class and are left out of the mapping.
     """
-    parts = [PurePosixPath(i.name).parts for i in items]
+    parts = [PurePosixPath(n).parts for n in names]
     strip = 0
     while parts and all(len(p) >= strip + 3 for p in parts) and len({p[strip] for p in parts}) == 1:
         strip += 1
-    mapping = {i.name: p[strip] for i, p in zip(items, parts) if len(p) >= strip + 2}
+    mapping = {n: p[strip] for n, p in zip(names, parts) if len(p) >= strip + 2}
     return mapping, _class_order(set(mapping.values()))
 
 
-def file_labels(path: Path, items: list[Item]) -> tuple[dict[str, str], list[str]]:
+def file_labels(path: Path, names: list[str]) -> tuple[dict[str, str], list[str]]:
     """{item name: class name} from a JSON or CSV file mapping file names to classes.
 
     JSON: `{"a.png": 3, ...}`, `[["a.png", 3], ...]` or `{"labels": [["a.png", 3], ...]}`.
@@ -156,19 +205,19 @@ def file_labels(path: Path, items: list[Item]) -> tuple[dict[str, str], list[str
     numeric = bool(table) and all(v.isdigit() for v in table.values())
     if numeric:
         table = {k: str(int(v)) for k, v in table.items()}
-        names = [str(i) for i in range(max(int(v) for v in table.values()) + 1)]
+        classes = [str(i) for i in range(max(int(v) for v in table.values()) + 1)]
     else:
-        names = _class_order(set(table.values()))
+        classes = _class_order(set(table.values()))
     base_count: dict[str, int] = {}
     for k in table:
         base_count[PurePosixPath(k).name] = base_count.get(PurePosixPath(k).name, 0) + 1
     by_base = {PurePosixPath(k).name: v for k, v in table.items() if base_count[PurePosixPath(k).name] == 1}
     mapping = {}
-    for item in items:
-        value = table.get(item.name, by_base.get(PurePosixPath(item.name).name))
+    for name in names:
+        value = table.get(name, by_base.get(PurePosixPath(name).name))
         if value is not None:
-            mapping[item.name] = value
-    return mapping, names
+            mapping[name] = value
+    return mapping, classes
 
 
 def _label_pairs(path: Path) -> list[tuple[str, object]]:

@@ -11,15 +11,15 @@ fails only when nothing usable is left. Output appears in `--dest` atomically (t
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import re
 import shutil
 import sys
 import time
-from collections import Counter
+from collections import Counter, deque
+from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import closing
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as `python tools/dataset_tool.py`: make `tools.*` importable
@@ -29,8 +29,8 @@ import click
 import numpy as np
 from tqdm import tqdm
 
-from tools.dataset_image import FILTERS, TRANSFORMS, ImageSpec, Result, peek_kind, process
-from tools.dataset_sources import Item, file_labels, folder_labels, list_source, read_item, source_kind
+from tools.dataset_image import FILTERS, TRANSFORMS, ImageSpec, Result, peek_kind, process_chunk
+from tools.dataset_sources import Listing, file_labels, folder_labels, list_source, read_item, source_kind
 from tools.dataset_writer import ShardWriter, check_dest, commit, new_partial
 
 FORMAT = "stylegan-dataset/1"
@@ -49,32 +49,32 @@ def _size(n: float) -> str:
     return ""
 
 
-def _labels(items: list[Item], labels: str | None, source: Path) -> tuple[dict[str, str], list[str] | None]:
+def _labels(names: list[str], labels: str | None, source: Path) -> tuple[dict[str, str], list[str] | None]:
     if labels is None:
         return {}, None
     if labels == "folders":
-        mapping, names = folder_labels(items)
+        mapping, classes = folder_labels(names)
         if not mapping:
             raise click.BadParameter(f"no image of {source} lies in a class sub-folder", param_hint="--labels")
-        return mapping, names
+        return mapping, classes
     path = Path(labels)
     if not path.is_file():
         raise click.BadParameter(f"{labels!r} is neither 'folders' nor an existing JSON/CSV file", param_hint="--labels")
     try:
-        mapping, names = file_labels(path, items)
+        mapping, classes = file_labels(path, names)
     except (ValueError, UnicodeDecodeError) as e:
         raise click.BadParameter(str(e), param_hint="--labels") from None
     if not mapping:
         raise click.BadParameter(f"no image of {source} is named in {labels}", param_hint="--labels")
-    return mapping, names
+    return mapping, classes
 
 
-def _guess_channels(tasks: list[tuple[int, Item]]) -> tuple[int, str]:
+def _guess_channels(listing: Listing, order: np.ndarray) -> tuple[int, str]:
     """1, 3 or 4 from the headers of the first inputs (in shuffled order), and why."""
     kinds = []
-    for _, item in tasks[:_CHANNEL_PEEK]:
+    for i in order[:_CHANNEL_PEEK]:
         try:
-            kind = peek_kind(read_item(item.locator))
+            kind = peek_kind(read_item(listing.locator(int(i))))
         except OSError:
             kind = None
         if kind is not None:
@@ -88,15 +88,32 @@ def _guess_channels(tasks: list[tuple[int, Item]]) -> tuple[int, str]:
     return 1, f"all {len(kinds)} sampled images are grayscale"
 
 
-def _results(tasks: list[tuple[int, Item]], spec: ImageSpec, workers: int) -> Iterator[Result]:
-    """Results in task order; a pool of `workers` processes does the image work."""
-    jobs = ((i, item.locator, spec) for i, item in tasks)
+def _results(listing: Listing, order: np.ndarray, spec: ImageSpec, workers: int) -> Iterator[Result]:
+    """Results in `order`, computed by `workers` processes.
+
+    Chunks of inputs go to the pool through a bounded window of futures: memory stays flat for any
+    number of inputs, results come back in order, and an early stop (--max-images, Ctrl-C) cancels
+    the chunks that have not started.
+    """
+    chunk = max(1, min(32, len(order) // (workers * 8)))
+    chunks = ([(k, listing.locator(int(order[k]))) for k in range(s, min(s + chunk, len(order)))]
+              for s in range(0, len(order), chunk))
     if workers == 1:
-        yield from map(process, jobs)
+        for jobs in chunks:
+            yield from process_chunk(jobs, spec)
         return
-    chunk = max(1, min(64, len(tasks) // (workers * 8)))
-    with multiprocessing.get_context().Pool(workers) as pool:
-        yield from pool.imap(process, jobs, chunksize=chunk)
+    window: deque[Future] = deque()
+    with ProcessPoolExecutor(workers) as pool:
+        try:
+            for jobs in chunks:
+                window.append(pool.submit(process_chunk, jobs, spec))
+                if len(window) >= 4 * workers:
+                    yield from window.popleft().result()
+            while window:
+                yield from window.popleft().result()
+        finally:
+            for future in window:
+                future.cancel()
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
@@ -143,56 +160,64 @@ def main(source: Path, dest: Path, resolution: int, transform: str, resize_filte
             dest.rmdir()
 
 
-def _convert(source: Path, dest: Path, work: Path, *, resolution: int, transform: str, resize_filter: str,
-             channels: int | None, labels: str | None, max_images: int | None, shard_size: int, workers: int,
-             seed: int, min_size: int, prefix: str, source_name: str) -> None:
-    t0 = time.perf_counter()
-    items, input_bytes = list_source(source, work)
-    if not items:
-        raise click.ClickException(f"--source {source}: no image files found")
-    label_of, class_names = _labels(items, labels, source)
-    skipped = [{"input": i.name, "reason": "no label", "detail": f"not matched by --labels {labels}"}
-               for i in items if labels is not None and i.name not in label_of]
-    usable = [i for i in items if labels is None or i.name in label_of]
-    order = np.random.default_rng(seed).permutation(len(usable))  # mixes classes across shards
-    tasks = [(k, usable[int(j)]) for k, j in enumerate(order)]
-    how = "from --channels"
-    if channels is None:
-        channels, how = _guess_channels(tasks)
-    click.echo(f"{len(items)} images in {source} ({_size(input_bytes)}); {channels} channel(s) ({how}); {workers} workers")
-    spec = ImageSpec(resolution, channels, transform, resize_filter, min_size)
-    class_index = {n: k for k, n in enumerate(class_names or [])}
-    writer = ShardWriter(work, prefix, shard_size, key_digits=max(8, len(str(len(items)))))
-    class_counts = [0] * len(class_index)
+def _write(listing: Listing, order: np.ndarray, spec: ImageSpec, workers: int, writer: ShardWriter,
+           skipped: list[dict], max_images: int | None, label: Callable[[str], int | None]) -> tuple[Counter, Counter]:
+    """Convert inputs in `order` into `writer` until done or `max_images`; returns (class counts, notes)."""
+    class_counts: Counter[int] = Counter()
     notes: Counter[str] = Counter()
-    target = min(len(tasks), max_images or len(tasks))
-    count_all = target == len(tasks)  # the bar counts inputs, or written images under --max-images
-    results = _results(tasks, spec, workers)
+    target = min(len(order), max_images or len(order))
+    count_all = target == len(order)  # the bar counts inputs, or written images under --max-images
+    results = _results(listing, order, spec, workers)
     with closing(results), tqdm(total=target, unit="img", desc="converting", mininterval=0.5, file=sys.stderr) as bar:
         for result in results:
-            item = tasks[result.index][1]
+            name = listing.names[order[result.index]]
             if result.png is None:
-                skipped.append({"input": item.name, "reason": result.reason, "detail": result.detail})
+                skipped.append({"input": name, "reason": result.reason, "detail": result.detail})
                 bar.set_postfix(skipped=len(skipped), refresh=False)
                 bar.update(int(count_all))
                 continue
-            label = class_index[label_of[item.name]] if class_names is not None else None
-            writer.add(result.png, label)
-            if label is not None:
-                class_counts[label] += 1
+            cls = label(name)
+            writer.add(result.png, cls)
+            class_counts[cls] += 1
             if result.note:
                 notes[result.note] += 1
             bar.update(1)
             if writer.num_written == target:
                 break
     writer.close()
+    return class_counts, notes
+
+
+def _convert(source: Path, dest: Path, work: Path, *, resolution: int, transform: str, resize_filter: str,
+             channels: int | None, labels: str | None, max_images: int | None, shard_size: int, workers: int,
+             seed: int, min_size: int, prefix: str, source_name: str) -> None:
+    t0 = time.perf_counter()
+    listing = list_source(source, work)
+    names = listing.names
+    if not names:
+        raise click.ClickException(f"--source {source}: no image files found")
+    label_of, class_names = _labels(names, labels, source)
+    skipped = [{"input": n, "reason": "no label", "detail": f"not matched by --labels {labels}"}
+               for n in names if labels is not None and n not in label_of]
+    usable = np.array([i for i, n in enumerate(names) if labels is None or n in label_of], dtype=np.int64)
+    order = usable[np.random.default_rng(seed).permutation(len(usable))]  # mixes classes across shards
+    how = "from --channels"
+    if channels is None:
+        channels, how = _guess_channels(listing, order)
+    click.echo(f"{len(names)} images in {source} ({_size(listing.input_bytes)}); {channels} channel(s) ({how}); {workers} workers")
+    spec = ImageSpec(resolution, channels, transform, resize_filter, min_size)
+    class_index = {n: k for k, n in enumerate(class_names or [])}
+    writer = ShardWriter(work, prefix, shard_size, key_digits=max(8, len(str(len(names)))))
+    class_counts, notes = _write(listing, order, spec, workers, writer, skipped, max_images,
+                                 lambda name: class_index[label_of[name]] if class_names is not None else None)
     reasons = Counter(s["reason"] for s in skipped)
     if writer.num_written == 0:
-        raise click.ClickException(f"--source {source}: no usable image among {len(items)} inputs "
+        raise click.ClickException(f"--source {source}: no usable image among {len(names)} inputs "
                                    f"(skipped: {', '.join(f'{n} {r}' for r, n in reasons.most_common())})")
     info = {
         "format": FORMAT, "resolution": resolution, "channels": channels, "num_images": writer.num_written,
-        "num_classes": len(class_index), "class_names": class_names, "class_counts": class_counts if class_names else None,
+        "num_classes": len(class_index), "class_names": class_names,
+        "class_counts": [class_counts[k] for k in range(len(class_index))] if class_names else None,
         "shards": writer.shards, "source": source_name, "transform": transform, "resize_filter": resize_filter,
         "seed": seed, "skipped": sorted(skipped, key=lambda s: s["input"]), "created_by": "tools/dataset_tool.py",
     }
@@ -204,8 +229,8 @@ def _convert(source: Path, dest: Path, work: Path, *, resolution: int, transform
     click.echo(f"Skipped {len(skipped)} inputs" + (": " + ", ".join(f"{n} {r}" for r, n in reasons.most_common()) if skipped else ""))
     for note, n in notes.most_common():
         click.echo(f"Note: {n} images: {note}")
-    click.echo(f"Size: input {_size(input_bytes)} -> output {_size(writer.bytes_written)} "
-               f"({writer.bytes_written / max(input_bytes, 1):.2f}x)")
+    click.echo(f"Size: input {_size(listing.input_bytes)} -> output {_size(writer.bytes_written)} "
+               f"({writer.bytes_written / max(listing.input_bytes, 1):.2f}x)")
 
 
 if __name__ == "__main__":

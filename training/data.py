@@ -98,21 +98,24 @@ class StreamPlan:
 
 def read_shard(url: str) -> list[tuple[str, dict[str, bytes]]]:
     """All samples of one WebDataset shard as (key, {extension: bytes}), in tar order."""
-    stream = open(url2path(url), "rb") if not _is_url(url) or url.startswith("file:") else wds.gopen(url, "rb")
     samples: list[tuple[str, dict[str, bytes]]] = []
-    with stream, tarfile.open(fileobj=stream, mode="r|*") as tar:
-        for member in tar:
-            if not member.isfile():
-                continue
-            folder, _, base = member.name.rpartition("/")
-            stem, dot, ext = base.partition(".")
-            if not dot:
-                continue
-            key = f"{folder}/{stem}" if folder else stem
-            data = tar.extractfile(member).read()
-            if not samples or samples[-1][0] != key:
-                samples.append((key, {}))
-            samples[-1][1][ext.lower()] = data
+    try:
+        stream = open(url2path(url), "rb") if not _is_url(url) or url.startswith("file:") else wds.gopen(url, "rb")
+        with stream, tarfile.open(fileobj=stream, mode="r|*") as tar:
+            for member in tar:
+                if not member.isfile():
+                    continue
+                folder, _, base = member.name.rpartition("/")
+                stem, dot, ext = base.partition(".")
+                if not dot:
+                    continue
+                key = f"{folder}/{stem}" if folder else stem
+                data = tar.extractfile(member).read()
+                if not samples or samples[-1][0] != key:
+                    samples.append((key, {}))
+                samples[-1][1][ext.lower()] = data
+    except (OSError, tarfile.TarError) as e:
+        raise OSError(f"cannot read shard {url!r}: {type(e).__name__}: {e}") from e
     return samples
 
 
@@ -186,7 +189,7 @@ class _Stream(IterableDataset):
         for i, (key, fields, flip) in enumerate(batch):
             try:
                 image = decode_png(fields["png"], self.decoder)
-            except (OSError, ValueError, RuntimeError) as e:
+            except (OSError, ValueError, RuntimeError, SyntaxError, EOFError) as e:
                 # A corrupt sample is replaced by a neighbour of the same batch: the batch keeps its
                 # place in the plan, so resume stays exact; the warning names the sample.
                 warnings.warn(f"skipping unreadable image {key}.png ({e}); using another image of the batch instead")
@@ -227,6 +230,8 @@ def _check_args(info: DatasetInfo, source: str, *, rank: int, world_size: int, s
             raise ValueError(f"{name}={value}: expected an integer >= {low}")
     if decoder not in ("auto", "pyspng", "pillow"):
         raise ValueError(f"decoder={decoder!r}: expected 'auto', 'pyspng' or 'pillow'")
+    if decoder == "pyspng" and pyspng is None:
+        raise ImportError("decoder='pyspng' but pyspng is not installed: pip install pyspng, or use decoder='auto'")
     if resolution is not None and resolution != info.resolution:
         raise ValueError(f"the network's resolution {resolution} does not match the dataset's {info.resolution} "
                          f"({source}): rebuild the dataset with --resolution {resolution} or pick a matching network")

@@ -161,15 +161,20 @@ def _validate(info: DatasetInfo, where: str) -> DatasetInfo:
 def load_dataset_info(source: str) -> DatasetInfo:
     """Read the metadata of a shard source.
 
-    source: a directory holding dataset.json, the path of a dataset.json, or a shard pattern/URL
-    (brace-expanded; `::` joins several) whose dataset.json lies beside the first shard.
+    source: a directory holding dataset.json, the path of a dataset.json, the URL of a dataset
+    folder (`https://host/ds/`), or a shard pattern/URL (brace-expanded; `::` joins several) whose
+    dataset.json lies beside the first shard.
     Raises FileNotFoundError for a missing local source and ValueError for one that holds no images
     or whose shards dataset.json does not list.
     """
     source = str(source)
     if not source.strip():
         raise ValueError("data source is empty: pass a dataset directory or a shard pattern/URL")
-    if not _is_url(source) and "{" not in source and not source.endswith(".tar"):
+    if source.startswith("file:"):
+        source = url2path(source)  # a local path after all
+    if _is_url(source) and not _SHARD_NAME.search(source):
+        return _load_for_folder_url(source)
+    if not _is_url(source) and "{" not in source and "::" not in source and not source.endswith(".tar"):
         path = Path(source)
         info_path = path / INFO_NAME if path.is_dir() else path
         if not path.exists():
@@ -204,3 +209,13 @@ def _load_for_urls(source: str) -> DatasetInfo:
     selected = tuple(counts[_shard_name(u)] for u in urls)
     info = dataclasses.replace(full, shards=tuple(urls), shard_counts=selected, num_images=sum(selected))
     return _validate(info, info_url)
+
+
+def _load_for_folder_url(source: str) -> DatasetInfo:
+    info_url = source.rstrip("/") + "/" + INFO_NAME
+    try:
+        d = json.loads(_read_text(info_url))
+    except (OSError, ValueError) as e:
+        raise FileNotFoundError(f"data source {source!r}: cannot read {info_url!r} ({e}); pass the URL of a dataset "
+                                f"folder holding {INFO_NAME}, or a shard pattern with {INFO_NAME} beside the shards") from e
+    return _validate(DatasetInfo.from_dict(d, base=source), info_url)
