@@ -155,7 +155,7 @@ def read_progress(state_dir: Path) -> dict[str, Any]:
 
 
 def load_state(state_dir: Path, device: torch.device | str = "cpu") -> LoadedState:
-    """Read a state folder; tensors land on ``device`` (the optimizers' tensors too)."""
+    """Read a state folder; network tensors land on ``device``, optimizer states on the CPU until loaded."""
     state_dir = Path(state_dir)
     progress = read_progress(state_dir)
     tensors = load_file(str(state_dir / "networks.safetensors"), device=str(device))
@@ -163,6 +163,8 @@ def load_state(state_dir: Path, device: torch.device | str = "cpu") -> LoadedSta
     for key, value in tensors.items():
         name, _, rest = key.partition(".")
         modules.setdefault(name, {})[rest] = value
-    training = torch.load(state_dir / "training.pt", map_location=device, weights_only=True)
+    # On the CPU: Optimizer.load_state_dict moves each state tensor to its parameter's device,
+    # except Adam's step counters, which must stay on the CPU (non-capturable Adam).
+    training = torch.load(state_dir / "training.pt", map_location="cpu", weights_only=True)
     rng = torch.load(state_dir / "rng.pt", map_location="cpu", weights_only=True)["ranks"]
     return LoadedState(path=state_dir, modules=modules, training=training, rng=rng, progress=progress)
