@@ -1,0 +1,121 @@
+"""Worker for test_train_distributed.py, run under ``torchrun --nproc-per-node P`` (gloo on CPU).
+
+Every process builds the same tiny G and D and the same global set of micro-batches (real images,
+labels and per-micro-batch seeds); rank r takes its share. For each phase (G_main, G_reg, D_main,
+D_reg) the processes run :func:`training.step.run_phase` together, and rank 0 also runs it alone
+over *all* micro-batches. A recording "optimizer" captures the gradients each saw at ``step()``.
+Then all processes take a few real Adam steps and compare their weights.
+
+Rank 0 writes a JSON report to argv[1]: per phase the largest gradient difference (relative to the
+gradient's scale), the difference against a wrong single-process reference that sees only rank 0's
+data (which must be large, or the comparison proves nothing), the statistics, and the replica check.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import sys
+
+import torch
+import torch.nn.functional as F
+
+import stylegan
+from training.distributed import Dist, module_fingerprint
+from training.step import PHASES, LossSettings, MicroBatch, run_phase
+
+RES, C_DIM, N, ROUNDS = 8, 4, 4, 2
+
+
+class RecordGrads(torch.optim.Optimizer):
+    """An optimizer whose step only copies the gradients it is given."""
+
+    def __init__(self, params):
+        super().__init__(params, {})
+        self.grads: list[torch.Tensor | None] = []
+
+    def step(self, closure=None):
+        self.grads = [None if p.grad is None else p.grad.detach().clone() for g in self.param_groups for p in g["params"]]
+
+
+def global_micro_batches(world: int) -> list[MicroBatch]:
+    gen = torch.Generator().manual_seed(1234)
+    out = []
+    for _ in range(world * ROUNDS):
+        real = torch.rand([N, 1, RES, RES], generator=gen) * 2 - 1
+        c = F.one_hot(torch.randint(0, C_DIM, [N], generator=gen), C_DIM).float()
+        seed = int(torch.randint(0, 2**62, [1], generator=gen))
+        out.append(MicroBatch(real, c, seed))
+    return out
+
+
+def phase_grads(name, G, D, micro, dist, settings, pl_mean):
+    G, D = copy.deepcopy(G), copy.deepcopy(D)
+    net = G if name.startswith("G") else D
+    opt = RecordGrads(net.parameters())
+    result = run_phase(name, G, D, opt, micro, settings=settings, dist=dist, pl_mean=pl_mean)
+    return opt.grads, result
+
+
+def max_rel_diff(a: list, b: list) -> float:
+    if [x is None for x in a] != [x is None for x in b]:
+        return float("inf")  # different parameters received gradients
+    worst = 0.0
+    for x, y in zip(a, b):
+        if x is None:
+            continue
+        scale = max(float(y.abs().max()), 1e-12)
+        worst = max(worst, float((x - y).abs().max()) / scale)
+    return worst
+
+
+def main(out_path: str) -> None:
+    dist = Dist.from_accelerate()
+    torch.manual_seed(0)
+    G, D = stylegan.build("tiny", RES, 1, C_DIM)
+    settings = LossSettings(r1_gamma=0.5, r1_interval=4, pl_weight=2.0, pl_interval=4, pl_batch_shrink=2, mixing=0.9)
+    micro = global_micro_batches(dist.world_size)
+    mine = micro[dist.rank * ROUNDS : (dist.rank + 1) * ROUNDS]
+    pl_mean = torch.tensor(0.25)
+    report: dict = {"world_size": dist.world_size, "phases": {}}
+    for name in PHASES:
+        grads, result = phase_grads(name, G, D, mine, dist, settings, pl_mean)
+        if dist.rank == 0:
+            ref, ref_result = phase_grads(name, G, D, micro, Dist(), settings, pl_mean)
+            wrong, _ = phase_grads(name, G, D, micro[:ROUNDS], Dist(), settings, pl_mean)
+            report["phases"][name] = {
+                "num_grads": sum(g is not None for g in grads),
+                "num_params": len(grads),
+                "max_rel_diff": max_rel_diff(grads, ref),
+                "wrong_ref_diff": max_rel_diff(grads, wrong) if [g is None for g in grads] == [g is None for g in wrong] else float("inf"),
+                "count": result.count,
+                "ref_count": ref_result.count,
+                "sums": result.sums,
+                "ref_sums": ref_result.sums,
+                "skipped": result.skipped,
+            }
+
+    # Replicas: a few real Adam steps on each process's own data must leave identical weights.
+    G.train(), D.train()
+    opt_G = torch.optim.Adam(G.parameters(), lr=0.002, betas=(0.0, 0.99))
+    opt_D = torch.optim.Adam(D.parameters(), lr=0.002, betas=(0.0, 0.99))
+    for step in range(3):
+        for name in PHASES:
+            run_phase(name, G, D, opt_G if name.startswith("G") else opt_D, mine, settings=settings, dist=dist,
+                      pl_mean=pl_mean)
+    spread = dist.max_difference(module_fingerprint([G, D]))
+    w_avg = G.mapping.w_avg.clone()
+    spread_w_avg = dist.max_difference(w_avg)
+    if dist.rank == 0:
+        report["replica_spread"] = spread
+        report["w_avg_spread"] = spread_w_avg
+        report["w_avg_moved"] = float(w_avg.abs().sum())
+        with open(out_path, "w") as f:
+            json.dump(report, f)
+    dist.barrier()
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

@@ -1,0 +1,119 @@
+"""The train.py CLI: every option's validation, --help, --dry-run and resume rules."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from train_fixtures import make_dataset
+from training.train import main
+
+
+@pytest.fixture(scope="module")
+def datasets(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("cli-data")
+    return {
+        "labelled": make_dataset(root / "labelled", resolution=8, num_images=16, num_classes=4, shards=1),
+        "unlabelled": make_dataset(root / "unlabelled", resolution=8, num_images=16, num_classes=0, shards=1),
+        "odd": make_dataset(root / "odd", resolution=12, num_images=8, num_classes=0, shards=1),
+    }
+
+
+def invoke(args: list[str]):
+    return CliRunner().invoke(main, args)
+
+
+BAD = [
+    (["--data", "{tmp}/missing"], "--data", "does not exist"),
+    (["--data", "{odd}"], "--data", "does not fit --preset='tiny'"),
+    (["--outdir", "{file}"], "--outdir", "not a folder"),
+    (["--preset", "huge"], "--preset", "tiny"),
+    (["--data", "{unlabelled}", "--cond"], "--cond", "has no labels"),
+    (["--kimg", "0"], "--kimg", "expected a number > 0"),
+    (["--kimg", "many"], "--kimg", "not a valid float"),
+    (["--batch", "0"], "--batch", "expected an integer >= 1"),
+    (["--batch", "10", "--batch-gpu", "4"], "--batch", "multiple of --batch-gpu"),
+    (["--batch-gpu", "0"], "--batch-gpu", "expected an integer >= 1"),
+    (["--batch", "8", "--batch-gpu", "16"], "--batch-gpu", "larger than --batch"),
+    (["--batch", "12", "--batch-gpu", "6"], "--batch-gpu", "minibatch-stddev groups of 4"),
+    (["--gamma", "-1"], "--gamma", "expected a number >= 0"),
+    (["--r1-interval", "0"], "--r1-interval", "expected an integer >= 1"),
+    (["--pl-weight", "-1"], "--pl-weight", "expected a number >= 0"),
+    (["--pl-interval", "0"], "--pl-interval", "expected an integer >= 1"),
+    (["--mixing", "1.5"], "--mixing", "probability in [0, 1]"),
+    (["--ema-kimg", "-1"], "--ema-kimg", "expected a number >= 0"),
+    (["--ema-rampup", "-0.5"], "--ema-rampup", "expected a number >= 0"),
+    (["--glr", "0"], "--glr", "expected a number > 0"),
+    (["--dlr", "-0.1"], "--dlr", "expected a number > 0"),
+    (["--growth", "fast"], "--growth", "progressive"),
+    (["--growth", "progressive", "--growth-start", "3"], "--growth-start", "power of two >= 4"),
+    (["--growth", "progressive", "--growth-start", "16"], "--growth-start", "above the dataset's resolution"),
+    (["--fade-kimg", "0"], "--fade-kimg", "expected a number > 0"),
+    (["--stable-kimg", "-2"], "--stable-kimg", "expected a number > 0"),
+    (["--growth-batch", "4-8"], "--growth-batch", "RES:BATCH"),
+    (["--growth-batch", "16:8"], "--growth-batch", "above the dataset's resolution"),
+    (["--precision", "fp64"], "--precision", "fp32"),
+    (["--tick", "0"], "--tick", "expected a number > 0"),
+    (["--snap", "0"], "--snap", "expected an integer >= 1"),
+    (["--resume", "{tmp}/nope"], "--resume", "no resumable state"),
+    (["--seed", "-1"], "--seed", "[0, 2**31)"),
+    (["--workers", "-1"], "--workers", "expected an integer >= 0"),
+    (["--max-skipped", "0"], "--max-skipped", "expected an integer >= 1"),
+    (["--threads", "0"], "--threads", "expected an integer >= 1"),
+]
+
+
+@pytest.mark.parametrize("args, option, allowed", BAD, ids=[b[1] + ":" + " ".join(b[0]) for b in BAD])
+def test_bad_values_stop_at_start_up_naming_the_option(args, option, allowed, datasets, tmp_path):
+    (tmp_path / "a-file").write_text("")
+    subs = {"tmp": str(tmp_path), "file": str(tmp_path / "a-file"), **{k: str(v) for k, v in datasets.items()}}
+    args = [a.format(**subs) for a in args]
+    if "--data" not in args:
+        args = ["--data", str(datasets["labelled"]), *args]
+    result = invoke([*args, "--outdir", str(tmp_path / "runs")] if "--outdir" not in args else args)
+    assert result.exit_code == 2, result.output
+    assert option in result.output and allowed in result.output, result.output
+    assert not (tmp_path / "runs").exists()  # nothing was written
+
+
+def test_help_lists_every_option_with_its_default():
+    result = invoke(["--help"])
+    assert result.exit_code == 0
+    text = " ".join(result.output.split())
+    options = ["--data", "--outdir", "--preset", "--cond", "--kimg", "--batch", "--batch-gpu", "--gamma",
+               "--r1-interval", "--pl-weight", "--pl-interval", "--mixing", "--ema-kimg", "--ema-rampup", "--glr",
+               "--dlr", "--mirror", "--growth", "--growth-start", "--fade-kimg", "--stable-kimg", "--growth-batch",
+               "--precision", "--tick", "--snap", "--resume", "--seed", "--workers", "--max-skipped", "--threads",
+               "--dry-run"]
+    for opt in options:
+        assert f" {opt} " in f" {text} ", opt
+    assert text.count("[default:") == len(options)
+
+
+def test_dry_run_prints_config_parameters_and_memory(datasets, tmp_path):
+    result = invoke(["--data", str(datasets["labelled"]), "--outdir", str(tmp_path / "runs"), "--batch", "8",
+                     "--dry-run", "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert '"batch_gpu": 8' in out and '"cond": true' in out and "--gamma=0.0016 (from resolution and batch)" in out
+    assert "parameters: G " in out and "D " in out and "memory per process (estimate):" in out
+    assert not (tmp_path / "runs").exists()
+
+
+def test_resume_refuses_changes_that_define_the_run(datasets, tmp_path):
+    out = tmp_path / "runs"
+    base = ["--data", str(datasets["labelled"]), "--outdir", str(out), "--batch", "8", "--workers", "0",
+            "--threads", "1", "--tick", "0.008"]
+    first = invoke([*base, "--kimg", "0.008"])
+    assert first.exit_code == 0, first.output
+    run = next(out.iterdir())
+    assert "done: 0.0 kimg" in first.output and str(run) in first.output
+    for args, option in ((["--preset", "cifar"], "--preset"), (["--glr", "0.01"], "--glr")):
+        bad = invoke([*base, "--resume", str(run), *args])
+        assert bad.exit_code == 2 and option in bad.output and "differs from the run being resumed" in bad.output
+    # Allowed: a longer run, continued in the same folder.
+    more = invoke([*base, "--resume", str(run / "state"), "--kimg", "0.016"])
+    assert more.exit_code == 0, more.output
+    assert [p.name for p in out.iterdir()] == [run.name] and "resumed from" in more.output

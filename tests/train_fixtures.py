@@ -1,0 +1,55 @@
+"""Helpers for the training tests: a tiny labelled dataset and small configs (not a test module)."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+
+def make_dataset(
+    dest: Path, *, resolution: int = 8, channels: int = 1, num_images: int = 64, num_classes: int = 4,
+    shards: int = 2, seed: int = 0,
+) -> Path:
+    """Write ``num_images`` small class-dependent images as WebDataset shards + dataset.json."""
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    per_shard = -(-num_images // shards)
+    entries = []
+    index = 0
+    for s in range(shards):
+        name = f"test-{s:06d}.tar"
+        count = 0
+        with tarfile.open(dest / name, "w") as tar:
+            for _ in range(per_shard):
+                if index >= num_images:
+                    break
+                label = index % max(num_classes, 1)
+                yy, xx = np.mgrid[0:resolution, 0:resolution]
+                base = 128 + 100 * np.sin((xx * (label + 1) + yy) / resolution * np.pi)
+                img = np.clip(base + rng.normal(0, 20, base.shape), 0, 255).astype(np.uint8)
+                img = np.repeat(img[:, :, None], channels, axis=2)
+                buf = io.BytesIO()
+                Image.fromarray(img[:, :, 0] if channels == 1 else img).save(buf, format="PNG")
+                files = {f"{index:06d}.png": buf.getvalue()}
+                if num_classes:
+                    files[f"{index:06d}.cls"] = str(label).encode()
+                for fname, data in files.items():
+                    info = tarfile.TarInfo(fname)
+                    info.size = len(data)
+                    tar.addfile(info, io.BytesIO(data))
+                index += 1
+                count += 1
+        entries.append({"name": name, "count": count})
+    meta = {
+        "resolution": resolution, "channels": channels, "num_images": num_images,
+        "num_classes": num_classes, "class_names": [f"c{i}" for i in range(num_classes)] if num_classes else None,
+        "shards": entries,
+    }
+    (dest / "dataset.json").write_text(json.dumps(meta))
+    return dest

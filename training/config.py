@@ -1,0 +1,250 @@
+"""The training configuration: one frozen dataclass that flows from the CLI to ``config.json``.
+
+Every field is one ``train.py`` option (``batch_gpu`` is ``--batch-gpu``). Fields left ``None`` are
+resolved once, at start-up, by :meth:`TrainConfig.resolve` from the dataset and the number of
+processes (the R1 weight, the EMA half-life, the per-process batch, conditioning, precision), so that
+``config.json`` records the values that actually ran. Checks raise ``ValueError`` with a message
+that names the option, the bad value and what is allowed; the CLI turns them into
+``click.BadParameter``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+from dataclasses import dataclass, fields
+from typing import Any
+
+GROWTH_MODES = ("none", "progressive")
+PRECISIONS = ("fp32", "fp16", "bf16")
+# Accelerate's names (``accelerate config`` / ``ACCELERATE_MIXED_PRECISION``) for our precisions.
+ACCELERATE_PRECISIONS = {"no": "fp32", "fp16": "fp16", "bf16": "bf16"}
+
+
+class ConfigError(ValueError):
+    """A bad option value; ``option`` is the CLI flag (``--batch``) the message is about."""
+
+    def __init__(self, option: str, message: str) -> None:
+        super().__init__(f"{option}: {message}")
+        self.option = option
+        self.detail = message
+
+
+def option_name(field_name: str) -> str:
+    """The CLI flag of a config field: ``batch_gpu`` -> ``--batch-gpu``."""
+    return "--" + field_name.replace("_", "-")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every option of a training run. ``None`` means "derive at start-up" (see :meth:`resolve`)."""
+
+    data: str = "data"
+    outdir: str = "runs"
+    preset: str = "tiny"
+    cond: bool | None = None
+    kimg: float = 80.0
+    batch: int = 32
+    batch_gpu: int | None = None
+    gamma: float | None = None
+    r1_interval: int = 16
+    pl_weight: float = 2.0
+    pl_interval: int = 4
+    pl_batch_shrink: int = 2
+    pl_decay: float = 0.01
+    mixing: float = 0.9
+    ema_kimg: float | None = None
+    ema_rampup: float = 0.05
+    glr: float = 0.0025
+    dlr: float = 0.0025
+    mirror: bool = False
+    growth: str = "none"
+    growth_start: int | None = None
+    fade_kimg: float = 800.0
+    stable_kimg: float = 800.0
+    growth_batch: str = ""
+    precision: str | None = None
+    tick: float = 4.0
+    snap: int = 5
+    seed: int = 0
+    workers: int = 2
+    max_skipped: int = 20
+
+    # ------------------------------------------------------------------ (de)serialisation
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        """Build from a dict (``config.json``); unknown keys are rejected with the closest valid one."""
+        names = [f.name for f in fields(cls)]
+        for key in d:
+            if key not in names:
+                close = difflib.get_close_matches(key, names, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else f"; valid keys: {', '.join(names)}"
+                raise ValueError(f"TrainConfig: unknown key {key!r}{hint}")
+        return cls(**d)
+
+    def replace(self, **changes: Any) -> "TrainConfig":
+        return dataclasses.replace(self, **changes)
+
+    # ------------------------------------------------------------------ checks
+    def validate(self) -> None:
+        """Check each value on its own (no dataset or process count needed)."""
+        _positive(self.kimg, "kimg")
+        _int_at_least(self.batch, "batch", 1)
+        if self.batch_gpu is not None:
+            _int_at_least(self.batch_gpu, "batch_gpu", 1)
+            if self.batch_gpu > self.batch:
+                raise ConfigError("--batch-gpu", f"{self.batch_gpu} is larger than --batch={self.batch}")
+        if self.gamma is not None:
+            _non_negative(self.gamma, "gamma")
+        _int_at_least(self.r1_interval, "r1_interval", 1)
+        _non_negative(self.pl_weight, "pl_weight")
+        _int_at_least(self.pl_interval, "pl_interval", 1)
+        _int_at_least(self.pl_batch_shrink, "pl_batch_shrink", 1)
+        if not 0 < self.pl_decay <= 1:
+            raise ConfigError("--pl-decay", f"{self.pl_decay!r}: expected a number in (0, 1]")
+        if not 0 <= self.mixing <= 1:
+            raise ConfigError("--mixing", f"{self.mixing!r}: expected a probability in [0, 1]")
+        if self.ema_kimg is not None:
+            _non_negative(self.ema_kimg, "ema_kimg")
+        _non_negative(self.ema_rampup, "ema_rampup")
+        _positive(self.glr, "glr")
+        _positive(self.dlr, "dlr")
+        if self.growth not in GROWTH_MODES:
+            raise ConfigError("--growth", f"{self.growth!r}: expected one of {', '.join(GROWTH_MODES)}")
+        if self.growth_start is not None and not _is_pow2(self.growth_start, minimum=4):
+            raise ConfigError("--growth-start", f"{self.growth_start!r}: expected a power of two >= 4")
+        _positive(self.fade_kimg, "fade_kimg")
+        _positive(self.stable_kimg, "stable_kimg")
+        parse_growth_batch(self.growth_batch)
+        if self.precision is not None and self.precision not in PRECISIONS:
+            raise ConfigError("--precision", f"{self.precision!r}: expected one of {', '.join(PRECISIONS)}")
+        _positive(self.tick, "tick")
+        _int_at_least(self.snap, "snap", 1)
+        if not isinstance(self.seed, int) or not 0 <= self.seed < 2**31:
+            raise ConfigError("--seed", f"{self.seed!r}: expected an integer in [0, 2**31)")
+        _int_at_least(self.workers, "workers", 0)
+        _int_at_least(self.max_skipped, "max_skipped", 1)
+
+    # ------------------------------------------------------------------ resolution
+    def resolve(
+        self,
+        *,
+        resolution: int,
+        num_classes: int,
+        world_size: int,
+        accelerate_precision: str | None = None,
+    ) -> "TrainConfig":
+        """Fill the ``None`` fields and check the values that depend on the dataset and processes.
+
+        Args:
+            resolution: the dataset's image size.
+            num_classes: the dataset's number of classes (0 when unlabelled).
+            world_size: the number of training processes.
+            accelerate_precision: Accelerate's mixed-precision setting (``no``/``fp16``/``bf16``,
+                from ``accelerate config``), used when ``--precision`` is not given.
+        """
+        self.validate()
+        cond = self.cond
+        if cond is None:
+            cond = num_classes > 0
+        elif cond and num_classes == 0:
+            raise ConfigError("--cond", f"the dataset {self.data!r} has no labels; use --no-cond")
+        batch_gpu = self.batch_gpu
+        if batch_gpu is None:
+            if self.batch % world_size:
+                raise ConfigError(
+                    "--batch",
+                    f"{self.batch} is not divisible by the number of processes ({world_size}); "
+                    f"use a multiple of {world_size} (e.g. {world_size * max(1, self.batch // world_size)})",
+                )
+            batch_gpu = self.batch // world_size
+        check_batch_split(self.batch, batch_gpu, world_size, "--batch")
+        gamma = self.gamma if self.gamma is not None else default_gamma(resolution, self.batch)
+        ema_kimg = self.ema_kimg if self.ema_kimg is not None else default_ema_kimg(self.batch)
+        precision = self.precision
+        if precision is None:
+            precision = ACCELERATE_PRECISIONS.get((accelerate_precision or "no").lower(), "fp32")
+        resolved = self.replace(
+            cond=cond, batch_gpu=batch_gpu, gamma=gamma, ema_kimg=ema_kimg, precision=precision
+        )
+        for res, b in parse_growth_batch(self.growth_batch).items():
+            if res > resolution:
+                raise ConfigError(
+                    "--growth-batch", f"resolution {res} is above the dataset's resolution {resolution}"
+                )
+            check_batch_split(b, micro_batch(b, batch_gpu, world_size), world_size, "--growth-batch")
+        return resolved
+
+
+# ---------------------------------------------------------------------- defaults that depend on data
+def default_gamma(resolution: int, batch: int) -> float:
+    """R1 weight heuristic of StyleGAN2-ADA (Karras et al. 2020b, appendix): 0.0002 * res^2 / batch."""
+    return 0.0002 * resolution**2 / batch
+
+
+def default_ema_kimg(batch: int) -> float:
+    """EMA half-life in kimg, proportional to the batch (10 kimg at batch 32, as StyleGAN2-ADA)."""
+    return batch * 10 / 32
+
+
+def micro_batch(batch: int, batch_gpu: int, world_size: int) -> int:
+    """Per-process micro-batch for a global ``batch``: ``--batch-gpu``, or less when the batch is smaller."""
+    return max(1, min(batch_gpu, batch // world_size))
+
+
+def check_batch_split(batch: int, batch_gpu: int, world_size: int, option: str) -> None:
+    """``batch`` must be ``batch_gpu * world_size * accumulation`` for a whole accumulation count."""
+    per_round = batch_gpu * world_size
+    if batch % per_round:
+        raise ConfigError(
+            option,
+            f"{batch} is not a multiple of --batch-gpu ({batch_gpu}) x processes ({world_size}) = {per_round}; "
+            "the global batch must split into whole micro-batches on every process",
+        )
+
+
+def parse_growth_batch(text: str) -> dict[int, int]:
+    """``"4:64,8:64,16:32"`` -> ``{4: 64, 8: 64, 16: 32}`` (the global batch per resolution)."""
+    out: dict[int, int] = {}
+    if not text.strip():
+        return out
+    for item in text.split(","):
+        parts = item.strip().split(":")
+        try:
+            res, b = int(parts[0]), int(parts[1])
+            if len(parts) != 2:
+                raise IndexError
+        except (ValueError, IndexError):
+            raise ConfigError(
+                "--growth-batch", f"{text!r}: expected RES:BATCH pairs separated by commas, e.g. '4:64,8:32'"
+            ) from None
+        if not _is_pow2(res, minimum=4) or b < 1:
+            raise ConfigError(
+                "--growth-batch", f"{item.strip()!r}: the resolution must be a power of two >= 4 and the batch >= 1"
+            )
+        out[res] = b
+    return out
+
+
+# ---------------------------------------------------------------------- helpers
+def _is_pow2(value: Any, minimum: int = 1) -> bool:
+    return isinstance(value, int) and value >= minimum and (value & (value - 1)) == 0
+
+
+def _positive(value: Any, name: str) -> None:
+    if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise ConfigError(option_name(name), f"{value!r}: expected a number > 0")
+
+
+def _non_negative(value: Any, name: str) -> None:
+    if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise ConfigError(option_name(name), f"{value!r}: expected a number >= 0")
+
+
+def _int_at_least(value: Any, name: str, minimum: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ConfigError(option_name(name), f"{value!r}: expected an integer >= {minimum}")

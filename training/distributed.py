@@ -1,0 +1,126 @@
+"""Processes, devices and the few collectives the loop uses.
+
+Accelerate's :class:`~accelerate.PartialState` (the process-group part of ``Accelerator``) sets up the
+process group from whatever launched us (``accelerate launch``, ``torchrun``, SLURM through either,
+or a plain ``python``) and picks the device. The networks are **not** wrapped in
+``DistributedDataParallel``: R1 and path-length regularisation take a double backward, which DDP's
+hooks do not support (pytorch#63812). Instead every optimizer step ends with one explicit all-reduce
+of a flat buffer holding every gradient (plus a few statistics), so that a step on ``P`` processes
+sums exactly the per-sample gradients that one process would sum over the same global batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+import torch.distributed as torch_dist
+
+
+@dataclass(frozen=True)
+class Dist:
+    """Where this process stands: its rank, the number of processes and its device."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def active(self) -> bool:
+        """True when there is more than one process to talk to."""
+        return self.world_size > 1
+
+    @classmethod
+    def from_accelerate(cls) -> "Dist":
+        """Initialise (or join) the process group the launcher describes; CPU runs use gloo."""
+        from accelerate import PartialState
+
+        state = PartialState(cpu=not torch.cuda.is_available())
+        device = torch.device(state.device)
+        if device.type == "cpu":
+            device = torch.device("cpu")  # accelerate says "cpu:0"; tensors say "cpu"
+        return cls(
+            rank=state.process_index,
+            world_size=state.num_processes,
+            local_rank=state.local_process_index,
+            device=device,
+        )
+
+    # ------------------------------------------------------------------ collectives
+    def sum_(self, tensors: Sequence[torch.Tensor]) -> None:
+        """Sum each tensor over all processes, in place, with one flat all-reduce.
+
+        The tensors are concatenated into one float32 buffer on this process's device, reduced
+        once and copied back; one collective per optimizer step keeps latency out of the loop.
+        """
+        if not self.active or not tensors:
+            return
+        flat = torch.cat([t.detach().reshape(-1).to(self.device, torch.float32) for t in tensors])
+        torch_dist.all_reduce(flat, op=torch_dist.ReduceOp.SUM)
+        offset = 0
+        for t in tensors:
+            n = t.numel()
+            t.copy_(flat[offset : offset + n].view_as(t))
+            offset += n
+
+    def barrier(self) -> None:
+        if self.active:
+            torch_dist.barrier()
+
+    def broadcast_object(self, obj: Any, src: int = 0) -> Any:
+        """``obj`` from rank ``src`` on every process (small picklable values only: paths, flags)."""
+        if not self.active:
+            return obj
+        box = [obj]
+        torch_dist.broadcast_object_list(box, src=src, device=self._object_device())
+        return box[0]
+
+    def all_gather_object(self, obj: Any) -> list[Any]:
+        """Every process's ``obj``, in rank order (small values: RNG states)."""
+        if not self.active:
+            return [obj]
+        out: list[Any] = [None] * self.world_size
+        torch_dist.all_gather_object(out, obj)
+        return out
+
+    def broadcast_module_(self, module: torch.nn.Module, src: int = 0) -> None:
+        """Copy rank ``src``'s parameters and buffers into ``module`` on every process."""
+        if not self.active:
+            return
+        with torch.no_grad():
+            for t in list(module.parameters()) + list(module.buffers()):
+                torch_dist.broadcast(t.data, src=src)
+
+    def max_difference(self, values: torch.Tensor) -> float:
+        """Largest spread (max - min over processes) of any element of ``values``; 0 on one process."""
+        if not self.active:
+            return 0.0
+        v = values.detach().to(self.device, torch.float64).reshape(-1)
+        hi, lo = v.clone(), -v.clone()
+        torch_dist.all_reduce(hi, op=torch_dist.ReduceOp.MAX)
+        torch_dist.all_reduce(lo, op=torch_dist.ReduceOp.MAX)
+        return float((hi + lo).max())
+
+    def _object_device(self) -> torch.device | None:
+        return self.device if self.device.type == "cuda" else None
+
+
+def module_fingerprint(modules: Sequence[torch.nn.Module]) -> torch.Tensor:
+    """Two float64 numbers per parameter and buffer that change when any of its values changes.
+
+    The plain sum and a position-weighted sum (so that swapped values show too), computed tensor by
+    tensor so the extra memory is that of the largest tensor, not of the whole network.
+    """
+    parts = []
+    for module in modules:
+        for t in list(module.parameters()) + list(module.buffers()):
+            flat = t.detach().reshape(-1).double()
+            weights = torch.arange(1, flat.numel() + 1, dtype=torch.float64, device=flat.device) / max(flat.numel(), 1)
+            parts.append(torch.stack([flat.sum(), (flat * weights).sum()]))
+    return torch.cat(parts) if parts else torch.zeros(2, dtype=torch.float64)

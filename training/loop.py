@@ -1,0 +1,333 @@
+"""The training loop: :func:`fit` runs steps, closes ticks, writes snapshots and the state.
+
+One *step* takes ``batch`` real images (split over processes and micro-batches) through the phases
+of :mod:`training.step`, then updates ``G_ema``. A *tick* is ``--tick`` kimg of steps: it ends with a
+line in ``log.txt`` / ``stats.jsonl`` and a check that every process still holds identical weights.
+Every ``--snap`` ticks (and at the end) the main process writes a network snapshot, a sample grid and
+``state/``, while the other processes wait at a barrier.
+
+Failures: a non-finite loss skips that optimizer step on every process (:func:`run_phase`); after
+``--max-skipped`` steps in a row with skips the run stops with :class:`TrainingDiverged`, leaving the
+last good ``state/`` untouched. A stop request (SIGTERM / SIGINT, :mod:`training.signals`) ends the
+run after the current step, with ``state/`` written.
+"""
+
+from __future__ import annotations
+
+import resource
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+import stylegan
+from ops.upfirdn2d import setup_filter
+from training import grids
+from training.checkpoint import load_state, save_state
+from training.config import TrainConfig
+from training.data import DatasetInfo, load_dataset_info, open_stream
+from training.distributed import Dist, module_fingerprint
+from training.ema import update_ema
+from training.feed import DataFeed
+from training.precision import autocast
+from training.progressive import prepare_reals
+from training.runlog import RunLog
+from training.session import Session, build_session, derive_seed, restore_session, state_payload
+from training.signals import StopRequest
+from training.step import PHASES, MicroBatch, PhaseResult, phases_for_step, run_phase
+
+
+class TrainingDiverged(RuntimeError):
+    """Too many optimizer steps in a row had a non-finite loss; the run stopped."""
+
+
+@dataclass
+class FitResult:
+    """How :func:`fit` ended: ``status`` is ``'done'`` or ``'stopped'`` (by a signal)."""
+
+    status: str
+    nimg: int
+    run_dir: Path
+    state_dir: Path | None = None
+    snapshot: Path | None = None
+    signal: str | None = None
+
+
+@dataclass
+class StepOutcome:
+    results: list[PhaseResult]
+    batch: int
+    skipped: int
+    stop: bool
+    phase: str
+    resolution: int
+    alpha: float
+
+
+@dataclass
+class TickStats:
+    """Sums over the steps of one tick, turned into a ``stats.jsonl`` record by :meth:`record`."""
+
+    start_time: float = field(default_factory=time.perf_counter)
+    start_wait: float = 0.0
+    sums: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    counts: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    skipped: int = 0
+    nimg: int = 0
+    last: StepOutcome | None = None
+
+    def add(self, outcome: StepOutcome) -> None:
+        self.last = outcome
+        self.nimg += outcome.batch
+        self.skipped += outcome.skipped
+        for r in outcome.results:
+            if r.skipped:
+                continue
+            for key, value in r.sums.items():
+                self.sums[key] += value
+                self.counts[key] += r.count
+
+    def means(self) -> dict[str, float | None]:
+        keys = ("loss_G", "loss_D", "scores_real", "scores_fake", "r1_penalty", "pl_penalty", "pl_length")
+        return {k: (self.sums[k] / self.counts[k] if self.counts.get(k) else None) for k in keys}
+
+
+# ---------------------------------------------------------------------------------------- steps
+def train_step(session: Session, feed: DataFeed, stop: StopRequest, resample_filter: torch.Tensor) -> StepOutcome:
+    """One iteration: every phase of :func:`phases_for_step`, then the EMA update."""
+    cfg, dist, p = session.cfg, session.dist, session.progress
+    phase, alpha = session.schedule.at(p.nimg)
+    session.set_growth(phase.resolution, alpha)
+    batch_gpu = session.micro_batch(phase.batch)
+    rounds = phase.batch // (batch_gpu * dist.world_size)
+    feed.ensure(batch_gpu)
+    reals = []
+    for _ in range(rounds):
+        images, c = feed.next()
+        reals.append((prepare_reals(images, phase.resolution, alpha, resample_filter), c))
+    # One seed per (phase, round), drawn in full every step so the stream does not depend on
+    # which regularisers run.
+    seeds = torch.randint(0, 2**62, (len(PHASES), rounds), generator=session.rank_gen).tolist()
+    amp = partial(autocast, cfg.precision, dist.device)
+    results = []
+    for name in phases_for_step(p.step, session.settings):
+        on_G = name.startswith("G")
+        micro = [MicroBatch(real, c, seeds[PHASES.index(name)][i]) for i, (real, c) in enumerate(reals)]
+        result = run_phase(
+            name, session.G, session.D, session.opt_G if on_G else session.opt_D, micro,
+            settings=session.settings, dist=dist, pl_mean=session.pl_mean, amp=amp,
+            scaler=session.scaler_G if on_G else session.scaler_D, stop_requested=stop.requested,
+        )
+        if name == "G_reg" and not result.skipped:
+            # Running mean of the path lengths over all processes (StyleGAN2 sec. 3.2).
+            target = torch.full_like(session.pl_mean, result.mean("pl_length"))
+            session.pl_mean.lerp_(target, cfg.pl_decay)
+        results.append(result)
+    update_ema(session.G_ema, session.G, session.ema.beta(p.nimg, phase.batch))
+    skipped = sum(r.skipped for r in results)
+    p.step += 1
+    p.nimg += phase.batch
+    p.data_batches += rounds
+    p.skipped_total += skipped
+    p.bad_in_row = p.bad_in_row + 1 if skipped else 0
+    stop_all = any(r.stop_requested for r in results)
+    return StepOutcome(results, phase.batch, skipped, stop_all, phase.name, phase.resolution, alpha)
+
+
+# ---------------------------------------------------------------------------------------- outputs
+class Samples:
+    """The fixed-seed sample grids of a run (main process)."""
+
+    def __init__(self, run_dir: Path, info: DatasetInfo, session: Session, log: RunLog) -> None:
+        self.dir, self.session, self.log = Path(run_dir) / "samples", session, log
+        c_dim = session.G.c_dim
+        self.layout = grids.grid_layout(c_dim, info.class_names if c_dim else None)
+        self.z, self.c = grids.grid_inputs(self.layout, session.G.z_dim, c_dim, derive_seed(session.cfg.seed, "grid") % 2**63)
+        self.tile = max(info.resolution, grids.MIN_TILE)
+
+    def write_reals(self, source: str, seed: int) -> None:
+        if (self.dir / "reals.png").exists():
+            return
+        _, batches = open_stream(source, rank=0, world_size=1, seed=seed, batch_size=64, workers=0,
+                                 use_labels=self.layout.row_classes is not None)
+        images = grids.collect_reals(batches, self.layout)
+        grids.save_png(self.dir / "reals.png", grids.make_grid(images, self.layout, tile=self.tile, header="reals"))
+
+    def write_fakes(self, nimg: int, phase_name: str, alpha: float) -> Path:
+        G_ema = self.session.G_ema
+        images = grids.generate_images(G_ema, self.z, self.c, self.session.dist.device,
+                                       precision=self.session.settings.precision)
+        header = f"kimg {nimg / 1000:.1f}  {phase_name}  alpha {alpha:.2f}  {G_ema.growth_resolution}px"
+        grid = grids.make_grid(images, self.layout, tile=self.tile, header=header)
+        path = self.dir / f"fakes{nimg // 1000:06d}.png"
+        text = {"kimg": f"{nimg / 1000:.3f}", "phase": phase_name, "alpha": f"{alpha:.4f}",
+                "resolution": str(G_ema.growth_resolution)}
+        grids.save_png(path, grid, text)
+        self.log.image("fakes", grid, nimg)
+        return path
+
+
+def write_snapshot(session: Session, run_dir: Path, run_name: str) -> Path:
+    """``network-snapshot-<kimg>.safetensors`` with G, D, G_ema, their config and the progress."""
+    p = session.progress
+    phase, alpha = session.schedule.at(p.nimg)
+    path = Path(run_dir) / f"network-snapshot-{p.nimg // 1000:06d}.safetensors"
+    meta = {"kimg": p.nimg / 1000, "step": p.step, "phase": phase.name, "resolution": phase.resolution,
+            "alpha": alpha, "run": run_name, "train_config": session.cfg.to_dict()}
+    stylegan.save_network(path, {"G": session.G, "D": session.D, "G_ema": session.G_ema}, session.net_config, meta)
+    return path
+
+
+def peak_memory_gb(device: torch.device) -> float:
+    """Peak GPU memory allocated, or the process's peak resident memory on CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**30
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux reports KiB
+
+
+def check_replicas(session: Session) -> None:
+    """Raise if the processes' weights differ (they must stay bit-identical)."""
+    spread = session.dist.max_difference(module_fingerprint([session.G, session.D, session.G_ema]))
+    if spread != 0:
+        raise RuntimeError(
+            f"the processes' networks have diverged (fingerprint spread {spread:g}) at step "
+            f"{session.progress.step}: gradients or buffers were not synchronised"
+        )
+
+
+def tick_record(session: Session, tick: TickStats, feed: DataFeed) -> dict[str, Any]:
+    p, dist = session.progress, session.dist
+    sec = max(time.perf_counter() - tick.start_time, 1e-9)
+    phase, alpha = session.schedule.at(p.nimg)
+    # The phase, resolution and alpha of the tick's last step (not of the step to come).
+    name, res, alpha = (tick.last.phase, tick.last.resolution, tick.last.alpha) if tick.last else (phase.name, phase.resolution, alpha)
+    return {
+        "tick": p.tick, "kimg": p.nimg / 1000, "step": p.step, "sec": sec, "total_sec": p.train_sec,
+        "sec_per_kimg": sec / max(tick.nimg / 1000, 1e-9), "img_per_sec": tick.nimg / sec,
+        "data_wait": (feed.wait_sec - tick.start_wait) / sec, **tick.means(), "pl_mean": float(session.pl_mean),
+        "skipped": tick.skipped, "skipped_total": p.skipped_total,
+        "glr": session.opt_G.param_groups[0]["lr"], "dlr": session.opt_D.param_groups[0]["lr"],
+        "peak_mem_gb": peak_memory_gb(dist.device), "phase": name, "resolution": res,
+        "alpha": alpha, "batch": tick.last.batch if tick.last else phase.batch, "processes": dist.world_size,
+    }
+
+
+def format_tick(r: dict[str, Any]) -> str:
+    def f(key: str, fmt: str) -> str:
+        return "-" if r.get(key) is None else format(r[key], fmt)
+
+    return (
+        f"tick {r['tick']:<4d} kimg {r['kimg']:<8.2f} {r['phase']:<9s} a={r['alpha']:.2f}  "
+        f"sec/kimg {r['sec_per_kimg']:<7.2f} img/s {r['img_per_sec']:<7.1f} data {100 * r['data_wait']:4.1f}%  "
+        f"G {f('loss_G', '.3f')} D {f('loss_D', '.3f')} R1 {f('r1_penalty', '.4f')} PL {f('pl_penalty', '.4f')}  "
+        f"skipped {r['skipped']}  mem {r['peak_mem_gb']:.2f}GB"
+    )
+
+
+# ---------------------------------------------------------------------------------------- fit
+def fit(
+    cfg: TrainConfig,
+    dist: Dist,
+    run_dir: Path,
+    *,
+    state_dir: Path | None = None,
+    stop: StopRequest | None = None,
+    log: RunLog | None = None,
+    progress_bar: bool = True,
+) -> FitResult:
+    """Train until ``cfg.kimg`` thousand images (or a stop request); ``cfg`` must be resolved."""
+    run_dir = Path(run_dir)
+    log = log or RunLog(run_dir, enabled=False)
+    stop = stop or StopRequest()
+    info = load_dataset_info(cfg.data)
+    c_dim = info.num_classes if cfg.cond else 0
+    session = build_session(cfg, dist, resolution=info.resolution, channels=info.channels, c_dim=c_dim)
+    if state_dir is not None:
+        for note in restore_session(session, load_state(state_dir, dist.device)):
+            log.info(f"note: {note}")
+        log.info(f"resumed from {state_dir} at kimg {session.progress.nimg / 1000:.3f} (step {session.progress.step})")
+    p = session.progress
+    feed = DataFeed(cfg.data, dist=dist, seed=cfg.seed, workers=cfg.workers, mirror=cfg.mirror, c_dim=c_dim,
+                    progress=p, stop=stop)
+    samples = Samples(run_dir, info, session, log) if dist.is_main else None
+    if samples is not None:
+        samples.write_reals(cfg.data, derive_seed(cfg.seed, "reals") % 2**31)
+    dist.barrier()
+    resample_filter = setup_filter([1, 3, 3, 1], device=dist.device)
+    total = int(round(cfg.kimg * 1000))
+    tick = TickStats(start_wait=feed.wait_sec)
+    last_state, last_snapshot, signal_name = state_dir, None, None
+    saved_nimg = -1  # the same on every process, unlike the paths (only the main process writes)
+    bar = tqdm(total=total / 1000, initial=p.nimg / 1000, unit="kimg", disable=not (progress_bar and dist.is_main),
+               bar_format="{l_bar}{bar}| {n:.1f}/{total:.1f} kimg [{elapsed}<{remaining}]", dynamic_ncols=True,
+               mininterval=1.0)
+    clock = time.perf_counter()
+
+    def save(final: bool) -> None:
+        nonlocal last_state, last_snapshot, saved_nimg
+        saved_nimg = p.nimg
+        payload = state_payload(session)  # collective: every process takes part
+        if dist.is_main:
+            phase, alpha = session.schedule.at(p.nimg)
+            last_snapshot = write_snapshot(session, run_dir, run_dir.name)
+            samples.write_fakes(p.nimg, phase.name, alpha)
+            last_state = save_state(run_dir, **payload)
+            log.info(f"{'final ' if final else ''}snapshot {last_snapshot.name}, state saved")
+        dist.barrier()
+
+    try:
+        while p.nimg < total:
+            if stop.requested and not dist.active:
+                signal_name = stop.signal_name
+                break
+            outcome = train_step(session, feed, stop, resample_filter)
+            now = time.perf_counter()
+            p.train_sec += now - clock
+            clock = now
+            tick.add(outcome)
+            bar.update(outcome.batch / 1000)
+            if p.bad_in_row >= cfg.max_skipped:
+                raise TrainingDiverged(
+                    f"{p.bad_in_row} optimizer steps in a row had a non-finite loss (at kimg {p.nimg / 1000:.3f}, "
+                    f"{p.skipped_total} skipped in all); stopping. The last good state is "
+                    f"{last_state if last_state else '(none saved yet)'}; try a lower --glr/--dlr or a higher --gamma"
+                )
+            if outcome.stop:
+                signal_name = stop.signal_name or "a stop request on another process"
+                break
+            if p.nimg >= p.tick_start_nimg + cfg.tick * 1000 or p.nimg >= total:
+                end_tick(session, tick, feed, log)
+                if p.tick % cfg.snap == 0 or p.nimg >= total:
+                    save(final=p.nimg >= total)
+                tick = TickStats(start_wait=feed.wait_sec)
+                clock = time.perf_counter()
+        if signal_name is not None:
+            if tick.nimg:
+                end_tick(session, tick, feed, log)
+            save(final=False)
+            if feed.reused_last_batch:
+                log.info("note: the data loader stopped with the signal; the last step reused its previous batch")
+            log.info(f"stopped by {signal_name} at kimg {p.nimg / 1000:.3f}; state saved in {last_state}")
+            return FitResult("stopped", p.nimg, run_dir, last_state, last_snapshot, signal_name)
+        if saved_nimg != p.nimg:
+            save(final=True)  # resumed at (or past) the end: still leave a final snapshot
+        return FitResult("done", p.nimg, run_dir, last_state, last_snapshot)
+    finally:
+        bar.close()
+        feed.close()
+
+
+def end_tick(session: Session, tick: TickStats, feed: DataFeed, log: RunLog) -> None:
+    """Close a tick: replica check, ``stats.jsonl`` record, log line."""
+    p = session.progress
+    p.tick += 1
+    p.tick_start_nimg = p.nimg
+    check_replicas(session)
+    record = tick_record(session, tick, feed)
+    log.stats(record)
+    log.info(format_tick(record))

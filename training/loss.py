@@ -1,0 +1,169 @@
+"""Losses and regularisers of StyleGAN2, as per-sample tensors.
+
+Every function returns one value per sample (shape ``[N]``); the caller sums them and divides by
+the global number of samples of the phase, so that gradient accumulation and any number of
+processes give the gradient of the same global mean.
+
+* Adversarial loss: the non-saturating logistic loss (Goodfellow et al. 2014, sec. 3, the
+  practical form), ``softplus(-D(G(z)))`` for G and ``softplus(D(G(z))) + softplus(-D(x))`` for D.
+* R1 (Mescheder et al. 2018, eq. 9): ``gamma / 2 * ||grad_x D(x)||^2`` on reals.
+* Path-length regularisation (Karras et al. 2020, StyleGAN2 eq. 4): ``(||J_w^T y||_2 - a)^2`` with
+  ``y`` random images with normal pixels scaled by ``1/sqrt(H*W)`` and ``a`` a running mean of the
+  lengths.
+* Style mixing (Karras et al. 2019, StyleGAN sec. 3.1): with probability ``mixing``, a sample's
+  ``ws`` switch to those of a second latent from a random layer on.
+
+First-order gradients that the regularisers penalise are taken with
+``torch.autograd.grad(create_graph=True)``; the caller then runs a plain ``backward``.
+
+``amp`` is the mixed-precision context (:func:`training.precision.autocast`); forward passes run
+inside it and the gradients the regularisers need are taken outside it, as PyTorch's AMP recipe
+for gradient penalties does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import Callable, ContextManager
+
+import torch
+import torch.nn.functional as F
+
+
+AmpContext = Callable[[], ContextManager]
+
+
+def sample_z(n: int, z_dim: int, gen: torch.Generator, device: torch.device) -> torch.Tensor:
+    """``n`` latents from N(0, I)."""
+    return torch.randn([n, z_dim], generator=gen, device=device)
+
+
+def sample_c(n: int, c_dim: int, gen: torch.Generator, device: torch.device) -> torch.Tensor:
+    """``n`` one-hot labels drawn uniformly from ``c_dim`` classes (``[n, 0]`` when unconditional)."""
+    if c_dim == 0:
+        return torch.zeros([n, 0], device=device)
+    idx = torch.randint(0, c_dim, [n], generator=gen, device=device)
+    return F.one_hot(idx, c_dim).float()
+
+
+def run_G(
+    G: torch.nn.Module,
+    z: torch.Tensor,
+    c: torch.Tensor,
+    *,
+    mixing: float,
+    gen: torch.Generator,
+    update_emas: bool = False,
+    precision: str = "fp32",
+    amp: AmpContext = contextlib.nullcontext,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Generate images with style-mixing regularisation; returns ``(img, ws)``.
+
+    ``ws`` is the ``[N, num_ws, w_dim]`` tensor that synthesis consumed (after mixing), which is what
+    path-length regularisation differentiates against. The noise inputs are drawn from ``gen``;
+    ``precision`` is the networks' own (see :func:`training.precision.network_precision`). The
+    mapping network runs in float32 outside ``amp`` (it is small, and ``w_avg`` is a float32 running
+    mean, as in StyleGAN2-ADA where only synthesis blocks use float16); synthesis runs inside it.
+    """
+    ws = G.mapping(z, c, update_emas=update_emas)
+    if mixing > 0:
+        n, num_ws = ws.shape[0], ws.shape[1]
+        # Per sample: mix with probability `mixing`, from a layer drawn uniformly in [1, num_ws).
+        cutoff = torch.randint(1, max(num_ws, 2), [n], generator=gen, device=z.device)
+        use = torch.rand([n], generator=gen, device=z.device) < mixing
+        cutoff = torch.where(use, cutoff, torch.full_like(cutoff, num_ws))
+        z2 = torch.randn(z.shape, generator=gen, device=z.device, dtype=z.dtype)
+        ws2 = G.mapping(z2, c, update_emas=False)
+        layer = torch.arange(num_ws, device=z.device)
+        take2 = (layer[None, :] >= cutoff[:, None])[:, :, None]  # [N, num_ws, 1]
+        ws = torch.where(take2, ws2, ws)
+    with amp():
+        img = G.synthesis(ws, precision=precision, generator=gen)
+    return img, ws
+
+
+def run_D(D: torch.nn.Module, img: torch.Tensor, c: torch.Tensor, precision: str = "fp32") -> torch.Tensor:
+    """Discriminator logits as a float32 ``[N]`` tensor."""
+    return D(img, c, precision=precision).reshape(img.shape[0]).float()
+
+
+def g_main_loss(
+    G, D, z, c, *, mixing: float, gen: torch.Generator, amp: AmpContext = contextlib.nullcontext, precision: str = "fp32"
+):
+    """Non-saturating G loss ``softplus(-D(G(z)))`` per sample, and the fake logits."""
+    img, _ = run_G(G, z, c, mixing=mixing, gen=gen, precision=precision, amp=amp)
+    with amp():
+        logits = run_D(D, img, c, precision)
+    return F.softplus(-logits), logits.detach()
+
+
+def d_fake_loss(
+    G, D, z, c, *, mixing: float, gen: torch.Generator, amp: AmpContext = contextlib.nullcontext, precision: str = "fp32"
+):
+    """D loss on fakes ``softplus(D(G(z)))`` per sample, and the logits; G runs without a graph.
+
+    As in StyleGAN2-ADA, this is where G's mapping updates its running average ``w_avg``.
+    """
+    with torch.no_grad():
+        img, _ = run_G(G, z, c, mixing=mixing, gen=gen, update_emas=True, precision=precision, amp=amp)
+    with amp():
+        logits = run_D(D, img, c, precision)
+    return F.softplus(logits), logits.detach()
+
+
+def d_real_loss(
+    D, real: torch.Tensor, c: torch.Tensor, *, amp: AmpContext = contextlib.nullcontext, precision: str = "fp32"
+):
+    """D loss on reals ``softplus(-D(x))`` per sample, and the logits."""
+    with amp():
+        logits = run_D(D, real, c, precision)
+    return F.softplus(-logits), logits.detach()
+
+
+def r1_penalty(
+    D,
+    real: torch.Tensor,
+    c: torch.Tensor,
+    *,
+    grad_scale: float = 1.0,
+    amp: AmpContext = contextlib.nullcontext,
+    precision: str = "fp32",
+) -> torch.Tensor:
+    """``||grad_x D(x)||^2`` per sample: R1 (Mescheder et al. 2018, eq. 9) without ``gamma / 2``.
+
+    ``grad_scale`` is the fp16 loss scale: the inner gradient is taken of the scaled logits (so it
+    does not underflow) and unscaled before squaring, as the AMP recipe for gradient penalties does.
+    """
+    real = real.detach().requires_grad_(True)
+    with amp():
+        logits = run_D(D, real, c, precision)
+    (grads,) = torch.autograd.grad(logits.sum() * grad_scale, real, create_graph=True)
+    grads = grads.float() / grad_scale
+    return grads.square().sum(dim=[1, 2, 3])
+
+
+def path_lengths(
+    G,
+    z: torch.Tensor,
+    c: torch.Tensor,
+    *,
+    mixing: float,
+    gen: torch.Generator,
+    grad_scale: float = 1.0,
+    amp: AmpContext = contextlib.nullcontext,
+    precision: str = "fp32",
+) -> torch.Tensor:
+    """``||J_w^T y||_2`` per sample (StyleGAN2 eq. 4), averaged over the ``ws`` of each sample."""
+    img, ws = run_G(G, z, c, mixing=mixing, gen=gen, precision=precision, amp=amp)
+    h, w = img.shape[2], img.shape[3]
+    # y ~ N(0, I) / sqrt(H*W) makes the expected length independent of the resolution.
+    y = torch.randn(img.shape, generator=gen, device=img.device, dtype=torch.float32) / math.sqrt(h * w)
+    (grads,) = torch.autograd.grad((img.float() * y).sum() * grad_scale, ws, create_graph=True)
+    grads = grads.float() / grad_scale  # [N, num_ws, w_dim]
+    return grads.square().sum(dim=2).mean(dim=1).sqrt()
+
+
+def pl_penalty(lengths: torch.Tensor, pl_mean: torch.Tensor) -> torch.Tensor:
+    """``(length - a)^2`` per sample, with the running mean ``a`` held fixed during the step."""
+    return (lengths - pl_mean.detach()).square()

@@ -1,0 +1,224 @@
+"""Everything a run trains with, built fresh or restored from ``state/``.
+
+A :class:`Session` bundles the networks (G, D, G_ema), their optimizers and loss scalers, the
+schedules (progressive growth, EMA), the loss settings, the path-length running mean, this
+process's random generator and the :class:`Progress` counters. :func:`build_session` makes a fresh
+one (identical on every process: the weights come from ``--seed`` and are broadcast from rank 0
+for good measure); :func:`restore_session` loads a saved state into it; :func:`state_payload`
+collects what :func:`training.checkpoint.save_state` writes.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+import stylegan
+from training.checkpoint import LoadedState
+from training.config import TrainConfig, micro_batch, parse_growth_batch
+from training.distributed import Dist
+from training.ema import EmaSchedule
+from training.precision import make_scaler, network_precision
+from training.progressive import GrowthSchedule
+from training.step import LossSettings, lazy_adam_settings
+
+ADAM_BETAS = (0.0, 0.99)  # StyleGAN2: no first-moment momentum, as in ProGAN sec. A.1
+ADAM_EPS = 1e-8
+
+
+def derive_seed(*parts: int | str) -> int:
+    """A 63-bit seed from ``parts`` (stable across Python runs, unlike ``hash``)."""
+    digest = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
+@dataclass
+class Progress:
+    """Counters saved in ``state/progress.json``; ``data_*`` is this run's position in the data."""
+
+    step: int = 0
+    nimg: int = 0
+    tick: int = 0
+    tick_start_nimg: int = 0
+    skipped_total: int = 0
+    bad_in_row: int = 0
+    data_segment: int = 0
+    data_batches: int = 0
+    data_batch_gpu: int = 0
+    data_world_size: int = 0
+    train_sec: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Progress":
+        """Read the counters back from ``progress.json`` (other keys there are descriptive)."""
+        types = {f.name: (float if f.name == "train_sec" else int) for f in dataclasses.fields(cls)}
+        return cls(**{k: types[k](v) for k, v in d.items() if k in types})
+
+
+@dataclass
+class Session:
+    cfg: TrainConfig
+    dist: Dist
+    net_config: Any
+    G: torch.nn.Module
+    D: torch.nn.Module
+    G_ema: torch.nn.Module
+    opt_G: torch.optim.Optimizer
+    opt_D: torch.optim.Optimizer
+    scaler_G: torch.amp.GradScaler | None
+    scaler_D: torch.amp.GradScaler | None
+    schedule: GrowthSchedule
+    ema: EmaSchedule
+    settings: LossSettings
+    pl_mean: torch.Tensor
+    rank_gen: torch.Generator
+    progress: Progress = field(default_factory=Progress)
+
+    def micro_batch(self, batch: int) -> int:
+        """This process's micro-batch for a global ``batch``."""
+        return micro_batch(batch, self.cfg.batch_gpu, self.dist.world_size)
+
+    def set_growth(self, resolution: int, alpha: float) -> None:
+        for net in (self.G, self.D, self.G_ema):
+            net.set_growth(resolution, alpha)
+
+
+def build_networks(cfg: TrainConfig, resolution: int, channels: int, c_dim: int):
+    """``(G, D)`` for the run, initialised from ``--seed`` without touching the global RNG."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derive_seed(cfg.seed, "init") % 2**63)
+        return stylegan.build(cfg.preset, resolution, channels, c_dim, growth=cfg.growth)
+
+
+def make_schedule(cfg: TrainConfig, resolution: int) -> GrowthSchedule:
+    if cfg.growth == "none":
+        return GrowthSchedule.fixed(resolution, cfg.batch)
+    return GrowthSchedule.progressive(
+        resolution,
+        start=cfg.growth_start or 4,
+        fade_kimg=cfg.fade_kimg,
+        stable_kimg=cfg.stable_kimg,
+        batch=cfg.batch,
+        batch_per_res=parse_growth_batch(cfg.growth_batch),
+    )
+
+
+def build_session(cfg: TrainConfig, dist: Dist, *, resolution: int, channels: int, c_dim: int) -> Session:
+    """A fresh session for a resolved ``cfg`` (see :meth:`TrainConfig.resolve`)."""
+    G, D = build_networks(cfg, resolution, channels, c_dim)
+    G, D = G.to(dist.device).train(), D.to(dist.device).train()
+    dist.broadcast_module_(G)
+    dist.broadcast_module_(D)
+    G_ema = copy.deepcopy(G).eval().requires_grad_(False)
+    settings = LossSettings(
+        r1_gamma=cfg.gamma,
+        r1_interval=cfg.r1_interval,
+        pl_weight=cfg.pl_weight,
+        pl_interval=cfg.pl_interval,
+        pl_batch_shrink=cfg.pl_batch_shrink,
+        mixing=cfg.mixing,
+        precision=network_precision(cfg.precision),
+    )
+    g_lr, g_betas = lazy_adam_settings(cfg.glr, ADAM_BETAS, cfg.pl_interval if cfg.pl_weight > 0 else None)
+    d_lr, d_betas = lazy_adam_settings(cfg.dlr, ADAM_BETAS, cfg.r1_interval if cfg.gamma > 0 else None)
+    schedule = make_schedule(cfg, resolution)
+    phase, alpha = schedule.at(0)
+    session = Session(
+        cfg=cfg,
+        dist=dist,
+        net_config=G.config,
+        G=G,
+        D=D,
+        G_ema=G_ema,
+        opt_G=torch.optim.Adam(G.parameters(), lr=g_lr, betas=g_betas, eps=ADAM_EPS),
+        opt_D=torch.optim.Adam(D.parameters(), lr=d_lr, betas=d_betas, eps=ADAM_EPS),
+        scaler_G=make_scaler(cfg.precision, dist.device),
+        scaler_D=make_scaler(cfg.precision, dist.device),
+        schedule=schedule,
+        ema=EmaSchedule(cfg.ema_kimg, cfg.ema_rampup),
+        settings=settings,
+        pl_mean=torch.zeros([], device=dist.device),
+        rank_gen=torch.Generator().manual_seed(derive_seed(cfg.seed, "rank", dist.rank)),
+    )
+    session.set_growth(phase.resolution, alpha)
+    return session
+
+
+def _rng_state(session: Session) -> dict[str, Any]:
+    state = {"gen": session.rank_gen.get_state(), "cpu": torch.get_rng_state()}
+    if session.dist.device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(session.dist.device)
+    return state
+
+
+def state_payload(session: Session) -> dict[str, Any]:
+    """Arguments for :func:`training.checkpoint.save_state`; a collective (gathers every rank's RNG)."""
+    rng = session.dist.all_gather_object(_rng_state(session))
+    training = {
+        "opt_G": session.opt_G.state_dict(),
+        "opt_D": session.opt_D.state_dict(),
+        "pl_mean": session.pl_mean.detach().clone(),
+    }
+    for name in ("scaler_G", "scaler_D"):
+        scaler = getattr(session, name)
+        if scaler is not None:
+            training[name] = scaler.state_dict()
+    phase, alpha = session.schedule.at(session.progress.nimg)
+    progress = {
+        **session.progress.to_dict(),
+        "kimg": session.progress.nimg / 1000,
+        "phase": phase.name,
+        "resolution": phase.resolution,
+        "alpha": alpha,
+        "world_size": session.dist.world_size,
+    }
+    return {
+        "modules": {"G": session.G, "D": session.D, "G_ema": session.G_ema},
+        "net_config": session.net_config,
+        "training": training,
+        "rng": rng,
+        "progress": progress,
+    }
+
+
+def restore_session(session: Session, loaded: LoadedState) -> list[str]:
+    """Load ``loaded`` into ``session``; returns warnings about what could not be restored exactly."""
+    notes: list[str] = []
+    for name in ("G", "D", "G_ema"):
+        if name not in loaded.modules:
+            raise ValueError(f"{loaded.path}: the state has no {name!r} network")
+        getattr(session, name).load_state_dict(loaded.modules[name], strict=True)
+    session.opt_G.load_state_dict(loaded.training["opt_G"])
+    session.opt_D.load_state_dict(loaded.training["opt_D"])
+    for name in ("scaler_G", "scaler_D"):
+        scaler = getattr(session, name)
+        if scaler is not None and name in loaded.training:
+            scaler.load_state_dict(loaded.training[name])
+    session.pl_mean.copy_(loaded.training["pl_mean"])
+    session.progress = Progress.from_dict(loaded.progress)
+    rank, world = session.dist.rank, session.dist.world_size
+    saved_world = int(loaded.progress.get("world_size", len(loaded.rng)))
+    if saved_world != world:
+        notes.append(
+            f"the state was saved by {saved_world} processes and this run has {world}: training continues, "
+            "but not bit-identically (per-process random streams and data positions differ)"
+        )
+    if rank < len(loaded.rng):
+        rng = loaded.rng[rank]
+        session.rank_gen.set_state(rng["gen"])
+        torch.set_rng_state(rng["cpu"])
+        if "cuda" in rng and session.dist.device.type == "cuda":
+            torch.cuda.set_rng_state(rng["cuda"], session.dist.device)
+    else:
+        session.rank_gen.manual_seed(derive_seed(session.cfg.seed, "rank", rank, session.progress.step))
+    phase, alpha = session.schedule.at(session.progress.nimg)
+    session.set_growth(phase.resolution, alpha)
+    return notes
