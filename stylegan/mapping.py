@@ -76,7 +76,7 @@ class MappingNetwork(nn.Module):
         if update_emas and has_avg:
             # Running average of w; lerp(a, b, beta) = a + beta * (b - a), so w_avg keeps beta of itself.
             with torch.no_grad():
-                self.w_avg.copy_(x.detach().mean(dim=0).lerp(self.w_avg, self.w_avg_beta))
+                self.w_avg.copy_(x.detach().float().mean(dim=0).lerp(self.w_avg, self.w_avg_beta))
 
         if self.num_ws is None:
             return x

@@ -62,6 +62,8 @@ BAD = [
     (["--workers", "-1"], "--workers", "expected an integer >= 0"),
     (["--max-skipped", "0"], "--max-skipped", "expected an integer >= 1"),
     (["--threads", "0"], "--threads", "expected an integer >= 1"),
+    (["--metrics", "fud50k"], "--metrics", "fid50k_full"),
+    (["--metrics-features", "vgg"], "--metrics-features", "inception"),
 ]
 
 

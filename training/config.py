@@ -16,6 +16,9 @@ import math
 from dataclasses import dataclass, fields
 from typing import Any
 
+from training.metrics.features import EXTRACTORS
+from training.metrics.specs import parse_metrics
+
 GROWTH_MODES = ("none", "progressive")
 PRECISIONS = ("fp32", "fp16", "bf16")
 # Accelerate's names (``accelerate config`` / ``ACCELERATE_MIXED_PRECISION``) for our precisions.
@@ -70,6 +73,9 @@ class TrainConfig:
     seed: int = 0
     workers: int = 2
     max_skipped: int = 20
+    metrics: str = ""  # comma-separated metric names computed at each snapshot (training.metrics)
+    metrics_features: str = "inception"
+    inception_weights: str | None = None
 
     # ------------------------------------------------------------------ (de)serialisation
     def to_dict(self) -> dict[str, Any]:
@@ -128,6 +134,13 @@ class TrainConfig:
             raise ConfigError("--seed", f"{self.seed!r}: expected an integer in [0, 2**31)")
         _int_at_least(self.workers, "workers", 0)
         _int_at_least(self.max_skipped, "max_skipped", 1)
+        if self.metrics.strip():
+            try:
+                parse_metrics(self.metrics)
+            except ValueError as exc:
+                raise ConfigError("--metrics", str(exc)) from None
+        if self.metrics_features not in EXTRACTORS:
+            raise ConfigError("--metrics-features", f"{self.metrics_features!r}: expected one of {', '.join(EXTRACTORS)}")
 
     # ------------------------------------------------------------------ resolution
     def resolve(

@@ -34,6 +34,7 @@ from training.data import DatasetInfo, load_dataset_info, open_stream
 from training.distributed import Dist, module_fingerprint
 from training.ema import update_ema
 from training.feed import DataFeed
+from training.metrics import evaluate_snapshot
 from training.precision import autocast
 from training.progressive import prepare_reals
 from training.runlog import RunLog
@@ -172,15 +173,35 @@ class Samples:
         return path
 
 
+def snapshot_path(run_dir: Path, nimg: int) -> Path:
+    return Path(run_dir) / f"network-snapshot-{nimg // 1000:06d}.safetensors"
+
+
 def write_snapshot(session: Session, run_dir: Path, run_name: str) -> Path:
     """``network-snapshot-<kimg>.safetensors`` with G, D, G_ema, their config and the progress."""
     p = session.progress
     phase, alpha = session.schedule.at(p.nimg)
-    path = Path(run_dir) / f"network-snapshot-{p.nimg // 1000:06d}.safetensors"
+    path = snapshot_path(run_dir, p.nimg)
     meta = {"kimg": p.nimg / 1000, "step": p.step, "phase": phase.name, "resolution": phase.resolution,
             "alpha": alpha, "run": run_name, "train_config": session.cfg.to_dict()}
     stylegan.save_network(path, {"G": session.G, "D": session.D, "G_ema": session.G_ema}, session.net_config, meta)
     return path
+
+
+def evaluate_metrics(session: Session, cfg: TrainConfig, dist: Dist, run_dir: Path, log: RunLog, *,
+                     progress: bool) -> dict[str, float]:
+    """``--metrics`` for G_ema at this snapshot, on every process; results go to ``stats.jsonl``,
+    TensorBoard and ``metric-<name>.jsonl``. A missing feature network is a warning, never a crash."""
+    p = session.progress
+    name = snapshot_path(run_dir, p.nimg).name  # every process knows the name; only the main one wrote it
+    results = evaluate_snapshot(
+        session.G_ema, metrics=cfg.metrics, data=cfg.data, mirror=cfg.mirror, run_dir=run_dir, snapshot=name,
+        kimg=p.nimg / 1000, features=cfg.metrics_features, inception_weights=cfg.inception_weights,
+        device=dist.device, log=log.info, progress=progress and dist.is_main,
+    )
+    if results:  # evaluate_snapshot has logged them; stats.jsonl and TensorBoard get them here
+        log.stats({"kimg": p.nimg / 1000, "tick": p.tick, "snapshot": name, **results})
+    return results
 
 
 def peak_memory_gb(device: torch.device) -> float:
@@ -268,7 +289,7 @@ def fit(
                mininterval=1.0)
     clock = time.perf_counter()
 
-    def save(final: bool) -> None:
+    def save(final: bool, metrics: bool = True) -> None:
         nonlocal last_state, last_snapshot, saved_nimg
         saved_nimg = p.nimg
         payload = state_payload(session)  # collective: every process takes part
@@ -279,6 +300,8 @@ def fit(
             last_state = save_state(run_dir, **payload)
             log.info(f"{'final ' if final else ''}snapshot {last_snapshot.name}, state saved")
         dist.barrier()
+        if metrics and cfg.metrics.strip():
+            evaluate_metrics(session, cfg, dist, run_dir, log, progress=progress_bar)
 
     try:
         while p.nimg < total:
@@ -290,7 +313,7 @@ def fit(
             p.train_sec += now - clock
             clock = now
             tick.add(outcome)
-            bar.update(outcome.batch / 1000)
+            bar.update(min(outcome.batch, max(total - round(bar.n * 1000), 0)) / 1000)  # the last step may overshoot
             if p.bad_in_row >= cfg.max_skipped:
                 raise TrainingDiverged(
                     f"{p.bad_in_row} optimizer steps in a row had a non-finite loss (at kimg {p.nimg / 1000:.3f}, "
@@ -309,7 +332,7 @@ def fit(
         if signal_name is not None:
             if tick.nimg:
                 end_tick(session, tick, feed, log)
-            save(final=False)
+            save(final=False, metrics=False)  # a stop request wants a quick exit, not minutes of metrics
             if feed.reused_last_batch:
                 log.info("note: the data loader stopped with the signal; the last step reused its previous batch")
             log.info(f"stopped by {signal_name} at kimg {p.nimg / 1000:.3f}; state saved in {last_state}")

@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from training.metrics.specs import is_result_key
+
 _RUN_ID = re.compile(r"^(\d{5})-")
 
 
@@ -119,7 +121,9 @@ class RunLog:
 
 
 def _tb_tag(key: str) -> str:
-    """Group TensorBoard scalars: losses, regularisers, timing, progress."""
+    """Group TensorBoard scalars: losses, regularisers, timing, metrics, progress."""
+    if is_result_key(key):
+        return f"Metrics/{key}"
     if key.startswith(("loss", "scores")):
         return f"Loss/{key}"
     if key.startswith(("r1", "pl")):

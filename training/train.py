@@ -38,7 +38,9 @@ from training.signals import StopRequest
 
 _DEFAULT = TrainConfig()
 # Options a resumed run may change; the others define the run and must stay as saved.
-RESUME_MAY_CHANGE = ("kimg", "tick", "snap", "workers", "batch_gpu", "max_skipped")
+RESUME_MAY_CHANGE = (
+    "kimg", "tick", "snap", "workers", "batch_gpu", "max_skipped", "metrics", "metrics_features", "inception_weights",
+)
 
 
 def _opt(*decls: str, help: str, **kw: Any):
@@ -83,6 +85,14 @@ def _opt(*decls: str, help: str, **kw: Any):
 @_opt("--workers", type=int, default=_DEFAULT.workers, help="Data loader processes per training process.")
 @_opt("--max-skipped", type=int, default=_DEFAULT.max_skipped,
       help="Stop after this many steps in a row with a non-finite loss.")
+@_opt("--metrics", default=_DEFAULT.metrics,
+      help="Metrics at each snapshot, comma-separated (fid50k_full,kid50k_full,pr50k3_full,is50k; smaller "
+           "counts like fid2k_full). Empty: none. See docs/metrics.md.")
+@_opt("--metrics-features", type=click.Choice(["inception", "random"]), default=_DEFAULT.metrics_features,
+      help="Feature network for --metrics: the TF-FID Inception-v3 (published-comparable; needs torch-fidelity "
+           "and its weights, else the metrics are skipped with a warning) or a seeded random network (demos).")
+@_opt("--inception-weights", default=None,
+      help="Path of the Inception weights file.  [default: $STYLEGAN_INCEPTION_WEIGHTS, else the cache folder]")
 @_opt("--threads", type=int, default=None,
       help="CPU threads per process.  [default: this machine's cores / its training processes]")
 @_opt("--dry-run", is_flag=True, default=False,

@@ -149,14 +149,16 @@ def generated_outputs(G: nn.Module, extractor: FeatureExtractor, *, num_gen: int
 
 
 def class_probabilities(G: nn.Module, src: RealSource | None) -> torch.Tensor | None:
-    """Class frequencies for a conditional G: the dataset's, or uniform when no dataset is given."""
+    """Class frequencies for a conditional G: the dataset's, or uniform when no dataset is given or it lists no counts."""
     if G.c_dim == 0:
         return None
     if src is None:
         return torch.full((G.c_dim,), 1.0 / G.c_dim)
     counts = src.info.class_counts
-    if not src.info.labelled or counts is None:
+    if not src.info.labelled:
         raise ValueError(f"the network is conditional ({G.c_dim} classes) but the dataset {src.source} has no labels")
+    if counts is None:  # a dataset.json that lists no class counts (not one of dataset_tool's): uniform
+        return torch.full((G.c_dim,), 1.0 / G.c_dim)
     if len(counts) != G.c_dim:
         raise ValueError(f"the network has {G.c_dim} classes but the dataset {src.source} has {len(counts)}")
     probs = torch.tensor(counts, dtype=torch.float64)
