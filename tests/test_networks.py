@@ -195,3 +195,13 @@ def test_per_sample_noise_generators_match_one_by_one() -> None:
     assert not torch.allclose(other[2], batched[2])
     with pytest.raises(ValueError, match="one generator per sample"):
         G.synthesis(ws, noise_mode="random", generator=gens()[:2])
+
+
+def test_w_avg_update_under_autocast_stays_float32() -> None:
+    """Mixed-precision training updates w_avg from half-precision ws without a dtype error."""
+    G, _ = stylegan.build("tiny", resolution=16, img_channels=1)
+    z = torch.randn(4, G.z_dim, generator=torch.Generator().manual_seed(0))
+    before = G.mapping.w_avg.clone()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        G.mapping(z, None, update_emas=True)
+    assert G.mapping.w_avg.dtype == torch.float32 and not torch.equal(G.mapping.w_avg, before)
