@@ -100,6 +100,12 @@ def bias_act(
     return _bias_act_ref(x, b, dim, act, alpha, gain, clamp)
 
 
+def _alpha_and_gain(act: str, alpha: float | None, gain: float | None) -> tuple[float, float]:
+    """``alpha`` and ``gain`` with the activation's defaults filled in."""
+    spec = ACTIVATIONS[act]
+    return (spec.default_alpha if alpha is None else float(alpha), spec.default_gain if gain is None else float(gain))
+
+
 def _bias_act_ref(
     x: torch.Tensor,
     b: torch.Tensor | None,
@@ -111,8 +117,7 @@ def _bias_act_ref(
 ) -> torch.Tensor:
     """Pure-PyTorch reference of :func:`bias_act` (arguments already validated)."""
     spec = ACTIVATIONS[act]
-    alpha = spec.default_alpha if alpha is None else float(alpha)
-    gain = spec.default_gain if gain is None else float(gain)
+    alpha, gain = _alpha_and_gain(act, alpha, gain)
     if b is not None:
         shape = [-1 if i == dim else 1 for i in range(x.ndim)]
         x = x + b.to(x.dtype).reshape(shape)
@@ -147,9 +152,7 @@ def _bias_act_kernels(
     clamp: float | None,
 ) -> torch.Tensor:
     """:func:`bias_act` through the registered operators of ``namespace`` (arguments validated)."""
-    spec = ACTIVATIONS[act]
-    alpha = spec.default_alpha if alpha is None else float(alpha)
-    gain = spec.default_gain if gain is None else float(gain)
+    alpha, gain = _alpha_and_gain(act, alpha, gain)
     clamp = None if clamp is None else float(clamp)
     if b is not None:
         b = b.to(x.dtype)
