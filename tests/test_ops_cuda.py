@@ -13,9 +13,20 @@ from __future__ import annotations
 import pytest
 import torch
 from click.testing import CliRunner
-from test_ops_upfirdn2d import FILTERS, GRAD_GRID, GRID
 
 import ops_kernel_cases as cases
+from ops_kernel_suite import (  # noqa: F401  shared declarations, run here with this module's ``k``
+    test_backward_keeps_one_tensor,
+    test_bias_act_gradients,
+    test_bias_act_matches_reference,
+    test_upfirdn2d_dtypes,
+    test_upfirdn2d_filter_gradient,
+    test_upfirdn2d_gradients,
+    test_upfirdn2d_grid,
+    test_upfirdn2d_large_tiles,
+    test_upfirdn2d_strided_input,
+    test_upfirdn2d_tiled_gradients,
+)
 from ops import ACTIVATIONS, _build, bias_act, conv2d_resample, extension, setup_filter, upfirdn2d
 from ops.__main__ import cli
 
@@ -32,46 +43,7 @@ def k() -> cases.Kernels:
     return cases.Kernels(_build.NAMESPACE, torch.device("cuda", index))
 
 
-# --- the shared cases ---------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
-@pytest.mark.parametrize("fname, up, down, pad, flip", GRID)
-def test_upfirdn2d_grid(k, fname, up, down, pad, flip, layout) -> None:
-    cases.upfirdn2d_matches_reference(k, FILTERS[fname](), up, down, pad, flip, layout)
-
-
-@pytest.mark.parametrize("fname", ["2d4", "sep4", "1tap"])
-def test_upfirdn2d_strided_input(k, fname) -> None:
-    cases.upfirdn2d_matches_reference(k, FILTERS[fname](), (2, 2), (1, 1), (2, 1, 2, 1), False, "strided")
-
-
-@pytest.mark.parametrize("fname, up, down, pad", GRAD_GRID)
-@pytest.mark.parametrize("flip", [False, True])
-def test_upfirdn2d_gradients(k, fname, up, down, pad, flip) -> None:
-    cases.upfirdn2d_gradients(k, FILTERS[fname](), up, down, pad, flip)
-
-
-@pytest.mark.parametrize("up, down", [(1, 1), (2, 1), (1, 2)])
-def test_upfirdn2d_tiled_gradients(k, up, down) -> None:
-    cases.upfirdn2d_gradients(k, setup_filter([1, 3, 3, 1]), up, down, (2, 1, 2, 1), False)
-
-
-@pytest.mark.parametrize("separable", [False, True])
-def test_upfirdn2d_filter_gradient(k, separable) -> None:
-    cases.upfirdn2d_filter_gradient(k, separable)
-
-
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
-@pytest.mark.parametrize("up, down, pad", [(2, 1, (2, 1, 2, 1)), (1, 2, (1, 1, 1, 1)), (1, 1, (2, 1, 2, 1))])
-def test_upfirdn2d_dtypes(k, dtype, up, down, pad) -> None:
-    cases.upfirdn2d_dtype(k, dtype, setup_filter([1, 3, 3, 1]), up, down, pad)
-
-
-@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
-@pytest.mark.parametrize("up, down", [(1, 1), (2, 1), (1, 2)])
-def test_upfirdn2d_large_tiles(k, up, down, layout) -> None:
-    cases.upfirdn2d_large_tiles(k, up, down, layout)
+# --- more cases on the GPU (the shared ones come from ops_kernel_suite) ----------------------
 
 
 @pytest.mark.parametrize("up, down", [(1, 1), (2, 1), (1, 2)])
@@ -80,29 +52,11 @@ def test_upfirdn2d_more_rows_than_the_grid(k, up, down) -> None:
     cases.upfirdn2d_large_tiles(k, up, down, "contiguous", n=1751, c=40)
 
 
-@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "strided"])
-@pytest.mark.parametrize("dim", [0, 1, 3])
-@pytest.mark.parametrize("clamp", [None, 0.7])
-@pytest.mark.parametrize("act", sorted(ACTIVATIONS))
-def test_bias_act_matches_reference(k, act, clamp, dim, layout) -> None:
-    cases.bias_act_matches_reference(k, act, clamp, dim, layout)
-
-
-@pytest.mark.parametrize("act", sorted(ACTIVATIONS))
-@pytest.mark.parametrize("clamp", [None, 0.7])
-def test_bias_act_gradients(k, act, clamp) -> None:
-    cases.bias_act_gradients(k, act, clamp)
-
-
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 @pytest.mark.parametrize("act", sorted(ACTIVATIONS))
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 def test_bias_act_dtypes(k, dtype, act, layout) -> None:
     cases.bias_act_dtype(k, dtype, act, layout)
-
-
-def test_backward_keeps_one_tensor(k) -> None:
-    cases.backward_keeps_one_tensor(k)
 
 
 def test_opcheck(k) -> None:

@@ -15,10 +15,21 @@ import os
 
 import pytest
 import torch
-from test_ops_upfirdn2d import FILTERS, GRAD_GRID, GRID
 
 import ops_kernel_cases as cases
-from ops import ACTIVATIONS, _build, _toolchain, extension, setup_filter
+from ops_kernel_suite import (  # noqa: F401  shared declarations, run here with this module's ``k``
+    test_backward_keeps_one_tensor,
+    test_bias_act_gradients,
+    test_bias_act_matches_reference,
+    test_upfirdn2d_dtypes,
+    test_upfirdn2d_filter_gradient,
+    test_upfirdn2d_gradients,
+    test_upfirdn2d_grid,
+    test_upfirdn2d_large_tiles,
+    test_upfirdn2d_strided_input,
+    test_upfirdn2d_tiled_gradients,
+)
+from ops import _build, _toolchain, extension, setup_filter
 
 CURVED = ["tanh", "sigmoid", "elu", "selu", "softplus", "swish"]
 
@@ -38,46 +49,6 @@ def k() -> cases.Kernels:
 
 
 # --- upfirdn2d ----------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
-@pytest.mark.parametrize("fname, up, down, pad, flip", GRID)
-def test_upfirdn2d_grid(k, fname, up, down, pad, flip, layout) -> None:
-    cases.upfirdn2d_matches_reference(k, FILTERS[fname](), up, down, pad, flip, layout)
-
-
-@pytest.mark.parametrize("fname", ["2d4", "sep4", "1tap"])
-def test_upfirdn2d_strided_input(k, fname) -> None:
-    cases.upfirdn2d_matches_reference(k, FILTERS[fname](), (2, 2), (1, 1), (2, 1, 2, 1), False, "strided")
-
-
-@pytest.mark.parametrize("fname, up, down, pad", GRAD_GRID)
-@pytest.mark.parametrize("flip", [False, True])
-def test_upfirdn2d_gradients(k, fname, up, down, pad, flip) -> None:
-    cases.upfirdn2d_gradients(k, FILTERS[fname](), up, down, pad, flip)
-
-
-@pytest.mark.parametrize("up, down", [(1, 1), (2, 1), (1, 2)])
-def test_upfirdn2d_tiled_gradients(k, up, down) -> None:
-    # 4x4 filters with these factors take the tiled kernels, forward and backward.
-    cases.upfirdn2d_gradients(k, setup_filter([1, 3, 3, 1]), up, down, (2, 1, 2, 1), False)
-
-
-@pytest.mark.parametrize("separable", [False, True])
-def test_upfirdn2d_filter_gradient(k, separable) -> None:
-    cases.upfirdn2d_filter_gradient(k, separable)
-
-
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
-@pytest.mark.parametrize("up, down, pad", [(2, 1, (2, 1, 2, 1)), (1, 2, (1, 1, 1, 1)), (1, 1, (2, 1, 2, 1))])
-def test_upfirdn2d_dtypes(k, dtype, up, down, pad) -> None:
-    cases.upfirdn2d_dtype(k, dtype, setup_filter([1, 3, 3, 1]), up, down, pad)
-
-
-@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
-@pytest.mark.parametrize("up, down", [(1, 1), (2, 1), (1, 2)])
-def test_upfirdn2d_large_tiles(k, up, down, layout) -> None:
-    cases.upfirdn2d_large_tiles(k, up, down, layout)
 
 
 def test_upfirdn2d_opcheck(k) -> None:
@@ -107,20 +78,6 @@ def test_upfirdn2d_checks_name_the_argument(k, x_shape, f, args, match) -> None:
 
 
 # --- bias_act -----------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "strided"])
-@pytest.mark.parametrize("dim", [0, 1, 3])
-@pytest.mark.parametrize("clamp", [None, 0.7])
-@pytest.mark.parametrize("act", sorted(ACTIVATIONS))
-def test_bias_act_matches_reference(k, act, clamp, dim, layout) -> None:
-    cases.bias_act_matches_reference(k, act, clamp, dim, layout)
-
-
-@pytest.mark.parametrize("act", sorted(ACTIVATIONS))
-@pytest.mark.parametrize("clamp", [None, 0.7])
-def test_bias_act_gradients(k, act, clamp) -> None:
-    cases.bias_act_gradients(k, act, clamp)
 
 
 def test_bias_act_negative_alpha_works_from_the_input(k) -> None:
@@ -183,10 +140,6 @@ def test_bias_act_checks_name_the_argument(k) -> None:
         k.raw.bias_act_grad(x, x, None, None, 1, "relu", 0.0, 1.0, None)
     with pytest.raises(RuntimeError, match="dy must have y's shape"):
         k.raw.bias_act_grad(torch.zeros(2, 4), None, x, None, 1, "relu", 0.0, 1.0, None)
-
-
-def test_backward_keeps_one_tensor(k) -> None:
-    cases.backward_keeps_one_tensor(k)
 
 
 def test_kernels_under_torch_compile(k) -> None:
