@@ -94,6 +94,9 @@ def _cases(x: torch.Tensor, impl: str) -> dict[str, Case]:
 
         cases[name] = Case(conv)
     if impl == "compile":
+        # A fresh start for every input: the cases of all shapes share their code objects, and past
+        # dynamo's recompile limit a function would silently run eagerly and be timed as "compile".
+        torch._dynamo.reset()
         cases = {name: Case(torch.compile(case.fn), case.fwd_bytes, case.bwd_bytes) for name, case in cases.items()}
     return cases
 

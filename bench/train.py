@@ -3,12 +3,15 @@
     python bench/train.py                                   # tiny, 32x32, batch 32, CPU: fp32/bf16 x 1/2 processes
     python bench/train.py --device cuda --preset paper256 --batch 32 --precision fp32 --precision fp16
     python bench/train.py --processes 1 --steps 32 --no-append
+    python bench/train.py --device cuda --preset stylegan2 --batch 4 --ops cuda --ops ref   # fused kernels vs reference
 
 A step is exactly what ``training/train.py`` runs (``training.loop.train_step``: G_main, G_reg,
 D_main, D_reg by their intervals, the all-reduce, the EMA update), fed with random uint8 images
 that are already in memory, so the figures are compute (and communication) without data loading.
 The timed steps are a multiple of the regularisation intervals (16 by default), so R1 and path
-length are counted at their real frequency. Each case runs in fresh processes (``torchrun`` for
+length are counted at their real frequency. ``--ops`` runs each case with ``STYLEGAN_OPS`` set to
+``cuda`` (the fused kernels; a case fails, and says why, if they cannot be used) or ``ref`` (the
+PyTorch reference), so the two compare in one table. Each case runs in fresh processes (``torchrun`` for
 more than one); CPU threads are split evenly between the processes of a case. Warm-up steps are
 not timed; CUDA is synchronised before reading the clock. The table is printed and appended to
 docs/benchmarks.md with the date and machine. Nothing is asserted.
@@ -119,7 +122,7 @@ def run_case(spec: dict) -> dict:
     if spec["processes"] > 1:
         torchrun = Path(sys.executable).parent / "torchrun"
         cmd = [str(torchrun), "--standalone", f"--nproc-per-node={spec['processes']}", *cmd[1:]]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": str(spec["threads"])}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": str(spec["threads"]), "STYLEGAN_OPS": spec["ops"]}
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
     for line in out.stdout.splitlines():
         if line.startswith("RESULT "):
@@ -142,10 +145,12 @@ def run_case(spec: dict) -> dict:
 @click.option("--threads", type=int, default=None, help="CPU threads per case, split over its processes.  [default: all cores]")
 @click.option("--steps", type=int, default=16, show_default=True, help="Timed steps (keep a multiple of 16).")
 @click.option("--warmup", type=int, default=2, show_default=True, help="Untimed steps first.")
+@click.option("--ops", "ops_impls", multiple=True, type=click.Choice(["auto", "cuda", "ref"]),
+              help="STYLEGAN_OPS per case, repeatable.  [default: cuda and ref on CUDA, ref on CPU]")
 @click.option("--append/--no-append", default=True, show_default=True, help="Append the table to docs/benchmarks.md.")
 @click.option("--worker", default=None, hidden=True)
 def main(preset, resolution, channels, c_dim, batch, batch_gpu, device, precisions, process_counts, threads, steps,
-         warmup, append, worker) -> None:
+         warmup, ops_impls, append, worker) -> None:
     """Measure training throughput (see the module docstring)."""
     if worker is not None:
         return globals()["worker"](json.loads(worker))
@@ -157,24 +162,34 @@ def main(preset, resolution, channels, c_dim, batch, batch_gpu, device, precisio
     process_counts = process_counts or ((1, 2) if not cuda or gpus >= 2 else (1,))
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     threads = threads or cores
+    ops_impls = ops_impls or (("cuda", "ref") if cuda else ("ref",))
     import stylegan
 
     resolution = resolution or stylegan.resolve_config(preset).resolution
-    rows = []
-    header = ("| device | preset | res | batch | batch/proc | precision | processes | sec/kimg | img/s "
+    rows, failed = [], 0
+    header = ("| device | preset | res | batch | batch/proc | precision | ops | processes | sec/kimg | img/s "
               "| peak mem GB (per process) |")
+    columns = header.count("|") - 1
     click.echo(header)
-    click.echo("|" + "---|" * 10)
+    click.echo("|" + "---|" * columns)
     for precision in precisions:
-        for p in process_counts:
-            spec = dict(preset=preset, resolution=resolution, channels=channels, c_dim=c_dim, batch=batch,
-                        batch_gpu=batch_gpu, precision=precision, processes=p, threads=max(1, threads // p),
-                        steps=steps, warmup=warmup)
-            r = run_case(spec)
-            row = (f"| {'cuda' if cuda else 'cpu'} | {preset} | {resolution} | {batch} | {r['batch_gpu']} | "
-                   f"{precision} | {p} | {r['sec_per_kimg']:.1f} | {r['img_per_sec']:.1f} | {r['peak_mem_gb']:.2f} |")
-            rows.append(row)
-            click.echo(row)
+        for ops_impl in ops_impls:
+            for p in process_counts:
+                spec = dict(preset=preset, resolution=resolution, channels=channels, c_dim=c_dim, batch=batch,
+                            batch_gpu=batch_gpu, precision=precision, processes=p, threads=max(1, threads // p),
+                            steps=steps, warmup=warmup, ops=ops_impl)
+                prefix = f"| {'cuda' if cuda else 'cpu'} | {preset} | {resolution} | {batch} |"
+                try:
+                    r = run_case(spec)
+                except click.ClickException as err:  # one failed case (e.g. --ops cuda without kernels)
+                    click.echo(err.format_message(), err=True)
+                    failed += 1
+                    row = f"{prefix} - | {precision} | {ops_impl} | {p} | failed | failed | - |"
+                else:
+                    row = (f"{prefix} {r['batch_gpu']} | {precision} | {ops_impl} | {p} | {r['sec_per_kimg']:.1f} | "
+                           f"{r['img_per_sec']:.1f} | {r['peak_mem_gb']:.2f} |")
+                rows.append(row)
+                click.echo(row)
     if append:
         path = ROOT / "docs" / "benchmarks.md"
         new = not path.exists()
@@ -183,8 +198,10 @@ def main(preset, resolution, channels, c_dim, batch, batch_gpu, device, precisio
                 f.write("# Benchmarks\n\nAppended by the scripts in bench/.\n")
             f.write(f"\n## bench/train.py, {time.strftime('%Y-%m-%d %H:%M')}\n\n{machine()}; {threads} CPU threads "
                     f"per case; {steps} timed steps after {warmup} warm-up; synthetic in-memory data.\n\n")
-            f.write(header + "\n|" + "---|" * 10 + "\n" + "\n".join(rows) + "\n")
+            f.write(header + "\n|" + "---|" * columns + "\n" + "\n".join(rows) + "\n")
         click.echo(f"appended to {path}")
+    if failed:
+        raise click.ClickException(f"{failed} of {len(rows)} cases failed (their errors are above)")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,43 @@
+"""The benchmark drivers run where there is no GPU too: gpu_check.sh validates its stages before it
+starts anything, and bench/train.py reports a case that cannot run (the fused kernels on a CPU) as a
+failed row and a failing exit code, without losing the cases that ran."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+GPU_CHECK = ROOT / "bench" / "gpu_check.sh"
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+def test_gpu_check_is_valid_bash_and_rejects_unknown_stages(tmp_path: Path) -> None:
+    assert GPU_CHECK.stat().st_mode & 0o111, "bench/gpu_check.sh is not executable"
+    subprocess.run(["bash", "-n", str(GPU_CHECK)], check=True)
+    out = tmp_path / "out"
+    run = subprocess.run(["bash", str(GPU_CHECK), str(out), "doctor", "typo"], capture_output=True, text=True)
+    assert run.returncode == 64
+    assert "unknown stage 'typo'" in run.stderr and "doctor, tests, ops, compile, train" in run.stderr
+    assert not (out / "doctor.log").exists()  # nothing ran
+
+
+def test_train_bench_reports_a_case_that_cannot_run(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "train.py"), "--device", "cpu", "--precision", "fp32", "--processes", "1",
+         "--threads", "1", "--steps", "1", "--warmup", "0", "--ops", "ref", "--ops", "cuda", "--no-append"],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600,
+    )
+    assert run.returncode == 1, run.stdout + run.stderr
+    rows = [line for line in run.stdout.splitlines() if line.startswith("| cpu ")]
+    assert len(rows) == 2
+    ref, cuda = (row.split("|")[1:-1] for row in rows)
+    assert ref[6].strip() == "ref" and float(ref[8]) > 0  # sec/kimg measured
+    assert cuda[6].strip() == "cuda" and cuda[8].strip() == "failed"
+    assert "CUDA devices only" in run.stderr and "1 of 2 cases failed" in run.stderr
