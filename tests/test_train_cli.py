@@ -87,7 +87,7 @@ def test_help_lists_every_option_with_its_default():
     options = ["--data", "--outdir", "--preset", "--cond", "--kimg", "--batch", "--batch-gpu", "--gamma",
                "--r1-interval", "--pl-weight", "--pl-interval", "--mixing", "--ema-kimg", "--ema-rampup", "--glr",
                "--dlr", "--mirror", "--growth", "--growth-start", "--fade-kimg", "--stable-kimg", "--growth-batch",
-               "--precision", "--tick", "--snap", "--resume", "--seed", "--workers", "--max-skipped", "--metrics",
+               "--precision", "--tick", "--snap", "--resume", "--init", "--seed", "--workers", "--max-skipped", "--metrics",
                "--metrics-features", "--inception-weights", "--threads", "--dry-run"]
     for opt in options:
         assert f" {opt} " in f" {text} ", opt

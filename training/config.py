@@ -76,6 +76,7 @@ class TrainConfig:
     metrics: str = ""  # comma-separated metric names computed at each snapshot (training.metrics)
     metrics_features: str = "inception"
     inception_weights: str | None = None
+    init: str | None = None  # network file a new run takes its weights from (training.init_from)
 
     # ------------------------------------------------------------------ (de)serialisation
     def to_dict(self) -> dict[str, Any]:

@@ -34,6 +34,7 @@ from training.data import DatasetInfo, load_dataset_info, open_stream
 from training.distributed import Dist, module_fingerprint
 from training.ema import update_ema
 from training.feed import DataFeed
+from training.init_from import apply_init, plan_init
 from training.metrics import evaluate_snapshot
 from training.precision import autocast
 from training.progressive import prepare_reals
@@ -272,6 +273,9 @@ def fit(
         for note in restore_session(session, load_state(state_dir, dist.device)):
             log.info(f"note: {note}")
         log.info(f"resumed from {state_dir} at kimg {session.progress.nimg / 1000:.3f} (step {session.progress.step})")
+    elif cfg.init is not None:
+        for line in apply_init(session, plan_init(cfg.init, session.net_config)):
+            log.info(line)
     p = session.progress
     feed = DataFeed(cfg.data, dist=dist, seed=cfg.seed, workers=cfg.workers, mirror=cfg.mirror, c_dim=c_dim,
                     progress=p, stop=stop)

@@ -32,6 +32,7 @@ import stylegan
 from training.checkpoint import find_resumable, read_progress, resolve_resume
 from training.config import ConfigError, TrainConfig, micro_batch, parse_growth_batch
 from training.distributed import Dist
+from training.init_from import plan_init
 from training.loop import TrainingDiverged, fit
 from training.runlog import RunLog, next_run_dir, trim_stats, write_json_atomic
 from training.signals import StopRequest
@@ -45,7 +46,8 @@ RESUME_MAY_CHANGE = (
 
 def _opt(*decls: str, help: str, **kw: Any):
     """A click option whose help line ends with its default."""
-    return click.option(*decls, help=help, show_default=True, **kw)
+    kw.setdefault("show_default", True)
+    return click.option(*decls, help=help, **kw)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -81,11 +83,14 @@ def _opt(*decls: str, help: str, **kw: Any):
 @_opt("--tick", type=float, default=_DEFAULT.tick, help="Progress report (stats.jsonl line) every this many kimg.")
 @_opt("--snap", type=int, default=_DEFAULT.snap, help="Snapshot, sample grid and state every this many ticks.")
 @_opt("--resume", default=None, help="'auto' (newest run in --outdir with a state, else start anew) or a run folder.  [default: none, a new run]")
+@_opt("--init", default=None, type=click.Path(dir_okay=False),
+      help="Start this new run from the weights (G, D, G_ema) of a network file, e.g. a network-snapshot-*."
+           "safetensors: fine-tuning. Optimizers and counters start afresh.  [default: none, random weights]")
 @_opt("--seed", type=int, default=_DEFAULT.seed, help="Random seed (weights, data order, latents).")
 @_opt("--workers", type=int, default=_DEFAULT.workers, help="Data loader processes per training process.")
 @_opt("--max-skipped", type=int, default=_DEFAULT.max_skipped,
       help="Stop after this many steps in a row with a non-finite loss.")
-@_opt("--metrics", default=_DEFAULT.metrics,
+@_opt("--metrics", default=_DEFAULT.metrics, show_default="none",
       help="Metrics at each snapshot, comma-separated (fid50k_full,kid50k_full,pr50k3_full,is50k; smaller "
            "counts like fid2k_full). Empty: none. See docs/metrics.md.")
 @_opt("--metrics-features", type=click.Choice(["inception", "random"]), default=_DEFAULT.metrics_features,
@@ -111,7 +116,14 @@ def main(**opts: Any) -> None:
         raise click.BadParameter(f"{str(outdir)!r} exists and is not a folder", param_hint="--outdir")
     run_dir, state_dir = _find_resume(resume, opts["outdir"], dist)
     cfg = _config_for(opts, given, run_dir)
+    if cfg.init is not None and run_dir is None and "ema_rampup" not in given:
+        cfg = cfg.replace(ema_rampup=0.0)  # G_ema starts trained: no ramp-up that would overwrite it at once
     cfg, info, net_config = _resolve(cfg, dist)
+    if cfg.init is not None and state_dir is None:
+        try:
+            plan_init(cfg.init, net_config)
+        except ValueError as err:
+            raise click.BadParameter(str(err), param_hint="--init")
     _set_threads(threads)
 
     lines = _describe(cfg, opts, given, dist)
@@ -172,6 +184,11 @@ def _find_resume(resume: str | None, outdir: str, dist: Dist) -> tuple[Path | No
         if not found:
             return None, None
         resume = found
+    if Path(resume).is_file() and resume.endswith(".safetensors"):
+        raise click.BadParameter(
+            f"{resume!r} is a network file; --resume continues a run from its folder (state/). To start a new run "
+            f"from this network's weights, use --init {resume}", param_hint="--resume",
+        )
     try:
         return resolve_resume(Path(resume))
     except (FileNotFoundError, ValueError) as err:
@@ -250,6 +267,8 @@ def _describe(cfg: TrainConfig, opts: dict[str, Any], given: set[str], dist: Dis
         derived.append(f"--gamma={cfg.gamma:g} (from resolution and batch)")
     if "ema_kimg" not in given:
         derived.append(f"--ema-kimg={cfg.ema_kimg:g}")
+    if cfg.init is not None and "ema_rampup" not in given:
+        derived.append(f"--ema-rampup={cfg.ema_rampup:g} (--init: G_ema starts trained)")
     if "batch_gpu" not in given:
         derived.append(f"--batch-gpu={cfg.batch_gpu}")
     if "cond" not in given:

@@ -1,0 +1,107 @@
+"""``--init FILE``: a new run that starts from a network file's weights (fine-tuning)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+import stylegan
+from test_train_loop import BASE, run_fit
+from train_fixtures import make_dataset
+from training.config import TrainConfig
+from training.data import load_dataset_info
+from training.distributed import Dist
+from training.init_from import apply_init, plan_init
+from training.session import build_session
+from training.train import main
+
+
+@pytest.fixture(scope="module")
+def data8(tmp_path_factory) -> Path:
+    return make_dataset(tmp_path_factory.mktemp("data8"), resolution=8, num_images=32, num_classes=4)
+
+
+@pytest.fixture(scope="module")
+def snapshot(data8, tmp_path_factory) -> Path:
+    """The final snapshot of a short run (2 steps: its weights are no longer the initial ones)."""
+    run = tmp_path_factory.mktemp("runs") / "00000-a"
+    result = run_fit(data8, run, kimg=0.016, seed=0)
+    return Path(result.snapshot)
+
+
+def fresh_session(data: Path, seed: int):
+    info = load_dataset_info(str(data))
+    cfg = TrainConfig(data=str(data), **{**BASE, "seed": seed})
+    cfg = cfg.resolve(resolution=info.resolution, num_classes=info.num_classes, world_size=1)
+    return build_session(cfg, Dist(), resolution=info.resolution, channels=info.channels, c_dim=info.num_classes)
+
+
+def same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_init_copies_g_d_and_g_ema_and_nothing_else(data8, snapshot):
+    saved = stylegan.load_network(snapshot)
+    session = fresh_session(data8, seed=1)
+    assert not any(same_weights(getattr(session, n), saved[n]) for n in ("G", "D", "G_ema"))
+    lines = apply_init(session, plan_init(snapshot, session.net_config))
+    for name in ("G", "D", "G_ema"):
+        assert same_weights(getattr(session, name), saved[name]), name
+    assert not same_weights(saved["G"], saved["G_ema"])  # each came from its own tensors
+    assert session.progress.nimg == 0 and session.progress.step == 0
+    assert not session.opt_G.state and not session.opt_D.state  # optimizers start afresh
+    assert not any(p.requires_grad for p in session.G_ema.parameters())
+    assert "initialised from" in lines[0] and "(trained 0.016 kimg)" in lines[0] and "D <- D" in lines[0]
+
+
+def test_a_generator_only_file_leaves_d_fresh(data8, snapshot, tmp_path):
+    saved = stylegan.load_network(snapshot)
+    only_g = tmp_path / "generator.safetensors"
+    stylegan.save_network(only_g, {"G_ema": saved["G_ema"]}, saved["G_ema"].config)
+    session = fresh_session(data8, seed=1)
+    fresh_d = {k: v.clone() for k, v in session.D.state_dict().items()}
+    plan = plan_init(only_g, session.net_config)
+    assert plan.sources == {"G": "G_ema", "G_ema": "G_ema", "D": None} and plan.kimg is None
+    lines = apply_init(session, plan)
+    assert same_weights(session.G, saved["G_ema"]) and same_weights(session.G_ema, saved["G_ema"])
+    assert all(torch.equal(v, fresh_d[k]) for k, v in session.D.state_dict().items())
+    assert any("has no discriminator" in line for line in lines)
+
+
+def test_a_file_of_another_architecture_is_refused_with_the_differences(data8, tmp_path):
+    session = fresh_session(data8, seed=0)
+    G16, D16 = stylegan.build("tiny", 16, 1, 4)
+    other = tmp_path / "res16.safetensors"
+    stylegan.save_network(other, {"G": G16, "D": D16}, G16.config)
+    with pytest.raises(ValueError, match=r"resolution: file 16, this run 8"):
+        plan_init(other, session.net_config)
+    with pytest.raises(ValueError, match="no such network file"):
+        plan_init(tmp_path / "missing.safetensors", session.net_config)
+
+
+def test_cli_init_starts_a_new_run_from_the_file(data8, snapshot, tmp_path):
+    out = tmp_path / "runs"
+    base = ["--data", str(data8), "--outdir", str(out), "--batch", "8", "--workers", "0", "--threads", "1",
+            "--tick", "0.008", "--kimg", "0.008"]
+    result = CliRunner().invoke(main, [*base, "--init", str(snapshot)])
+    assert result.exit_code == 0, result.output
+    assert f"initialised from {snapshot} (trained 0.016 kimg)" in result.output
+    assert "--ema-rampup=0 (--init: G_ema starts trained)" in result.output
+    run = next(out.iterdir())
+    train = json.loads((run / "config.json").read_text())["train"]
+    assert train["init"] == str(snapshot) and train["ema_rampup"] == 0
+    # A network file given to --resume is refused with a pointer to --init.
+    bad = CliRunner().invoke(main, [*base, "--resume", str(snapshot)])
+    assert bad.exit_code == 2 and f"use --init {snapshot}" in bad.output
+    # A bad --init stops at start-up, naming the option, and writes nothing.
+    (tmp_path / "junk.safetensors").write_bytes(b"not a network")
+    for path, message in ((tmp_path / "nope.safetensors", "no such network file"),
+                          (tmp_path / "junk.safetensors", "not a readable safetensors file")):
+        bad = CliRunner().invoke(main, [*base, "--outdir", str(tmp_path / "other"), "--init", str(path)])
+        assert bad.exit_code == 2 and "--init" in bad.output and message in bad.output, bad.output
+        assert not (tmp_path / "other").exists()

@@ -1,0 +1,81 @@
+"""``--init FILE``: start a new run from the weights of a trained network file.
+
+This is fine-tuning and transfer learning (a face model adapted to paintings, a long run restarted
+with other hyper-parameters), what StyleGAN2-ADA's users do with ``--resume=<pkl>``. Only the
+weights come from the file: G, D and G_ema. The optimizers, the kimg counter, the path-length mean
+and the progressive schedule start afresh; that is what separates it from ``--resume``, which
+continues one run exactly from its ``state/``.
+
+A file without a discriminator (an exported generator) leaves D at its fresh initialisation, and
+G and G_ema stand in for each other when the file has only one of them. The file's network config
+must equal the run's (preset sizes, resolution, channels, classes, growth): they decide what every
+tensor means, so a mismatch is an error that lists the differing fields, never a partial copy.
+Loading reads safetensors and JSON only (:mod:`stylegan.netfile`): no code from the file runs.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import stylegan
+from stylegan.config import NetworkConfig
+
+
+@dataclass(frozen=True)
+class InitPlan:
+    """Which module of the file each network of the run starts from (``None``: fresh weights)."""
+
+    path: Path
+    sources: dict[str, str | None]  # "G", "D", "G_ema" -> module name in the file, or None
+    kimg: float | None               # how long the file's networks had trained, if it says
+
+
+def _first(modules: dict[str, str], kind: str, preferred: tuple[str, ...]) -> str | None:
+    names = [name for name, k in modules.items() if k == kind]
+    for name in preferred:
+        if name in names:
+            return name
+    return names[0] if names else None
+
+
+def plan_init(path: str | os.PathLike, net_config: NetworkConfig) -> InitPlan:
+    """Check that ``path`` can initialise networks built from ``net_config``; raise ``ValueError``
+    (with every differing config field) when it cannot. Reads the file's header only."""
+    info = stylegan.read_network_info(path)  # NetworkFileError is a ValueError
+    if info.config != net_config:
+        ours, theirs = net_config.to_dict(), info.config.to_dict()
+        diff = ", ".join(f"{k}: file {theirs[k]!r}, this run {ours[k]!r}" for k in ours if ours[k] != theirs.get(k))
+        raise ValueError(
+            f"{path}: its networks differ from this run's ({diff}); start from a file of the same --preset, "
+            f"--growth, conditioning (--cond/--no-cond) and the dataset's resolution and channels"
+        )
+    g = _first(info.modules, "generator", ("G", "G_ema"))
+    if g is None:
+        raise ValueError(f"{path}: the file holds no generator (modules: {info.modules})")
+    sources = {
+        "G": g,
+        "G_ema": _first(info.modules, "generator", ("G_ema", "G")),
+        "D": _first(info.modules, "discriminator", ("D",)),
+    }
+    kimg = info.metadata.get("kimg") if isinstance(info.metadata, dict) else None
+    return InitPlan(Path(path), sources, float(kimg) if isinstance(kimg, (int, float)) else None)
+
+
+def apply_init(session: Any, plan: InitPlan) -> list[str]:
+    """Copy the planned weights into ``session`` (G, D, G_ema on its device); returns log lines.
+    Every process reads the file itself, as it reads ``--data``."""
+    modules = stylegan.load_network(plan.path)
+    for target, source in plan.sources.items():
+        if source is not None:
+            getattr(session, target).load_state_dict(modules[source].state_dict(), strict=True)
+    phase, alpha = session.schedule.at(session.progress.nimg)
+    session.set_growth(phase.resolution, alpha)  # the run's schedule decides, not the file's stage
+    trained = f" (trained {plan.kimg:g} kimg)" if plan.kimg is not None else ""
+    copied = ", ".join(f"{t} <- {s}" for t, s in plan.sources.items() if s is not None)
+    lines = [f"initialised from {plan.path}{trained}: {copied}; optimizers, counters and schedules start afresh"]
+    if plan.sources["D"] is None:
+        lines.append(f"note: {plan.path} has no discriminator; D starts from random weights (--seed)")
+    return lines
