@@ -93,3 +93,14 @@ def test_accelerate_launch_two_processes(data8, tmp_path):
           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
           *_train_args(data8, out)])
     _check_run(out, 2)
+
+
+def test_torchrun_two_processes_start_from_a_network_file(data8, tmp_path):
+    G, D = stylegan.build("tiny", 8, 1, 4)
+    init = tmp_path / "start.safetensors"
+    stylegan.save_network(init, {"G": G, "D": D, "G_ema": G}, G.config, {"kimg": 12.5})
+    out = tmp_path / "runs"
+    _run([str(BIN / "torchrun"), "--standalone", "--nproc-per-node=2", *_train_args(data8, out), "--init", str(init)])
+    _check_run(out, 2)
+    (run,) = list(out.iterdir())
+    assert f"initialised from {init} (trained 12.5 kimg)" in (run / "log.txt").read_text()
