@@ -8,6 +8,11 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+# Imported before init_process_group, as the entry points do: stylegan imports ops, which imports
+# torch._dynamo, and importing torch._dynamo after the group exists leaves references to it that
+# destroy_process_group cannot drop; gloo's threads then outlive it, and about one exit in six
+# aborted ("terminate called without an active exception", torch 2.13).
+import stylegan
 from training.metrics import MetricUnavailable, RandomConvFeatures, Ranks, compute_metrics, parse_metrics
 from training.metrics.gather import run_parts
 from training.metrics.snapshot import build_extractor_everywhere
@@ -16,8 +21,6 @@ METRICS = "fid30_full,kid30_full,pr30_3_full,is30"
 
 
 def tiny_generator():
-    import stylegan
-
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         G, _ = stylegan.build("tiny", resolution=16, img_channels=1)

@@ -104,3 +104,12 @@ def test_torchrun_two_processes_start_from_a_network_file(data8, tmp_path):
     _check_run(out, 2)
     (run,) = list(out.iterdir())
     assert f"initialised from {init} (trained 12.5 kimg)" in (run / "log.txt").read_text()
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="lists threads through /proc")
+def test_leaving_the_group_stops_gloo_even_when_the_networks_are_imported_late():
+    # Without the early torch._dynamo import in Dist.from_accelerate, gloo's threads outlive
+    # destroy_process_group here every time, and a process aborted at exit now and then.
+    result = _run([str(BIN / "torchrun"), "--standalone", "--nproc-per-node=2",
+                   str(REPO / "tests" / "dist_group_exit_worker.py")])
+    assert result.stdout.count("threads after destroy") == 2, result.stdout

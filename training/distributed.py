@@ -41,6 +41,12 @@ class Dist:
         """Initialise (or join) the process group the launcher describes; CPU runs use gloo."""
         from accelerate import PartialState
 
+        # Imported before the group exists, on purpose: torch._dynamo imported after it keeps
+        # references to the default group that destroy_process_group cannot drop, so gloo's threads
+        # outlive it and the process can abort at exit ("terminate called without an active
+        # exception"; torch 2.13, CPU). Our ops import it anyway (ops.impl), maybe too late.
+        import torch._dynamo  # noqa: F401
+
         state = PartialState(cpu=not torch.cuda.is_available())
         device = torch.device(state.device)
         if device.type == "cpu":
