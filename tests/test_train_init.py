@@ -105,3 +105,22 @@ def test_cli_init_starts_a_new_run_from_the_file(data8, snapshot, tmp_path):
         bad = CliRunner().invoke(main, [*base, "--outdir", str(tmp_path / "other"), "--init", str(path)])
         assert bad.exit_code == 2 and "--init" in bad.output and message in bad.output, bad.output
         assert not (tmp_path / "other").exists()
+
+
+def test_cli_init_takes_the_files_preset_and_unconditional_setting_unless_given(data8, tmp_path):
+    G, D = stylegan.build("cifar", 8, 1, 0)  # unconditional, although data8 has labels
+    init = tmp_path / "cifar8.safetensors"
+    stylegan.save_network(init, {"G": G, "D": D}, G.config)
+    base = ["--data", str(data8), "--outdir", str(tmp_path / "runs"), "--batch", "8", "--init", str(init)]
+    result = CliRunner().invoke(main, [*base, "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert "from --init: --no-cond, --preset=cifar" in result.output
+    assert '"preset": "cifar"' in result.output and '"cond": false' in result.output
+    given = CliRunner().invoke(main, [*base, "--preset", "tiny", "--dry-run"])  # what is given wins
+    assert given.exit_code == 2 and "preset: file 'cifar', this run 'tiny'" in given.output
+    # A conditional file on unlabelled data: the class mismatch is what is reported.
+    Gc, Dc = stylegan.build("tiny", 8, 1, 3)
+    stylegan.save_network(tmp_path / "cond.safetensors", {"G": Gc, "D": Dc}, Gc.config)
+    unlabelled = make_dataset(tmp_path / "unlabelled", resolution=8, num_images=8, num_classes=0, shards=1)
+    bad = CliRunner().invoke(main, ["--data", str(unlabelled), "--init", str(tmp_path / "cond.safetensors"), "--dry-run"])
+    assert bad.exit_code == 2 and "c_dim: file 3, this run 0" in bad.output, bad.output

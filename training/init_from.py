@@ -41,6 +41,22 @@ def _first(modules: dict[str, str], kind: str, preferred: tuple[str, ...]) -> st
     return names[0] if names else None
 
 
+def options_from_file(path: str | os.PathLike) -> dict[str, Any]:
+    """The run options a network file implies: its preset, and --no-cond for an unconditional one. A new
+    ``--init`` run takes them unless given, so that fine-tuning a ``paper256`` file needs no
+    ``--preset``. Empty when the file cannot be read (:func:`plan_init` then says why)."""
+    try:
+        config = stylegan.read_network_info(path).config
+    except ValueError:
+        return {}
+    # An unconditional file makes an unconditional run, labels or not. A conditional one leaves
+    # --cond to its default (on when the dataset has labels); plan_init then checks the classes.
+    options: dict[str, Any] = {"cond": False} if config.c_dim == 0 else {}
+    if config.preset in stylegan.PRESETS:
+        options["preset"] = config.preset
+    return options
+
+
 def plan_init(path: str | os.PathLike, net_config: NetworkConfig) -> InitPlan:
     """Check that ``path`` can initialise networks built from ``net_config``; raise ``ValueError``
     (with every differing config field) when it cannot. Reads the file's header only."""

@@ -32,7 +32,7 @@ import stylegan
 from training.checkpoint import find_resumable, read_progress, resolve_resume
 from training.config import ConfigError, TrainConfig, micro_batch, parse_growth_batch
 from training.distributed import Dist
-from training.init_from import plan_init
+from training.init_from import options_from_file, plan_init
 from training.loop import TrainingDiverged, fit
 from training.runlog import RunLog, next_run_dir, trim_stats, write_json_atomic
 from training.signals import StopRequest
@@ -115,6 +115,10 @@ def main(**opts: Any) -> None:
     if outdir.exists() and not outdir.is_dir():
         raise click.BadParameter(f"{str(outdir)!r} exists and is not a folder", param_hint="--outdir")
     run_dir, state_dir = _find_resume(resume, opts["outdir"], dist)
+    inherited = {}  # a new run from a network file takes its preset and conditioning unless given
+    if run_dir is None and opts["init"] is not None:
+        inherited = {k: v for k, v in options_from_file(opts["init"]).items() if k not in given}
+        opts.update(inherited)
     cfg = _config_for(opts, given, run_dir)
     if cfg.init is not None and run_dir is None and "ema_rampup" not in given:
         cfg = cfg.replace(ema_rampup=0.0)  # G_ema starts trained: no ramp-up that would overwrite it at once
@@ -126,7 +130,10 @@ def main(**opts: Any) -> None:
             raise click.BadParameter(str(err), param_hint="--init")
     _set_threads(threads)
 
-    lines = _describe(cfg, opts, given, dist)
+    lines = _describe(cfg, opts, given | set(inherited), dist)
+    if inherited:
+        flags = [f"--preset={v}" if k == "preset" else ("--cond" if v else "--no-cond") for k, v in inherited.items()]
+        lines.insert(2, "from --init: " + ", ".join(flags))
     if dry_run:
         _dry_run(cfg, info, net_config, lines, dist)
         return
