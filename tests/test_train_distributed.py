@@ -77,7 +77,7 @@ def _check_run(out: Path, processes: int) -> None:
     stats = [json.loads(x) for x in (run / "stats.jsonl").read_text().splitlines()]
     assert [s["processes"] for s in stats] == [processes] * 2 and stats[-1]["kimg"] == pytest.approx(0.032)
     assert json.loads((run / "config.json").read_text())["runtime"]["processes"] == processes
-    nets = stylegan.load_network(run / "network-snapshot-000000.safetensors")
+    nets = stylegan.load_network(run / "network-snapshot-000000.032.safetensors")
     assert all(torch.isfinite(p).all() for p in nets["G_ema"].parameters())
 
 

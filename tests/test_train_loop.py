@@ -99,8 +99,11 @@ def test_resume_is_bit_identical(data8, tmp_path):
     # The outputs of a run, and a snapshot that stylegan.load_network opens.
     run = tmp_path / "split"
     names = {p.name for p in run.iterdir()}
-    assert {"log.txt", "stats.jsonl", "samples", "state", "network-snapshot-000000.safetensors"} <= names
-    assert (run / "samples" / "reals.png").is_file() and (run / "samples" / "fakes000000.png").is_file()
+    # Snapshots every 0.032 kimg (under 1 kimg apart): names carry the fraction, none overwritten.
+    snapshots = {f"network-snapshot-000000.{k}.safetensors" for k in ("032", "064", "072")}
+    assert {"log.txt", "stats.jsonl", "samples", "state"} | snapshots <= names
+    assert {"reals.png", "fakes000000.032.png", "fakes000000.064.png", "fakes000000.072.png"} <= {
+        p.name for p in (run / "samples").iterdir()}
     stats = read_stats(run)
     assert [round(s["kimg"], 3) for s in stats] == [0.016, 0.032, 0.048, 0.064, 0.072]
     for key in ("sec", "sec_per_kimg", "img_per_sec", "data_wait", "loss_G", "loss_D", "skipped", "glr", "dlr",
@@ -218,7 +221,7 @@ def test_progressive_growing_passes_through_every_phase(tmp_path):
     assert state.progress["phase"] == "stable16" and state.progress["data_segment"] == 1
     info = stylegan.read_network_info(result.snapshot)
     assert info.growth["G_ema"] == (16, 1.0) and info.metadata["phase"] == "stable16"
-    with Image.open(tmp_path / "run" / "samples" / "fakes000000.png") as im:
+    with Image.open(tmp_path / "run" / "samples" / "fakes000000.056.png") as im:
         assert im.text["phase"] == "stable16" and im.text["resolution"] == "16"
 
 

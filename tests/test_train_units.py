@@ -6,6 +6,7 @@ import json
 import math
 import os
 import signal
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -269,3 +270,14 @@ def test_run_log_trim_stats(tmp_path):
     path.write_text("".join(json.dumps({"kimg": k}) + "\n" for k in (1, 2, 3)) + '{"kimg": 4')
     trim_stats(path, 2.0)
     assert [json.loads(x)["kimg"] for x in path.read_text().splitlines()] == [1, 2]
+
+
+def test_snapshot_names_are_integer_kimg_unless_snapshots_come_faster_than_one_per_kimg():
+    from training.loop import kimg_label, snapshot_path
+
+    default = TrainConfig()  # a snapshot every 4 kimg x 5 ticks
+    assert kimg_label(200_032, default) == "000200"
+    assert snapshot_path(Path("run"), 200_032, default).name == "network-snapshot-000200.safetensors"
+    fast = TrainConfig(tick=0.25, snap=2)  # every 0.5 kimg: 1.0 and 1.5 must not share a name
+    assert [kimg_label(n, fast) for n in (1000, 1500, 2000)] == ["000001.000", "000001.500", "000002.000"]
+    assert kimg_label(1500, TrainConfig(tick=0.5, snap=2)) == "000001"

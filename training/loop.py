@@ -166,7 +166,7 @@ class Samples:
                                        precision=self.session.settings.precision)
         header = f"kimg {nimg / 1000:.1f}  {phase_name}  alpha {alpha:.2f}  {G_ema.growth_resolution}px"
         grid = grids.make_grid(images, self.layout, tile=self.tile, header=header)
-        path = self.dir / f"fakes{nimg // 1000:06d}.png"
+        path = self.dir / f"fakes{kimg_label(nimg, self.session.cfg)}.png"
         text = {"kimg": f"{nimg / 1000:.3f}", "phase": phase_name, "alpha": f"{alpha:.4f}",
                 "resolution": str(G_ema.growth_resolution)}
         grids.save_png(path, grid, text)
@@ -174,15 +174,22 @@ class Samples:
         return path
 
 
-def snapshot_path(run_dir: Path, nimg: int) -> Path:
-    return Path(run_dir) / f"network-snapshot-{nimg // 1000:06d}.safetensors"
+def kimg_label(nimg: int, cfg: TrainConfig) -> str:
+    """The kimg in snapshot and grid names: ``000200`` as in StyleGAN2's runs, or ``000000.256``
+    when snapshots come more often than once per kimg, so that no snapshot overwrites another."""
+    fine = cfg.tick * cfg.snap < 1
+    return f"{nimg // 1000:06d}" + (f".{nimg % 1000:03d}" if fine else "")
+
+
+def snapshot_path(run_dir: Path, nimg: int, cfg: TrainConfig) -> Path:
+    return Path(run_dir) / f"network-snapshot-{kimg_label(nimg, cfg)}.safetensors"
 
 
 def write_snapshot(session: Session, run_dir: Path, run_name: str) -> Path:
     """``network-snapshot-<kimg>.safetensors`` with G, D, G_ema, their config and the progress."""
     p = session.progress
     phase, alpha = session.schedule.at(p.nimg)
-    path = snapshot_path(run_dir, p.nimg)
+    path = snapshot_path(run_dir, p.nimg, session.cfg)
     meta = {"kimg": p.nimg / 1000, "step": p.step, "phase": phase.name, "resolution": phase.resolution,
             "alpha": alpha, "run": run_name, "train_config": session.cfg.to_dict()}
     stylegan.save_network(path, {"G": session.G, "D": session.D, "G_ema": session.G_ema}, session.net_config, meta)
@@ -194,7 +201,7 @@ def evaluate_metrics(session: Session, cfg: TrainConfig, dist: Dist, run_dir: Pa
     """``--metrics`` for G_ema at this snapshot, on every process; results go to ``stats.jsonl``,
     TensorBoard and ``metric-<name>.jsonl``. A missing feature network is a warning, never a crash."""
     p = session.progress
-    name = snapshot_path(run_dir, p.nimg).name  # every process knows the name; only the main one wrote it
+    name = snapshot_path(run_dir, p.nimg, cfg).name  # every process knows the name; only the main one wrote it
     results = evaluate_snapshot(
         session.G_ema, metrics=cfg.metrics, data=cfg.data, mirror=cfg.mirror, run_dir=run_dir, snapshot=name,
         kimg=p.nimg / 1000, features=cfg.metrics_features, inception_weights=cfg.inception_weights,
