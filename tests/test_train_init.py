@@ -95,6 +95,11 @@ def test_cli_init_starts_a_new_run_from_the_file(data8, snapshot, tmp_path):
     run = next(out.iterdir())
     train = json.loads((run / "config.json").read_text())["train"]
     assert train["init"] == str(snapshot) and train["ema_rampup"] == 0
+    # The same command with --resume auto (a requeued job) continues that run from its state.
+    again = CliRunner().invoke(main, [*base[:-1], "0.016", "--init", str(snapshot), "--resume", "auto"])
+    assert again.exit_code == 0, again.output
+    assert "resumed from" in again.output and "initialised from" not in again.output
+    assert [p.name for p in out.iterdir()] == [run.name]
     # A network file given to --resume is refused with a pointer to --init.
     bad = CliRunner().invoke(main, [*base, "--resume", str(snapshot)])
     assert bad.exit_code == 2 and f"use --init {snapshot}" in bad.output
