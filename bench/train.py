@@ -62,6 +62,7 @@ def worker(spec: dict) -> None:
     from ops.upfirdn2d import setup_filter
     from training.config import TrainConfig
     from training.distributed import Dist
+    from training.resolve import DataShape, resolve_run
     from training.loop import peak_memory_gb, train_step
     from training.session import build_session
     from training.signals import StopRequest
@@ -71,8 +72,10 @@ def worker(spec: dict) -> None:
     res = spec["resolution"] or stylegan.resolve_config(spec["preset"]).resolution
     cfg = TrainConfig(preset=spec["preset"], batch=spec["batch"], batch_gpu=spec["batch_gpu"],
                       precision=spec["precision"], kimg=1.0)
-    cfg = cfg.resolve(resolution=res, num_classes=spec["c_dim"], world_size=dist.world_size)
-    session = build_session(cfg, dist, resolution=res, channels=spec["channels"], c_dim=spec["c_dim"])
+    run = resolve_run(cfg, DataShape(res, spec["channels"], spec["c_dim"]), world_size=dist.world_size,
+                      device_type=dist.device.type)
+    cfg = run.train
+    session = build_session(cfg, dist, run.network)
     feed = SyntheticFeed(res, spec["channels"], spec["c_dim"], dist.device, seed=dist.rank)
     stop, f = StopRequest(), setup_filter([1, 3, 3, 1], device=dist.device)
 

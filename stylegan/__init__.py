@@ -13,10 +13,13 @@ from stylegan.modconv import NOISE_MODES, modulated_conv2d
 from stylegan.netfile import NetworkFileError, NetworkInfo, load_network, read_network_info, save_network
 from stylegan.presets import (
     PRESETS,
-    TRAINING_DEFAULTS,
+    Recipe,
+    auto_recipe,
     build,
     build_from_config,
-    preset_training_defaults,
+    preset_network,
+    preset_recipe,
+    preset_ref_gpus,
     resolve_config,
 )
 from stylegan.synthesis import SynthesisNetwork
@@ -27,7 +30,7 @@ __all__ = [
     "GROWTH_MODES",
     "NOISE_MODES",
     "PRESETS",
-    "TRAINING_DEFAULTS",
+    "Recipe",
     "Discriminator",
     "Generator",
     "MappingNetwork",
@@ -39,7 +42,10 @@ __all__ = [
     "build_from_config",
     "load_network",
     "modulated_conv2d",
-    "preset_training_defaults",
+    "auto_recipe",
+    "preset_network",
+    "preset_recipe",
+    "preset_ref_gpus",
     "read_network_info",
     "resolve_config",
     "save_network",

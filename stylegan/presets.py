@@ -1,87 +1,184 @@
-"""Named network configurations and :func:`build`.
+"""Named presets: the network and its training recipe in one table, and :func:`build`.
 
-The paper presets follow the configurations of StyleGAN2-ADA (Karras et al. 2020b, table / appendix
-D) and StyleGAN2 config-f (Karras et al. 2020a); ``tiny`` is this project's CPU demo size. Every
-field of :class:`~stylegan.config.NetworkConfig` can be overridden by name.
+The paper presets are StyleGAN2-ADA's ``train.py`` configurations (Karras et al. 2020b, appendix D;
+their ``cfg_specs``): width ``fmaps x 32768`` feature maps, mapping depth, minibatch-stddev group,
+global batch, per-GPU batch (``batch / ref_gpus``), one Adam learning rate for G and D, R1 gamma,
+G_ema half-life and ramp-up, length in kimg. Every ADA configuration runs the top 4 resolutions in
+float16 with ``conv_clamp=256`` (its ``--fp32`` turns both off; so does our ``--precision fp32``).
+``auto`` derives its values from the resolution and the number of processes by ADA's formula
+(:func:`auto_recipe`). ``tiny`` is this project's CPU demo.
 
-=========  ====  ============  ===========  =======  =====  ====  ==========
-preset     res   channel_base  channel_max  mapping  mbstd  fp16  conv_clamp
-=========  ====  ============  ===========  =======  =====  ====  ==========
-tiny       32    1024          64           2        4      0     None
-cifar      32    32768         512          2        32     4     256
-paper256   256   16384         512          8        8      4     256
-paper512   512   32768         512          8        8      4     256
-paper1024  1024  65536         512          8        4      4     256
-stylegan2  1024  32768         512          8        4      0     None
-=========  ====  ============  ===========  =======  =====  ====  ==========
+=========  =========  =====  =====  =====  ======  =====  =====  =====  ======  ======
+preset     res        fmaps  map    mbstd  batch   b/gpu  lr     gamma  ema     kimg
+=========  =========  =====  =====  =====  ======  =====  =====  =====  ======  ======
+tiny       32         1024*  2      4      32      -      .0025  .0064  10/.05  80
+auto       data       by res 2      <= 4   <= 64   -      by res .0002 r^2/b    25000
+stylegan2  1024       1      8      4      32      4      .002   10     10      25000
+paper256   256        0.5    8      8      64      8      .0025  1      20      25000
+paper512   512        1      8      8      64      8      .0025  0.5    20      25000
+paper1024  1024       1      8      4      32      4      .002   2      10      25000
+cifar      32         1      2      32     64      32     .0025  0.01   500/.05 100000
+=========  =========  =====  =====  =====  ======  =====  =====  =====  ======  ======
+
+(* ``tiny`` has ``channel_base`` 1024 with at most 64 feature maps; ``ema`` is the half-life in kimg,
+``/.05`` a ramp-up of 0.05.) ``cifar`` also turns off path length and style mixing and uses D
+architecture ``orig``, as ADA does. ``stylegan2`` is ADA's re-run of config-f, mixed precision
+included.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Mapping
 
 from stylegan.config import NetworkConfig, is_power_of_two, suggest
 from stylegan.discriminator import Discriminator
 from stylegan.generator import Generator
 
-_PAPER = dict(z_dim=512, w_dim=512, channel_max=512, mapping_layers=8, num_fp16_res=4, conv_clamp=256.0)
 
-_PRESETS: dict[str, dict[str, Any]] = {
-    # Small enough to train 32x32 digits on a 2-core CPU in minutes (channels 64/64/64/32 at
-    # 4/8/16/32): measured ~230 G+D fwd+bwd img/s at batch 32 vs ~140 with 2048/64, ~110 with 2048/128.
-    "tiny": dict(
-        resolution=32, z_dim=64, w_dim=64, mapping_layers=2, d_mapping_layers=2, channel_base=1024,
-        channel_max=64, mbstd_group_size=4, num_fp16_res=0, conv_clamp=None,
+@dataclass(frozen=True)
+class Recipe:
+    """Training values that go with a preset (StyleGAN2-ADA ``cfg_specs``); names are ``train.py``'s.
+
+    ``batch_gpu=None`` means ``batch / processes``. ``ema_rampup=0`` is ADA's ``ramp=None`` (off).
+    ``pl_weight``/``mixing`` are ADA's loss defaults (2 and 0.9) except where a preset says otherwise.
+    ``snap`` is ADA's default snapshot interval of 50 ticks for the long paper runs.
+    """
+
+    batch: int
+    glr: float
+    dlr: float
+    gamma: float
+    ema_kimg: float
+    ema_rampup: float
+    kimg: float
+    batch_gpu: int | None = None
+    pl_weight: float = 2.0
+    mixing: float = 0.9
+    snap: int = 50
+    precision: str = "fp16"  # ADA: float16 in the top num_fp16_res blocks (on CUDA)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named network (:class:`NetworkConfig` fields) with its training :class:`Recipe`."""
+
+    network: Mapping[str, Any]
+    recipe: Recipe | None  # None: derived from the data and processes (``auto``)
+    ref_gpus: int | None = None  # the GPU count the recipe was published for
+
+
+# Every StyleGAN2-ADA configuration: z/w 512, at most 512 feature maps, float16 in the top 4 resolutions
+# with conv outputs clamped to +-256 (ADA appendix D, "mixed-precision training").
+_ADA = dict(z_dim=512, w_dim=512, channel_max=512, num_fp16_res=4, conv_clamp=256.0)
+
+
+def _ada(resolution: int, fmaps: float, mapping: int, mbstd: int, **extra: Any) -> MappingProxyType:
+    return MappingProxyType(dict(_ADA, resolution=resolution, channel_base=int(fmaps * 32768),
+                                 mapping_layers=mapping, mbstd_group_size=mbstd, **extra))
+
+
+_TABLE: dict[str, Preset] = {
+    # The CPU demo: channels 64/64/64/32 at 4/8/16/32 (measured ~230 G+D fwd+bwd img/s at batch 32 on
+    # 2 cores vs ~140 with 2048/64). Its recipe is the one the demo has trained with since it shipped:
+    # gamma 0.0064 is ADA's heuristic 0.0002 * 32^2 / 32, EMA ADA's batch * 10 / 32 with ramp-up.
+    "tiny": Preset(
+        network=MappingProxyType(dict(
+            resolution=32, z_dim=64, w_dim=64, mapping_layers=2, d_mapping_layers=2, channel_base=1024,
+            channel_max=64, mbstd_group_size=4, num_fp16_res=4, conv_clamp=256.0,
+        )),
+        recipe=Recipe(batch=32, glr=0.0025, dlr=0.0025, gamma=0.0064, ema_kimg=10.0, ema_rampup=0.05, kimg=80.0,
+                      snap=5, precision="fp32"),
     ),
-    # ADA "cifar": fmaps 1, map 2, mbstd 32, D architecture 'orig'.
-    "cifar": dict(_PAPER, resolution=32, channel_base=32768, mapping_layers=2, mbstd_group_size=32, d_architecture="orig"),
-    # ADA "paper256": fmaps 0.5, mbstd 8.
-    "paper256": dict(_PAPER, resolution=256, channel_base=16384, mbstd_group_size=8),
-    # ADA "paper512": fmaps 1, mbstd 8.
-    "paper512": dict(_PAPER, resolution=512, channel_base=32768, mbstd_group_size=8),
-    # ADA "paper1024": fmaps 2, mbstd 4.
-    "paper1024": dict(_PAPER, resolution=1024, channel_base=65536, mbstd_group_size=4),
-    # StyleGAN2 config-f: fp32 throughout, no clamping, at any resolution (default 1024).
-    "stylegan2": dict(
-        resolution=1024, z_dim=512, w_dim=512, channel_base=32768, channel_max=512, mapping_layers=8,
-        mbstd_group_size=4, num_fp16_res=0, conv_clamp=None,
+    # ADA "auto": everything but the mapping depth comes from the data (auto_recipe).
+    "auto": Preset(network=_ada(256, 0.5, 2, 4), recipe=None),
+    # ADA "stylegan2": config-f's hyperparameters, with ADA's mixed precision.
+    "stylegan2": Preset(
+        network=_ada(1024, 1, 8, 4), ref_gpus=8,
+        recipe=Recipe(batch=32, batch_gpu=4, glr=0.002, dlr=0.002, gamma=10.0, ema_kimg=10.0, ema_rampup=0.0,
+                      kimg=25000.0),
+    ),
+    "paper256": Preset(
+        network=_ada(256, 0.5, 8, 8), ref_gpus=8,
+        recipe=Recipe(batch=64, batch_gpu=8, glr=0.0025, dlr=0.0025, gamma=1.0, ema_kimg=20.0, ema_rampup=0.0,
+                      kimg=25000.0),
+    ),
+    "paper512": Preset(
+        network=_ada(512, 1, 8, 8), ref_gpus=8,
+        recipe=Recipe(batch=64, batch_gpu=8, glr=0.0025, dlr=0.0025, gamma=0.5, ema_kimg=20.0, ema_rampup=0.0,
+                      kimg=25000.0),
+    ),
+    "paper1024": Preset(
+        network=_ada(1024, 1, 8, 4), ref_gpus=8,
+        recipe=Recipe(batch=32, batch_gpu=4, glr=0.002, dlr=0.002, gamma=2.0, ema_kimg=10.0, ema_rampup=0.0,
+                      kimg=25000.0),
+    ),
+    # ADA "cifar": also no path length, no style mixing, D architecture 'orig'.
+    "cifar": Preset(
+        network=_ada(32, 1, 2, 32, d_architecture="orig"), ref_gpus=2,
+        recipe=Recipe(batch=64, batch_gpu=32, glr=0.0025, dlr=0.0025, gamma=0.01, ema_kimg=500.0, ema_rampup=0.05,
+                      kimg=100000.0, pl_weight=0.0, mixing=0.0),
     ),
 }
 
-PRESETS: tuple[str, ...] = tuple(_PRESETS)
-
-# Training hyperparameters that go with each preset in the papers (ADA appendix D: batch, G/D
-# learning rate, R1 gamma, G_ema half-life in kimg, EMA ramp-up, path-length weight, style-mixing
-# probability). Not used by the networks; the training loop may take its defaults from here. The
-# `tiny` values are this project's own: a plain loop with them (R1 every 4 steps, no path length,
-# no mixing) drew recognisable conditional digits after ~30k images.
-def _hp(
-    batch: int, lr: float, gamma: float, ema_kimg: float, ema_rampup: float | None, pl_weight: float,
-    style_mixing: float,
-) -> MappingProxyType:
-    return MappingProxyType(
-        dict(batch=batch, lr=lr, gamma=gamma, ema_kimg=ema_kimg, ema_rampup=ema_rampup,
-             pl_weight=pl_weight, style_mixing=style_mixing)
-    )
-
-
-TRAINING_DEFAULTS: MappingProxyType = MappingProxyType(
-    {
-        "tiny": _hp(32, 0.0025, 0.05, 2.0, None, 0.0, 0.0),
-        "cifar": _hp(64, 0.0025, 0.01, 500.0, 0.05, 0.0, 0.0),
-        "paper256": _hp(64, 0.0025, 1.0, 20.0, None, 2.0, 0.9),
-        "paper512": _hp(64, 0.0025, 0.5, 20.0, None, 2.0, 0.9),
-        "paper1024": _hp(32, 0.002, 2.0, 10.0, None, 2.0, 0.9),
-        "stylegan2": _hp(32, 0.002, 10.0, 10.0, None, 2.0, 0.9),
-    }
-)
+PRESETS: tuple[str, ...] = ("tiny", "auto", "cifar", "paper256", "paper512", "paper1024", "stylegan2")
+assert set(PRESETS) == set(_TABLE)
 
 
 def _check_preset(preset: Any) -> None:
-    if preset not in _PRESETS:
+    if preset not in _TABLE:
         hint = suggest(preset, PRESETS) if isinstance(preset, str) else ""
         raise ValueError(f"preset={preset!r}: expected one of {', '.join(map(repr, PRESETS))}{hint}")
+
+
+def auto_recipe(resolution: int, num_gpus: int) -> tuple[dict[str, Any], Recipe]:
+    """ADA's ``auto`` configuration for ``resolution`` and ``num_gpus`` processes: network overrides
+    (width, minibatch-stddev group) and the recipe (batch, lr, gamma, EMA) by its formulas."""
+    if not (is_power_of_two(resolution) and resolution >= 4):
+        raise ValueError(f"resolution={resolution!r}: expected a power of two >= 4")
+    if not isinstance(num_gpus, int) or num_gpus < 1:
+        raise ValueError(f"num_gpus={num_gpus!r}: expected an int >= 1")
+    batch = max(min(num_gpus * min(4096 // resolution, 32), 64), num_gpus)  # bounded memory per GPU
+    mbstd = min(batch // num_gpus, 4)  # a fixed group size keeps other hyperparameters predictable
+    fmaps = 1 if resolution >= 512 else 0.5
+    lr = 0.002 if resolution >= 1024 else 0.0025
+    network = dict(channel_base=int(fmaps * 32768), mbstd_group_size=mbstd)
+    recipe = Recipe(
+        batch=batch, batch_gpu=batch // num_gpus, glr=lr, dlr=lr,
+        gamma=0.0002 * resolution**2 / batch,  # ADA's R1 heuristic
+        ema_kimg=batch * 10 / 32, ema_rampup=0.05, kimg=25000.0,
+    )
+    return network, recipe
+
+
+def preset_recipe(preset: str, resolution: int | None = None, num_gpus: int = 1) -> Recipe:
+    """The training recipe of ``preset`` (``auto``: for ``resolution`` and ``num_gpus``)."""
+    _check_preset(preset)
+    entry = _TABLE[preset]
+    if entry.recipe is not None:
+        return entry.recipe
+    return auto_recipe(resolution or entry.network["resolution"], num_gpus)[1]
+
+
+def preset_network(preset: str, resolution: int | None = None, num_gpus: int = 1) -> dict[str, Any]:
+    """The :class:`NetworkConfig` fields ``preset`` sets (``auto``: for ``resolution`` and ``num_gpus``)."""
+    _check_preset(preset)
+    entry = _TABLE[preset]
+    values = dict(entry.network)
+    if entry.recipe is None:
+        res = resolution or values["resolution"]
+        values.update(auto_recipe(res, num_gpus)[0], resolution=res)
+    return values
+
+
+def preset_ref_gpus(preset: str) -> int | None:
+    """The number of GPUs ``preset``'s recipe was published for (``None``: any)."""
+    _check_preset(preset)
+    return _TABLE[preset].ref_gpus
 
 
 def resolve_config(
@@ -96,10 +193,10 @@ def resolve_config(
             raise ValueError(
                 f"override {key!r}: not a network option{suggest(key, names)}; allowed: {', '.join(names)}"
             )
-    values = dict(_PRESETS[preset], preset=preset, img_channels=img_channels, c_dim=c_dim, **overrides)
+    if resolution is not None and not (is_power_of_two(resolution) and resolution >= 4):
+        raise ValueError(f"resolution={resolution!r}: expected a power of two >= 4")
+    values = dict(preset_network(preset, resolution), preset=preset, img_channels=img_channels, c_dim=c_dim, **overrides)
     if resolution is not None:
-        if not (is_power_of_two(resolution) and resolution >= 4):
-            raise ValueError(f"resolution={resolution!r}: expected a power of two >= 4")
         values["resolution"] = resolution
     if isinstance(values.get("resample_filter"), list):
         values["resample_filter"] = tuple(values["resample_filter"])
@@ -117,9 +214,3 @@ def build(
 def build_from_config(config: NetworkConfig) -> tuple[Generator, Discriminator]:
     """``(G, D)`` for an already resolved config (e.g. read back from ``config.json``)."""
     return Generator(config), Discriminator(config)
-
-
-def preset_training_defaults(preset: str) -> dict[str, Any]:
-    """The training hyperparameters that go with ``preset`` (see :data:`TRAINING_DEFAULTS`)."""
-    _check_preset(preset)
-    return dict(TRAINING_DEFAULTS[preset])

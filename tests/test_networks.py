@@ -62,21 +62,38 @@ def test_every_preset_at_small_resolution(preset: str) -> None:
 
 
 def test_presets_listed() -> None:
-    assert stylegan.PRESETS == ("tiny", "cifar", "paper256", "paper512", "paper1024", "stylegan2")
+    assert stylegan.PRESETS == ("tiny", "auto", "cifar", "paper256", "paper512", "paper1024", "stylegan2")
     for preset in stylegan.PRESETS:
         cfg = stylegan.resolve_config(preset)
         assert cfg.preset == preset
-        assert set(stylegan.preset_training_defaults(preset)) >= {"batch", "lr", "gamma"}
+        assert stylegan.preset_recipe(preset, cfg.resolution).batch >= 1
+
+
+# StyleGAN2-ADA train.py cfg_specs: (res, fmaps, map, mbstd) of the network for each configuration.
+ADA_NETWORKS = {
+    "stylegan2": (1024, 1, 8, 4),
+    "paper256": (256, 0.5, 8, 8),
+    "paper512": (512, 1, 8, 8),
+    "paper1024": (1024, 1, 8, 4),
+    "cifar": (32, 1, 2, 32),
+}
+
+
+@pytest.mark.parametrize("preset", sorted(ADA_NETWORKS))
+def test_paper_preset_networks_are_adas(preset: str) -> None:
+    res, fmaps, mapping, mbstd = ADA_NETWORKS[preset]
+    cfg = stylegan.resolve_config(preset)
+    assert (cfg.resolution, cfg.channel_base, cfg.channel_max) == (res, int(fmaps * 32768), 512)
+    assert (cfg.mapping_layers, cfg.mbstd_group_size, cfg.z_dim, cfg.w_dim) == (mapping, mbstd, 512, 512)
+    assert (cfg.num_fp16_res, cfg.conv_clamp) == (4, 256)  # ADA's mixed precision (its --fp32 turns it off)
+    assert (cfg.g_architecture, cfg.d_architecture) == ("skip", "orig" if preset == "cifar" else "resnet")
 
 
 def test_preset_values() -> None:
-    cfg = stylegan.resolve_config("paper256")
-    assert (cfg.resolution, cfg.channel_base, cfg.mapping_layers, cfg.mbstd_group_size) == (256, 16384, 8, 8)
-    assert (cfg.num_fp16_res, cfg.conv_clamp) == (4, 256)
     cfg = stylegan.resolve_config("stylegan2", 128)
-    assert (cfg.resolution, cfg.channel_base, cfg.num_fp16_res, cfg.conv_clamp) == (128, 32768, 0, None)
-    assert (cfg.g_architecture, cfg.d_architecture) == ("skip", "resnet")
-    assert stylegan.resolve_config("cifar").d_architecture == "orig"
+    assert (cfg.resolution, cfg.channel_base) == (128, 32768)
+    tiny = stylegan.resolve_config("tiny")
+    assert (tiny.resolution, tiny.z_dim, tiny.channel_base, tiny.channel_max, tiny.mapping_layers) == (32, 64, 1024, 64, 2)
 
 
 def test_overrides_reach_every_knob() -> None:

@@ -22,7 +22,8 @@ def datasets(tmp_path_factory) -> dict[str, Path]:
 
 
 def invoke(args: list[str]):
-    return CliRunner().invoke(main, args)
+    """train.py with ``args``, on the tiny preset unless they name one (``auto`` would be slow here)."""
+    return CliRunner().invoke(main, args if "--preset" in args else [*args, "--preset", "tiny"])
 
 
 BAD = [
@@ -86,9 +87,10 @@ def test_help_lists_every_option_with_its_default():
     text = " ".join(result.output.split())
     options = ["--data", "--outdir", "--preset", "--cond", "--kimg", "--batch", "--batch-gpu", "--gamma",
                "--r1-interval", "--pl-weight", "--pl-interval", "--mixing", "--ema-kimg", "--ema-rampup", "--glr",
-               "--dlr", "--mirror", "--growth", "--growth-start", "--fade-kimg", "--stable-kimg", "--growth-batch",
+               "--dlr", "--cbase", "--cmax", "--map", "--mbstd-group", "--mirror", "--growth", "--growth-start", "--fade-kimg", "--stable-kimg", "--growth-batch",
                "--precision", "--tick", "--snap", "--resume", "--init", "--seed", "--workers", "--max-skipped", "--metrics",
-               "--metrics-features", "--inception-weights", "--threads", "--dry-run"]
+               "--metrics-features", "--inception-weights", "--threads", "--dry-run",
+               "--resolution", "--channels", "--classes"]
     for opt in options:
         assert f" {opt} " in f" {text} ", opt
     assert text.count("[default:") == len(options)
@@ -99,7 +101,10 @@ def test_dry_run_prints_config_parameters_and_memory(datasets, tmp_path):
                      "--dry-run", "--threads", "1"])
     assert result.exit_code == 0, result.output
     out = result.output
-    assert '"batch_gpu": 8' in out and '"cond": true' in out and "--gamma=0.0016 (from resolution and batch)" in out
+    assert '"batch_gpu": 8' in out and '"cond": true' in out
+    preset_line = next(line for line in out.splitlines() if line.startswith("from --preset tiny: "))
+    assert "--gamma=0.0064" in preset_line and "--batch=" not in preset_line  # --batch was given
+    assert "--batch-gpu=8 (batch / processes)" in out and "--cond (the dataset has labels)" in out
     assert "parameters: G " in out and "D " in out and "memory per process (estimate):" in out
     assert not (tmp_path / "runs").exists()
 

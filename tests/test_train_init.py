@@ -11,11 +11,12 @@ from click.testing import CliRunner
 
 import stylegan
 from test_train_loop import BASE, run_fit
-from train_fixtures import make_dataset
+from train_fixtures import make_dataset, resolve_cfg
 from training.config import TrainConfig
 from training.data import load_dataset_info
 from training.distributed import Dist
 from training.init_from import apply_init, plan_init
+from training.resolve import DataShape, network_config
 from training.session import build_session
 from training.train import main
 
@@ -36,8 +37,8 @@ def snapshot(data8, tmp_path_factory) -> Path:
 def fresh_session(data: Path, seed: int):
     info = load_dataset_info(str(data))
     cfg = TrainConfig(data=str(data), **{**BASE, "seed": seed})
-    cfg = cfg.resolve(resolution=info.resolution, num_classes=info.num_classes, world_size=1)
-    return build_session(cfg, Dist(), resolution=info.resolution, channels=info.channels, c_dim=info.num_classes)
+    cfg = resolve_cfg(cfg, info)
+    return build_session(cfg, Dist(), network_config(cfg, DataShape.of(info)))
 
 
 def same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
@@ -86,7 +87,7 @@ def test_a_file_of_another_architecture_is_refused_with_the_differences(data8, t
 
 def test_cli_init_starts_a_new_run_from_the_file(data8, snapshot, tmp_path):
     out = tmp_path / "runs"
-    base = ["--data", str(data8), "--outdir", str(out), "--batch", "8", "--workers", "0", "--threads", "1",
+    base = ["--preset", "tiny", "--data", str(data8), "--outdir", str(out), "--batch", "8", "--workers", "0", "--threads", "1",
             "--tick", "0.008", "--kimg", "0.008"]
     result = CliRunner().invoke(main, [*base, "--init", str(snapshot)])
     assert result.exit_code == 0, result.output
@@ -119,7 +120,8 @@ def test_cli_init_takes_the_files_preset_and_unconditional_setting_unless_given(
     base = ["--data", str(data8), "--outdir", str(tmp_path / "runs"), "--batch", "8", "--init", str(init)]
     result = CliRunner().invoke(main, [*base, "--dry-run"])
     assert result.exit_code == 0, result.output
-    assert "from --init: --no-cond, --preset=cifar" in result.output
+    line = next(x for x in result.output.splitlines() if x.startswith(f"from --init {init}: "))
+    assert {"--no-cond", "--preset=cifar", "--cbase=32768", "--map=2", "--mbstd-group=32"} <= set(line.split()), line
     assert '"preset": "cifar"' in result.output and '"cond": false' in result.output
     given = CliRunner().invoke(main, [*base, "--preset", "tiny", "--dry-run"])  # what is given wins
     assert given.exit_code == 2 and "preset: file 'cifar', this run 'tiny'" in given.output

@@ -20,7 +20,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 import stylegan
-from train_fixtures import make_dataset
+from train_fixtures import make_dataset, resolve_cfg
 from training import loss as L
 from training.checkpoint import load_state
 from training.config import TrainConfig
@@ -43,7 +43,7 @@ def data8(tmp_path_factory) -> Path:
 def run_fit(data: Path, run_dir: Path, state_dir: Path | None = None, **changes):
     info = load_dataset_info(str(data))
     cfg = TrainConfig(data=str(data), outdir=str(run_dir.parent), **{**BASE, **changes})
-    cfg = cfg.resolve(resolution=info.resolution, num_classes=info.num_classes, world_size=1)
+    cfg = resolve_cfg(cfg, info)
     run_dir.mkdir(parents=True, exist_ok=True)
     log = RunLog(run_dir, tensorboard=False)
     try:
@@ -120,7 +120,7 @@ def test_resume_is_bit_identical(data8, tmp_path):
 
 
 def _cli(out: Path, data: Path, *extra: str) -> list[str]:
-    return [sys.executable, str(REPO / "training" / "train.py"), "--data", str(data), "--outdir", str(out),
+    return [sys.executable, str(REPO / "training" / "train.py"), "--preset", "tiny", "--data", str(data), "--outdir", str(out),
             "--batch", "8", "--tick", "0.008", "--snap", "1000", "--workers", "0", "--threads", "1",
             "--r1-interval", "4", "--pl-interval", "3", *extra]
 
@@ -193,7 +193,7 @@ def test_non_finite_loss_skips_the_step_and_is_counted(data8, tmp_path, monkeypa
 
 def test_too_many_non_finite_steps_stop_and_keep_the_last_good_state(data8, tmp_path, monkeypatch):
     out = tmp_path / "runs"
-    args = ["--data", str(data8), "--outdir", str(out), "--batch", "8", "--tick", "0.016", "--workers", "0",
+    args = ["--preset", "tiny", "--data", str(data8), "--outdir", str(out), "--batch", "8", "--tick", "0.016", "--workers", "0",
             "--threads", "1"]
     ok = CliRunner().invoke(main, [*args, "--kimg", "0.016"])
     assert ok.exit_code == 0, ok.output

@@ -17,7 +17,7 @@ def run_args(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
     monkeypatch.setenv("STYLEGAN_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.delenv("STYLEGAN_INCEPTION_WEIGHTS", raising=False)
     data = make_dataset(tmp_path / "data", resolution=8, num_images=16, num_classes=4, shards=1)
-    return ["--data", str(data), "--outdir", str(tmp_path / "runs"), "--batch", "8", "--workers", "0",
+    return ["--preset", "tiny", "--data", str(data), "--outdir", str(tmp_path / "runs"), "--batch", "8", "--workers", "0",
             "--threads", "1", "--kimg", "0.016", "--tick", "0.008", "--snap", "1"]
 
 

@@ -15,7 +15,8 @@ from PIL import Image
 
 from training import checkpoint, grids
 from training import loss as L
-from training.config import ConfigError, TrainConfig, default_gamma, parse_growth_batch
+from training.config import ConfigError, TrainConfig, parse_growth_batch
+from training.resolve import DataShape, resolve_run
 from training.distributed import Dist, module_fingerprint
 from training.ema import EmaSchedule, update_ema
 from training.progressive import GrowthSchedule, prepare_reals
@@ -32,12 +33,14 @@ def test_config_round_trip_and_unknown_key_suggestion():
 
 
 def test_config_resolve_fills_derived_values():
-    cfg = TrainConfig(batch=32).resolve(resolution=64, num_classes=10, world_size=4)
+    run = resolve_run(TrainConfig(batch=32, preset="tiny"), DataShape(64, 3, 10), world_size=4)
+    cfg = run.train
     assert cfg.cond is True and cfg.batch_gpu == 8 and cfg.precision == "fp32"
-    assert cfg.gamma == pytest.approx(default_gamma(64, 32)) == pytest.approx(0.0002 * 64**2 / 32)
-    assert cfg.ema_kimg == pytest.approx(10.0)
-    assert TrainConfig().resolve(resolution=32, num_classes=0, world_size=1).cond is False
-    assert TrainConfig().resolve(resolution=32, num_classes=0, world_size=1, accelerate_precision="bf16").precision == "bf16"
+    assert run.sources["batch_gpu"] == "derived" and run.sources["batch"] == "given" and run.sources["gamma"] == "preset"
+    assert cfg.gamma == pytest.approx(0.0064) and cfg.ema_kimg == pytest.approx(10.0)
+    tiny = TrainConfig(preset="tiny")
+    assert resolve_run(tiny, DataShape(32, 3, 0)).train.cond is False
+    assert resolve_run(tiny, DataShape(32, 3, 0), accelerate_precision="bf16").train.precision == "bf16"
 
 
 @pytest.mark.parametrize(
@@ -51,7 +54,7 @@ def test_config_resolve_fills_derived_values():
 )
 def test_config_resolve_errors_name_the_option(changes, option):
     with pytest.raises(ConfigError) as err:
-        TrainConfig(**changes).resolve(resolution=32, num_classes=0, world_size=4)
+        resolve_run(TrainConfig(preset="tiny", **changes), DataShape(32, 3, 0), world_size=4)
     assert err.value.option == option and option in str(err.value)
 
 
@@ -275,7 +278,7 @@ def test_run_log_trim_stats(tmp_path):
 def test_snapshot_names_are_integer_kimg_unless_snapshots_come_faster_than_one_per_kimg():
     from training.loop import kimg_label, snapshot_path
 
-    default = TrainConfig()  # a snapshot every 4 kimg x 5 ticks
+    default = TrainConfig(snap=5)  # a snapshot every 4 kimg x 5 ticks (the demo)
     assert kimg_label(200_032, default) == "000200"
     assert snapshot_path(Path("run"), 200_032, default).name == "network-snapshot-000200.safetensors"
     fast = TrainConfig(tick=0.25, snap=2)  # every 0.5 kimg: 1.0 and 1.5 must not share a name

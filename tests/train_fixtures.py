@@ -53,3 +53,12 @@ def make_dataset(
     }
     (dest / "dataset.json").write_text(json.dumps(meta))
     return dest
+
+
+def resolve_cfg(cfg, info, world_size: int = 1):
+    """``cfg`` resolved for the dataset ``info`` (the tiny preset unless the test names one)."""
+    from training.resolve import DataShape, resolve_run
+
+    if cfg.preset is None:
+        cfg = cfg.replace(preset="tiny")
+    return resolve_run(cfg, DataShape.of(info), world_size=world_size).train

@@ -1,9 +1,9 @@
 """The training configuration: one frozen dataclass that flows from the CLI to ``config.json``.
 
-Every field is one ``train.py`` option (``batch_gpu`` is ``--batch-gpu``). Fields left ``None`` are
-resolved once, at start-up, by :meth:`TrainConfig.resolve` from the dataset and the number of
-processes (the R1 weight, the EMA half-life, the per-process batch, conditioning, precision), so that
-``config.json`` records the values that actually ran. Checks raise ``ValueError`` with a message
+Every field is one ``train.py`` option (``batch_gpu`` is ``--batch-gpu``). Fields left ``None`` were
+not given; :func:`training.resolve.resolve_run` fills them once, at start-up, from the preset's
+recipe, the dataset and the number of processes, so that ``config.json`` records the values that
+actually ran and where each came from. Checks raise ``ValueError`` with a message
 that names the option, the bad value and what is allowed; the CLI turns them into
 ``click.BadParameter``.
 """
@@ -16,6 +16,8 @@ import math
 from dataclasses import dataclass, fields
 from typing import Any
 
+from stylegan.config import suggest
+from stylegan.presets import PRESETS
 from training.metrics.features import EXTRACTORS
 from training.metrics.specs import parse_metrics
 
@@ -41,26 +43,31 @@ def option_name(field_name: str) -> str:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Every option of a training run. ``None`` means "derive at start-up" (see :meth:`resolve`)."""
+    """Every option of a training run. ``None`` means "not given": :func:`training.resolve.resolve_run`
+    fills it from the preset's recipe or derives it, and records where each value came from."""
 
     data: str = "data"
     outdir: str = "runs"
-    preset: str = "tiny"
+    preset: str | None = None  # default: 'auto' with --data, 'tiny' for the demo
     cond: bool | None = None
-    kimg: float = 80.0
-    batch: int = 32
+    kimg: float | None = None
+    batch: int | None = None
     batch_gpu: int | None = None
     gamma: float | None = None
     r1_interval: int = 16
-    pl_weight: float = 2.0
+    pl_weight: float | None = None
     pl_interval: int = 4
     pl_batch_shrink: int = 2
     pl_decay: float = 0.01
-    mixing: float = 0.9
+    mixing: float | None = None
     ema_kimg: float | None = None
-    ema_rampup: float = 0.05
-    glr: float = 0.0025
-    dlr: float = 0.0025
+    ema_rampup: float | None = None
+    glr: float | None = None
+    dlr: float | None = None
+    cbase: int | None = None  # network width: channel_base (ADA: fmaps x 32768)
+    cmax: int | None = None  # at most this many feature maps per layer
+    map: int | None = None  # mapping network depth
+    mbstd_group: int | None = None  # minibatch-stddev group size
     mirror: bool = False
     growth: str = "none"
     growth_start: int | None = None
@@ -69,7 +76,7 @@ class TrainConfig:
     growth_batch: str = ""
     precision: str | None = None
     tick: float = 4.0
-    snap: int = 5
+    snap: int | None = None
     seed: int = 0
     workers: int = 2
     max_skipped: int = 20
@@ -96,30 +103,40 @@ class TrainConfig:
     def replace(self, **changes: Any) -> "TrainConfig":
         return dataclasses.replace(self, **changes)
 
+    def unresolved(self) -> list[str]:
+        """The fields still ``None`` that a run needs (empty once resolved)."""
+        optional = {"growth_start", "inception_weights", "init"}
+        return [f.name for f in fields(self) if getattr(self, f.name) is None and f.name not in optional]
+
     # ------------------------------------------------------------------ checks
     def validate(self) -> None:
-        """Check each value on its own (no dataset or process count needed)."""
-        _positive(self.kimg, "kimg")
-        _int_at_least(self.batch, "batch", 1)
+        """Check each given value on its own (no dataset or process count needed)."""
+        if self.preset is not None and self.preset not in PRESETS:
+            raise ConfigError("--preset", f"{self.preset!r}: expected one of {', '.join(PRESETS)}{suggest(self.preset, PRESETS)}")
+        if self.kimg is not None:
+            _positive(self.kimg, "kimg")
+        if self.batch is not None:
+            _int_at_least(self.batch, "batch", 1)
         if self.batch_gpu is not None:
             _int_at_least(self.batch_gpu, "batch_gpu", 1)
-            if self.batch_gpu > self.batch:
+            if self.batch is not None and self.batch_gpu > self.batch:
                 raise ConfigError("--batch-gpu", f"{self.batch_gpu} is larger than --batch={self.batch}")
-        if self.gamma is not None:
-            _non_negative(self.gamma, "gamma")
+        for name in ("gamma", "pl_weight", "ema_kimg", "ema_rampup"):
+            if getattr(self, name) is not None:
+                _non_negative(getattr(self, name), name)
+        for name in ("glr", "dlr"):
+            if getattr(self, name) is not None:
+                _positive(getattr(self, name), name)
+        for name, minimum in (("cbase", 4), ("cmax", 1), ("map", 1), ("mbstd_group", 1), ("snap", 1)):
+            if getattr(self, name) is not None:
+                _int_at_least(getattr(self, name), name, minimum)
         _int_at_least(self.r1_interval, "r1_interval", 1)
-        _non_negative(self.pl_weight, "pl_weight")
         _int_at_least(self.pl_interval, "pl_interval", 1)
         _int_at_least(self.pl_batch_shrink, "pl_batch_shrink", 1)
         if not 0 < self.pl_decay <= 1:
             raise ConfigError("--pl-decay", f"{self.pl_decay!r}: expected a number in (0, 1]")
-        if not 0 <= self.mixing <= 1:
+        if self.mixing is not None and not 0 <= self.mixing <= 1:
             raise ConfigError("--mixing", f"{self.mixing!r}: expected a probability in [0, 1]")
-        if self.ema_kimg is not None:
-            _non_negative(self.ema_kimg, "ema_kimg")
-        _non_negative(self.ema_rampup, "ema_rampup")
-        _positive(self.glr, "glr")
-        _positive(self.dlr, "dlr")
         if self.growth not in GROWTH_MODES:
             raise ConfigError("--growth", f"{self.growth!r}: expected one of {', '.join(GROWTH_MODES)}")
         if self.growth_start is not None and not _is_pow2(self.growth_start, minimum=4):
@@ -130,7 +147,6 @@ class TrainConfig:
         if self.precision is not None and self.precision not in PRECISIONS:
             raise ConfigError("--precision", f"{self.precision!r}: expected one of {', '.join(PRECISIONS)}")
         _positive(self.tick, "tick")
-        _int_at_least(self.snap, "snap", 1)
         if not isinstance(self.seed, int) or not 0 <= self.seed < 2**31:
             raise ConfigError("--seed", f"{self.seed!r}: expected an integer in [0, 2**31)")
         _int_at_least(self.workers, "workers", 0)
@@ -143,68 +159,8 @@ class TrainConfig:
         if self.metrics_features not in EXTRACTORS:
             raise ConfigError("--metrics-features", f"{self.metrics_features!r}: expected one of {', '.join(EXTRACTORS)}")
 
-    # ------------------------------------------------------------------ resolution
-    def resolve(
-        self,
-        *,
-        resolution: int,
-        num_classes: int,
-        world_size: int,
-        accelerate_precision: str | None = None,
-    ) -> "TrainConfig":
-        """Fill the ``None`` fields and check the values that depend on the dataset and processes.
 
-        Args:
-            resolution: the dataset's image size.
-            num_classes: the dataset's number of classes (0 when unlabelled).
-            world_size: the number of training processes.
-            accelerate_precision: Accelerate's mixed-precision setting (``no``/``fp16``/``bf16``,
-                from ``accelerate config``), used when ``--precision`` is not given.
-        """
-        self.validate()
-        cond = self.cond
-        if cond is None:
-            cond = num_classes > 0
-        elif cond and num_classes == 0:
-            raise ConfigError("--cond", f"the dataset {self.data!r} has no labels; use --no-cond")
-        batch_gpu = self.batch_gpu
-        if batch_gpu is None:
-            if self.batch % world_size:
-                raise ConfigError(
-                    "--batch",
-                    f"{self.batch} is not divisible by the number of processes ({world_size}); "
-                    f"use a multiple of {world_size} (e.g. {world_size * max(1, self.batch // world_size)})",
-                )
-            batch_gpu = self.batch // world_size
-        check_batch_split(self.batch, batch_gpu, world_size, "--batch")
-        gamma = self.gamma if self.gamma is not None else default_gamma(resolution, self.batch)
-        ema_kimg = self.ema_kimg if self.ema_kimg is not None else default_ema_kimg(self.batch)
-        precision = self.precision
-        if precision is None:
-            precision = ACCELERATE_PRECISIONS.get((accelerate_precision or "no").lower(), "fp32")
-        resolved = self.replace(
-            cond=cond, batch_gpu=batch_gpu, gamma=gamma, ema_kimg=ema_kimg, precision=precision
-        )
-        for res, b in parse_growth_batch(self.growth_batch).items():
-            if res > resolution:
-                raise ConfigError(
-                    "--growth-batch", f"resolution {res} is above the dataset's resolution {resolution}"
-                )
-            check_batch_split(b, micro_batch(b, batch_gpu, world_size), world_size, "--growth-batch")
-        return resolved
-
-
-# ---------------------------------------------------------------------- defaults that depend on data
-def default_gamma(resolution: int, batch: int) -> float:
-    """R1 weight heuristic of StyleGAN2-ADA (Karras et al. 2020b, appendix): 0.0002 * res^2 / batch."""
-    return 0.0002 * resolution**2 / batch
-
-
-def default_ema_kimg(batch: int) -> float:
-    """EMA half-life in kimg, proportional to the batch (10 kimg at batch 32, as StyleGAN2-ADA)."""
-    return batch * 10 / 32
-
-
+# ---------------------------------------------------------------------- batch arithmetic
 def micro_batch(batch: int, batch_gpu: int, world_size: int) -> int:
     """Per-process micro-batch for a global ``batch``: ``--batch-gpu``, or less when the batch is smaller."""
     return max(1, min(batch_gpu, batch // world_size))

@@ -42,7 +42,8 @@ def _first(modules: dict[str, str], kind: str, preferred: tuple[str, ...]) -> st
 
 
 def options_from_file(path: str | os.PathLike) -> dict[str, Any]:
-    """The run options a network file implies: its preset, and --no-cond for an unconditional one. A new
+    """The run options a network file implies: its preset, its width (``--cbase``, ``--cmax``, ``--map``,
+    ``--mbstd-group``), and --no-cond for an unconditional one. A new
     ``--init`` run takes them unless given, so that fine-tuning a ``paper256`` file needs no
     ``--preset``. Empty when the file cannot be read (:func:`plan_init` then says why)."""
     try:
@@ -54,6 +55,9 @@ def options_from_file(path: str | os.PathLike) -> dict[str, Any]:
     options: dict[str, Any] = {"cond": False} if config.c_dim == 0 else {}
     if config.preset in stylegan.PRESETS:
         options["preset"] = config.preset
+    # The width options decide the tensors' shapes: the run takes the file's.
+    options.update(cbase=config.channel_base, cmax=config.channel_max, map=config.mapping_layers,
+                   mbstd_group=config.mbstd_group_size)
     return options
 
 
@@ -61,7 +65,10 @@ def plan_init(path: str | os.PathLike, net_config: NetworkConfig) -> InitPlan:
     """Check that ``path`` can initialise networks built from ``net_config``; raise ``ValueError``
     (with every differing config field) when it cannot. Reads the file's header only."""
     info = stylegan.read_network_info(path)  # NetworkFileError is a ValueError
-    if info.config != net_config:
+    # Float16 blocks and clamping decide how the layers compute, not what the tensors mean: a file
+    # trained in fp16 can be fine-tuned in fp32 (and the reverse).
+    layout = {"num_fp16_res": net_config.num_fp16_res, "conv_clamp": net_config.conv_clamp}
+    if info.config.replace(**layout) != net_config:
         ours, theirs = net_config.to_dict(), info.config.to_dict()
         diff = ", ".join(f"{k}: file {theirs[k]!r}, this run {ours[k]!r}" for k in ours if ours[k] != theirs.get(k))
         raise ValueError(

@@ -38,6 +38,7 @@ from training.init_from import apply_init, plan_init
 from training.metrics import evaluate_snapshot
 from training.precision import autocast
 from training.progressive import prepare_reals
+from training.resolve import DataShape, network_config
 from training.runlog import RunLog
 from training.session import Session, build_session, derive_seed, restore_session, state_payload
 from training.signals import StopRequest
@@ -275,7 +276,7 @@ def fit(
     stop = stop or StopRequest()
     info = load_dataset_info(cfg.data)
     c_dim = info.num_classes if cfg.cond else 0
-    session = build_session(cfg, dist, resolution=info.resolution, channels=info.channels, c_dim=c_dim)
+    session = build_session(cfg, dist, network_config(cfg, DataShape.of(info)))
     if state_dir is not None:
         for note in restore_session(session, load_state(state_dir, dist.device)):
             log.info(f"note: {note}")

@@ -20,6 +20,7 @@ import torch
 
 import stylegan
 from training.checkpoint import LoadedState
+from stylegan.config import NetworkConfig
 from training.config import TrainConfig, micro_batch, parse_growth_batch
 from training.distributed import Dist
 from training.ema import EmaSchedule
@@ -91,11 +92,11 @@ class Session:
             net.set_growth(resolution, alpha)
 
 
-def build_networks(cfg: TrainConfig, resolution: int, channels: int, c_dim: int):
+def build_networks(cfg: TrainConfig, net_config: NetworkConfig):
     """``(G, D)`` for the run, initialised from ``--seed`` without touching the global RNG."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed(cfg.seed, "init") % 2**63)
-        return stylegan.build(cfg.preset, resolution, channels, c_dim, growth=cfg.growth)
+        return stylegan.build_from_config(net_config)
 
 
 def make_schedule(cfg: TrainConfig, resolution: int) -> GrowthSchedule:
@@ -111,9 +112,9 @@ def make_schedule(cfg: TrainConfig, resolution: int) -> GrowthSchedule:
     )
 
 
-def build_session(cfg: TrainConfig, dist: Dist, *, resolution: int, channels: int, c_dim: int) -> Session:
-    """A fresh session for a resolved ``cfg`` (see :meth:`TrainConfig.resolve`)."""
-    G, D = build_networks(cfg, resolution, channels, c_dim)
+def build_session(cfg: TrainConfig, dist: Dist, net_config: NetworkConfig) -> Session:
+    """A fresh session for a resolved ``cfg`` and its networks (see :func:`training.resolve.resolve_run`)."""
+    G, D = build_networks(cfg, net_config)
     G, D = G.to(dist.device).train(), D.to(dist.device).train()
     dist.broadcast_module_(G)
     dist.broadcast_module_(D)
@@ -127,9 +128,11 @@ def build_session(cfg: TrainConfig, dist: Dist, *, resolution: int, channels: in
         mixing=cfg.mixing,
         precision=network_precision(cfg.precision),
     )
-    g_lr, g_betas = lazy_adam_settings(cfg.glr, ADAM_BETAS, cfg.pl_interval if cfg.pl_weight > 0 else None)
-    d_lr, d_betas = lazy_adam_settings(cfg.dlr, ADAM_BETAS, cfg.r1_interval if cfg.gamma > 0 else None)
-    schedule = make_schedule(cfg, resolution)
+    # Lazy regularisation's Adam correction whenever an interval is set, as in StyleGAN2-ADA's loop:
+    # also when a weight is 0 (cifar has no path length, yet G's lr is 0.0025 * 4/5 there too).
+    g_lr, g_betas = lazy_adam_settings(cfg.glr, ADAM_BETAS, cfg.pl_interval)
+    d_lr, d_betas = lazy_adam_settings(cfg.dlr, ADAM_BETAS, cfg.r1_interval)
+    schedule = make_schedule(cfg, net_config.resolution)
     phase, alpha = schedule.at(0)
     session = Session(
         cfg=cfg,

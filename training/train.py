@@ -30,10 +30,11 @@ import torch
 
 import stylegan
 from training.checkpoint import find_resumable, read_progress, resolve_resume
-from training.config import ConfigError, TrainConfig, micro_batch, parse_growth_batch
+from training.config import ConfigError, TrainConfig
 from training.distributed import Dist
 from training.init_from import options_from_file, plan_init
 from training.loop import TrainingDiverged, fit
+from training.resolve import DataShape, ResolvedRun, resolve_run, with_network_fields
 from training.runlog import RunLog, next_run_dir, trim_stats, write_json_atomic
 from training.signals import StopRequest
 
@@ -50,26 +51,45 @@ def _opt(*decls: str, help: str, **kw: Any):
     return click.option(*decls, help=help, **kw)
 
 
+def _nvidia_flag(ours: str):
+    """A hidden option for a StyleGAN2-ADA / StyleGAN3 flag that stops with one line naming ours."""
+
+    def callback(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+        if value is not None:
+            raise click.UsageError(f"{param.opts[0]}={value} is NVIDIA's train.py flag; here: {ours.format(value=value)}")
+
+    return callback
+
+
+_FROM_PRESET = "[default: from --preset, printed at start]"
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @_opt("--data", default=_DEFAULT.data, help="Dataset: a folder with dataset.json + shards, or a shard pattern/URL.")
 @_opt("--outdir", default=_DEFAULT.outdir, help="Where run folders <NNNNN>-<name>/ are created.")
-@_opt("--preset", type=click.Choice(stylegan.PRESETS), default=_DEFAULT.preset, help="Network size and architecture.")
+@_opt("--preset", type=click.Choice(stylegan.PRESETS), default=None,
+      help="Network and training recipe (StyleGAN2-ADA's configurations; see docs/training.md).  "
+           "[default: auto with --data, tiny for the demo]")
 @_opt("--cond/--no-cond", default=None, help="Condition on the class labels.  [default: on when the dataset has labels]")
-@_opt("--kimg", type=float, default=_DEFAULT.kimg, help="Training length in thousands of real images shown to D.")
-@_opt("--batch", type=int, default=_DEFAULT.batch, help="Global batch size (all processes together).")
+@_opt("--kimg", type=float, default=None, help=f"Training length in thousands of real images shown to D.  {_FROM_PRESET}")
+@_opt("--batch", type=int, default=None, help=f"Global batch size (all processes together).  {_FROM_PRESET}")
 @_opt("--batch-gpu", type=int, default=None,
-      help="Micro-batch per process; the rest of --batch comes from gradient accumulation.  [default: batch / processes]")
-@_opt("--gamma", type=float, default=None,
-      help="R1 regularisation weight.  [default: 0.0002 * resolution^2 / batch, printed at start]")
+      help="Micro-batch per process; the rest of --batch comes from gradient accumulation.  "
+           "[default: the preset's, else batch / processes]")
+@_opt("--gamma", type=float, default=None, help=f"R1 regularisation weight.  {_FROM_PRESET}")
 @_opt("--r1-interval", type=int, default=_DEFAULT.r1_interval, help="Run R1 every this many steps (lazy regularisation).")
-@_opt("--pl-weight", type=float, default=_DEFAULT.pl_weight, help="Path-length regularisation weight (0 disables it).")
+@_opt("--pl-weight", type=float, default=None, help=f"Path-length regularisation weight (0 disables it).  {_FROM_PRESET}")
 @_opt("--pl-interval", type=int, default=_DEFAULT.pl_interval, help="Run path-length regularisation every this many steps.")
-@_opt("--mixing", type=float, default=_DEFAULT.mixing, help="Style-mixing probability.")
-@_opt("--ema-kimg", type=float, default=None, help="Half-life of G_ema in kimg.  [default: batch * 10 / 32]")
-@_opt("--ema-rampup", type=float, default=_DEFAULT.ema_rampup,
-      help="Cap the EMA half-life at this fraction of the images seen so far (0 disables the ramp-up).")
-@_opt("--glr", type=float, default=_DEFAULT.glr, help="Generator learning rate (Adam).")
-@_opt("--dlr", type=float, default=_DEFAULT.dlr, help="Discriminator learning rate (Adam).")
+@_opt("--mixing", type=float, default=None, help=f"Style-mixing probability.  {_FROM_PRESET}")
+@_opt("--ema-kimg", type=float, default=None, help=f"Half-life of G_ema in kimg.  {_FROM_PRESET}")
+@_opt("--ema-rampup", type=float, default=None,
+      help=f"Cap the EMA half-life at this fraction of the images seen so far (0: off).  {_FROM_PRESET}")
+@_opt("--glr", type=float, default=None, help=f"Generator learning rate (Adam).  {_FROM_PRESET}")
+@_opt("--dlr", type=float, default=None, help=f"Discriminator learning rate (Adam).  {_FROM_PRESET}")
+@_opt("--cbase", type=int, default=None, help=f"Network width: channel_base (ADA's fmaps x 32768).  {_FROM_PRESET}")
+@_opt("--cmax", type=int, default=None, help=f"At most this many feature maps per layer.  {_FROM_PRESET}")
+@_opt("--map", type=int, default=None, help=f"Mapping network depth.  {_FROM_PRESET}")
+@_opt("--mbstd-group", type=int, default=None, help=f"Minibatch-stddev group size.  {_FROM_PRESET}")
 @_opt("--mirror/--no-mirror", default=_DEFAULT.mirror, help="Augment with random x-flips.")
 @_opt("--growth", type=click.Choice(["none", "progressive"]), default=_DEFAULT.growth,
       help="'progressive': grow from --growth-start up to the dataset's resolution (ProGAN).")
@@ -79,9 +99,11 @@ def _opt(*decls: str, help: str, **kw: Any):
 @_opt("--growth-batch", default=_DEFAULT.growth_batch,
       help="Progressive growing: global batch per resolution, e.g. '4:128,8:128,16:64' (others use --batch).")
 @_opt("--precision", type=click.Choice(["fp32", "fp16", "bf16"]), default=None,
-      help="Arithmetic precision.  [default: accelerate config's mixed_precision, else fp32]")
+      help="fp16/bf16: the preset's top num_fp16_res blocks in reduced precision with conv_clamp, the rest fp32; "
+           "fp32: no reduced precision, no clamping.  [default: accelerate config's mixed_precision, else the "
+           "preset's (fp16 on CUDA for the paper presets), else fp32]")
 @_opt("--tick", type=float, default=_DEFAULT.tick, help="Progress report (stats.jsonl line) every this many kimg.")
-@_opt("--snap", type=int, default=_DEFAULT.snap, help="Snapshot, sample grid and state every this many ticks.")
+@_opt("--snap", type=int, default=None, help=f"Snapshot, sample grid and state every this many ticks.  {_FROM_PRESET}")
 @_opt("--resume", default=None, help="'auto' (newest run in --outdir with a state, else start anew) or a run folder.  [default: none, a new run]")
 @_opt("--init", default=None, type=click.Path(dir_okay=False),
       help="Start this new run from the weights (G, D, G_ema) of a network file, e.g. a network-snapshot-*."
@@ -101,11 +123,23 @@ def _opt(*decls: str, help: str, **kw: Any):
 @_opt("--threads", type=int, default=None,
       help="CPU threads per process.  [default: this machine's cores / its training processes]")
 @_opt("--dry-run", is_flag=True, default=False,
-      help="Print the resolved config, parameter counts and a memory estimate, then exit.  [default: off]")
+      help="Print the resolved config (what came from the preset, what was derived), parameter counts and a memory "
+           "estimate, then exit.  [default: off]")
+@_opt("--resolution", type=int, default=None,
+      help="With --dry-run and no dataset: the image size to plan for.  [default: the dataset's]")
+@_opt("--channels", type=int, default=None, help="With --dry-run and no dataset: image channels.  [default: 3]")
+@_opt("--classes", type=int, default=None, help="With --dry-run and no dataset: number of classes.  [default: 0]")
+@click.option("--cfg", hidden=True, callback=_nvidia_flag("--preset {value}"), expose_value=False)
+@click.option("--gpus", hidden=True, callback=_nvidia_flag(
+    "accelerate launch --multi_gpu --num_processes {value} training/train.py ... (one process per GPU)"),
+    expose_value=False)
+@click.option("--fp32", hidden=True, callback=_nvidia_flag("--precision fp32"), expose_value=False)
+@click.option("--batch-size", hidden=True, callback=_nvidia_flag("--batch {value}"), expose_value=False)
 def main(**opts: Any) -> None:
     """Train a StyleGAN2 / ProGAN generator (see docs/training.md)."""
     ctx = click.get_current_context()
     threads, dry_run, resume = opts.pop("threads"), opts.pop("dry_run"), opts.pop("resume")
+    planned = {k: opts.pop(k) for k in ("resolution", "channels", "classes")}
     if threads is not None and threads < 1:
         raise click.BadParameter(f"{threads}: expected an integer >= 1", param_hint="--threads")
     dist = Dist.from_accelerate()
@@ -115,33 +149,20 @@ def main(**opts: Any) -> None:
     if outdir.exists() and not outdir.is_dir():
         raise click.BadParameter(f"{str(outdir)!r} exists and is not a folder", param_hint="--outdir")
     run_dir, state_dir = _find_resume(resume, opts["outdir"], dist)
-    inherited = {}  # a new run from a network file takes its preset and conditioning unless given
-    if run_dir is None and opts["init"] is not None:
-        inherited = {k: v for k, v in options_from_file(opts["init"]).items() if k not in given}
-        opts.update(inherited)
-    cfg = _config_for(opts, given, run_dir)
-    if cfg.init is not None and run_dir is None and "ema_rampup" not in given:
-        cfg = cfg.replace(ema_rampup=0.0)  # G_ema starts trained: no ramp-up that would overwrite it at once
-    cfg, info, net_config = _resolve(cfg, dist)
-    if cfg.init is not None and state_dir is None:
-        try:
-            plan_init(cfg.init, net_config)
-        except ValueError as err:
-            raise click.BadParameter(str(err), param_hint="--init")
+    cfg, given = _config_for(opts, given, run_dir)
+    run = _resolve(cfg, given, dist, new_run=run_dir is None, planned=planned, dry_run=dry_run)
+    cfg, info = run.train, run.info
     _set_threads(threads)
 
-    lines = _describe(cfg, opts, given | set(inherited), dist)
-    if inherited:
-        flags = [f"--preset={v}" if k == "preset" else ("--cond" if v else "--no-cond") for k, v in inherited.items()]
-        lines.insert(2, "from --init: " + ", ".join(flags))
+    lines = _describe(run, dist)
     if dry_run:
-        _dry_run(cfg, info, net_config, lines, dist)
+        _dry_run(run, lines, dist)
         return
 
     if run_dir is None:
         run_dir = Path(dist.broadcast_object(str(next_run_dir(Path(cfg.outdir), _run_name(cfg))) if dist.is_main else None))
     if dist.is_main:
-        _write_config(run_dir, cfg, info, net_config, dist, resumed=state_dir is not None)
+        _write_config(run_dir, run, info, dist, resumed=state_dir is not None)
         if state_dir is not None:
             trim_stats(run_dir / "stats.jsonl", read_progress(state_dir)["nimg"] / 1000)
     dist.barrier()
@@ -191,10 +212,10 @@ def _find_resume(resume: str | None, outdir: str, dist: Dist) -> tuple[Path | No
         if not found:
             return None, None
         resume = found
-    if Path(resume).is_file() and resume.endswith(".safetensors"):
+    if Path(resume).is_file() and resume.endswith((".safetensors", ".pkl")):
         raise click.BadParameter(
             f"{resume!r} is a network file; --resume continues a run from its folder (state/). To start a new run "
-            f"from this network's weights, use --init {resume}", param_hint="--resume",
+            f"from this network's weights (NVIDIA's --resume=PKL), use --init {resume}", param_hint="--resume",
         )
     try:
         return resolve_resume(Path(resume))
@@ -202,11 +223,13 @@ def _find_resume(resume: str | None, outdir: str, dist: Dist) -> tuple[Path | No
         raise click.BadParameter(f"{resume!r}: {err}; expected 'auto' or a run folder with state/", param_hint="--resume")
 
 
-def _config_for(opts: dict[str, Any], given: set[str], run_dir: Path | None) -> TrainConfig:
-    """The CLI's config, or for a resumed run the saved one with the changes it allows."""
+def _config_for(opts: dict[str, Any], given: set[str], run_dir: Path | None) -> tuple[TrainConfig, set[str]]:
+    """The options and the names given: from the CLI, or for a resumed run the saved ones (all given
+    then) with the changes a resumed run allows."""
     if run_dir is None:
-        return TrainConfig(**opts)
-    saved = TrainConfig.from_dict(json.loads((run_dir / "config.json").read_text())["train"])
+        return TrainConfig(**opts), given
+    saved_json = json.loads((run_dir / "config.json").read_text())
+    saved = TrainConfig.from_dict(with_network_fields(saved_json["train"], saved_json.get("network", {})))
     changes = {}
     for key in sorted(given):
         if key == "outdir" or opts[key] == getattr(saved, key):
@@ -219,85 +242,91 @@ def _config_for(opts: dict[str, Any], given: set[str], run_dir: Path | None) -> 
                 param_hint=flag,
             )
         changes[key] = opts[key]
-    return saved.replace(**changes)
+    cfg = saved.replace(**changes)
+    return cfg, {name for name, value in cfg.to_dict().items() if value is not None}
 
 
-def _resolve(cfg: TrainConfig, dist: Dist):
-    """Check ``cfg`` against the dataset, the preset and the processes; returns the resolved config."""
+def _data_shape(cfg: TrainConfig, planned: dict[str, int | None], dry_run: bool):
+    """``(DataShape, DatasetInfo or None)``: the dataset's, or for ``--dry-run`` without one the planned."""
     from training.data import load_dataset_info
+
+    if planned["resolution"] is None:
+        for name in ("channels", "classes"):
+            if planned[name] is not None:
+                raise click.BadParameter("only with --dry-run --resolution N (a run takes the dataset's)", param_hint=f"--{name}")
+        try:
+            info = load_dataset_info(cfg.data)
+        except (OSError, ValueError) as err:
+            raise click.BadParameter(str(err), param_hint="--data")
+        return DataShape.of(info), info
+    if not dry_run:
+        raise click.BadParameter("only with --dry-run (a run takes the dataset's resolution)", param_hint="--resolution")
+    res, channels, classes = planned["resolution"], planned["channels"] or 3, planned["classes"] or 0
+    if not (res >= 4 and res & (res - 1) == 0):
+        raise click.BadParameter(f"{res}: expected a power of two >= 4", param_hint="--resolution")
+    if channels < 1 or classes < 0:
+        raise click.BadParameter(f"channels {channels}, classes {classes}: expected >= 1 and >= 0", param_hint="--channels")
+    return DataShape(res, channels, classes), None
+
+
+def _resolve(cfg: TrainConfig, given: set[str], dist: Dist, *, new_run: bool, planned: dict[str, int | None],
+             dry_run: bool) -> "_Run":
+    """The run's complete configuration (:func:`training.resolve.resolve_run`), as CLI errors."""
     from training.precision import check_precision
 
     try:
         cfg.validate()
     except ConfigError as err:
         raise click.BadParameter(err.detail, param_hint=err.option)
+    shape, info = _data_shape(cfg, planned, dry_run)
+    file_options = options_from_file(cfg.init) if new_run and cfg.init is not None else {}
     try:
-        info = load_dataset_info(cfg.data)
-    except (OSError, ValueError) as err:
-        raise click.BadParameter(str(err), param_hint="--data")
-    try:
-        cfg = cfg.resolve(
-            resolution=info.resolution, num_classes=info.num_classes, world_size=dist.world_size,
-            accelerate_precision=os.environ.get("ACCELERATE_MIXED_PRECISION"),
+        run = resolve_run(
+            cfg, shape, world_size=dist.world_size, device_type=dist.device.type,
+            accelerate_precision=os.environ.get("ACCELERATE_MIXED_PRECISION"), given=given, file_options=file_options,
         )
-        check_precision(cfg.precision, dist.device)
+        check_precision(run.train.precision, dist.device)
     except ConfigError as err:
         raise click.BadParameter(err.detail, param_hint=err.option)
     except ValueError as err:
         raise click.BadParameter(str(err).split(": ", 1)[-1], param_hint="--precision")
-    c_dim = info.num_classes if cfg.cond else 0
-    try:
-        net_config = stylegan.resolve_config(cfg.preset, info.resolution, info.channels, c_dim, growth=cfg.growth)
-    except ValueError as err:
-        raise click.BadParameter(
-            f"the dataset {cfg.data!r} ({info.resolution}x{info.resolution}, {info.channels} channels) does not fit "
-            f"--preset={cfg.preset!r}: {err}", param_hint="--data",
-        )
-    start = cfg.growth_start or 4
-    if cfg.growth == "progressive" and start > info.resolution:
-        raise click.BadParameter(f"{start} is above the dataset's resolution {info.resolution}", param_hint="--growth-start")
-    group = net_config.mbstd_group_size if net_config.mbstd_num_channels else 1
-    batches = {cfg.batch} | set(parse_growth_batch(cfg.growth_batch).values())
-    for b in sorted(batches):
-        n = micro_batch(b, cfg.batch_gpu, dist.world_size)
-        if n % min(group, n):
-            raise click.BadParameter(
-                f"{n} images per micro-batch do not split into D's minibatch-stddev groups of "
-                f"{group}; use a multiple of {group}", param_hint="--batch-gpu",
-            )
-    return cfg, info, net_config
+    if new_run and run.train.init is not None:
+        try:
+            plan_init(run.train.init, run.network)
+        except ValueError as err:
+            raise click.BadParameter(str(err), param_hint="--init")
+    return _Run(run, info)
 
 
-def _describe(cfg: TrainConfig, opts: dict[str, Any], given: set[str], dist: Dist) -> list[str]:
-    derived = []
-    if "gamma" not in given:
-        derived.append(f"--gamma={cfg.gamma:g} (from resolution and batch)")
-    if "ema_kimg" not in given:
-        derived.append(f"--ema-kimg={cfg.ema_kimg:g}")
-    if cfg.init is not None and "ema_rampup" not in given:
-        derived.append(f"--ema-rampup={cfg.ema_rampup:g} (--init: G_ema starts trained)")
-    if "batch_gpu" not in given:
-        derived.append(f"--batch-gpu={cfg.batch_gpu}")
-    if "cond" not in given:
-        derived.append(f"--{'cond' if cfg.cond else 'no-cond'}")
+class _Run:
+    """A resolved run and the dataset it reads (``None`` for a dry run without one)."""
+
+    def __init__(self, resolved: ResolvedRun, info: Any) -> None:
+        self.resolved, self.info = resolved, info
+        self.train, self.network = resolved.train, resolved.network
+
+
+def _describe(run: _Run, dist: Dist) -> list[str]:
+    cfg = run.train
     accumulate = cfg.batch // (cfg.batch_gpu * dist.world_size)
     return [
         "config: " + json.dumps(cfg.to_dict(), sort_keys=True),
-        "derived: " + ", ".join(derived) if derived else "derived: nothing",
+        *run.resolved.describe(),
         f"processes: {dist.world_size} on {dist.device.type}, micro-batch {cfg.batch_gpu}, "
         f"{accumulate} accumulation round(s) per step, {torch.get_num_threads()} CPU threads per process",
     ]
 
 
-def _dry_run(cfg: TrainConfig, info, net_config, lines: list[str], dist: Dist) -> None:
+def _dry_run(run: _Run, lines: list[str], dist: Dist) -> None:
     from training.estimate import estimate, format_estimate
 
     if not dist.is_main:
         return
-    G, D = stylegan.build_from_config(net_config)
+    cfg = run.train
+    G, D = stylegan.build_from_config(run.network)
     for line in lines:
         click.echo(line)
-    click.echo("network: " + json.dumps(net_config.to_dict(), sort_keys=True))
+    click.echo("network: " + json.dumps(run.network.to_dict(), sort_keys=True))
     click.echo(format_estimate(estimate(G, D, cfg.batch_gpu, cfg.precision), cfg.batch_gpu))
     click.echo("dry run: nothing trained, nothing written")
 
@@ -309,19 +338,23 @@ def _run_name(cfg: TrainConfig) -> str:
     return f"{safe}-{cfg.preset}-{'cond' if cfg.cond else 'uncond'}-b{cfg.batch}{growth}"
 
 
-def _write_config(run_dir: Path, cfg: TrainConfig, info, net_config, dist: Dist, resumed: bool) -> None:
+def _write_config(run_dir: Path, run: _Run, info, dist: Dist, resumed: bool) -> None:
     path = run_dir / "config.json"
-    history = []
+    history, resolution = [], run.resolved.to_json()
     if resumed and path.is_file():
-        history = json.loads(path.read_text()).get("history", [])
-    history.append({"started": time.strftime("%Y-%m-%d %H:%M:%S"), "resumed": resumed, "kimg": cfg.kimg,
+        saved = json.loads(path.read_text())
+        history = saved.get("history", [])
+        resolution = saved.get("resolution", resolution)  # where the values came from when the run began
+    history.append({"started": time.strftime("%Y-%m-%d %H:%M:%S"), "resumed": resumed, "kimg": run.train.kimg,
                     "processes": dist.world_size})
     write_json_atomic(path, {
-        "train": cfg.to_dict(),
-        "network": net_config.to_dict(),
-        "dataset": {"source": cfg.data, "resolution": info.resolution, "channels": info.channels,
+        "train": run.train.to_dict(),
+        "network": run.network.to_dict(),
+        "resolution": resolution,
+        "dataset": {"source": run.train.data, "resolution": info.resolution, "channels": info.channels,
                     "num_images": info.num_images, "num_classes": info.num_classes,
-                    "class_names": list(info.class_names) if info.class_names else None},
+                    "class_names": list(info.class_names) if info.class_names else None,
+                    "class_counts": list(info.class_counts) if info.class_counts else None},
         "runtime": {"processes": dist.world_size, "device": str(dist.device), "torch": torch.__version__,
                     "python": platform.python_version(), "threads": torch.get_num_threads()},
         "history": history,

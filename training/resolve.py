@@ -1,0 +1,250 @@
+"""The one step that turns the options a user gave into the run's complete configuration.
+
+:func:`resolve_run` takes the given options (a :class:`TrainConfig` whose ``None`` fields were not
+given), the dataset's shape and the number of processes, and returns every value the run uses
+together with where it came from:
+
+* ``given``: on the command line (or in the resumed run's ``config.json``); always wins;
+* ``file``: implied by the ``--init`` network file (its preset and conditioning);
+* ``preset``: the preset's recipe (:mod:`stylegan.presets`, StyleGAN2-ADA's ``cfg_specs``);
+* ``derived``: computed from the data, the processes or other values (conditioning from labels,
+  the per-process batch, the precision from ``accelerate config`` or the device);
+* ``default``: an option's fixed default.
+
+The network configuration is derived here too, from the preset, the data, the width options and
+the precision: a float32 run has no float16 blocks and no clamping, as StyleGAN2-ADA's ``--fp32``.
+Nothing else in the project fills in or re-derives a training option.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import stylegan
+from stylegan.config import NetworkConfig
+from training.config import (
+    ACCELERATE_PRECISIONS,
+    ConfigError,
+    TrainConfig,
+    check_batch_split,
+    micro_batch,
+    option_name,
+    parse_growth_batch,
+)
+
+DEMO_DATA = TrainConfig.data  # the demo dataset (no --data): trains the tiny preset
+RECIPE_FIELDS = ("kimg", "batch", "glr", "dlr", "gamma", "ema_kimg", "ema_rampup", "pl_weight", "mixing", "snap")
+NETWORK_FIELDS = {"cbase": "channel_base", "cmax": "channel_max", "map": "mapping_layers", "mbstd_group": "mbstd_group_size"}
+
+
+@dataclass(frozen=True)
+class DataShape:
+    """What resolution needs to know of the dataset."""
+
+    resolution: int
+    channels: int
+    num_classes: int = 0
+    class_counts: tuple[int, ...] | None = None
+
+    @classmethod
+    def of(cls, info: Any) -> "DataShape":
+        """From a :class:`training.data.DatasetInfo`."""
+        return cls(info.resolution, info.channels, info.num_classes, info.class_counts)
+
+
+@dataclass(frozen=True)
+class ResolvedRun:
+    """A run's complete configuration: the training options, the networks, and each option's source."""
+
+    train: TrainConfig
+    network: NetworkConfig
+    sources: dict[str, str] = field(default_factory=dict)  # field -> given | file | preset | derived | default
+    notes: dict[str, str] = field(default_factory=dict)  # field -> why a derived value is what it is
+
+    def by_source(self, source: str) -> list[str]:
+        return [name for name, s in self.sources.items() if s == source]
+
+    def describe(self) -> list[str]:
+        """The lines ``--dry-run`` and the run's log start with: what came from where."""
+        cfg = self.train
+
+        def flag(name: str) -> str:
+            value = getattr(cfg, name)
+            if isinstance(value, bool):
+                return option_name(name) if value else "--no-" + name.replace("_", "-")
+            return f"{option_name(name)}={value:g}" if isinstance(value, float) else f"{option_name(name)}={value}"
+
+        def note(name: str) -> str:
+            return f" ({self.notes[name]})" if name in self.notes else ""
+
+        lines = []
+        for source, label in (("file", f"from --init {cfg.init}"), ("preset", f"from --preset {cfg.preset}")):
+            names = self.by_source(source)
+            if names:
+                lines.append(f"{label}: " + " ".join(flag(n) + note(n) for n in names))
+        derived = self.by_source("derived")
+        lines.append("derived: " + (", ".join(flag(n) + note(n) for n in derived) if derived else "nothing"))
+        return lines
+
+    def to_json(self) -> dict[str, Any]:
+        return {"sources": dict(sorted(self.sources.items())), "notes": dict(sorted(self.notes.items()))}
+
+
+def given_fields(cfg: TrainConfig) -> set[str]:
+    """Fields of ``cfg`` that differ from :class:`TrainConfig`'s defaults: what a caller set."""
+    default = TrainConfig()
+    return {f.name for f in fields(cfg) if getattr(cfg, f.name) != getattr(default, f.name)}
+
+
+def resolve_run(
+    cfg: TrainConfig,
+    shape: DataShape,
+    *,
+    world_size: int = 1,
+    device_type: str = "cpu",
+    accelerate_precision: str | None = None,
+    given: set[str] | None = None,
+    file_options: dict[str, Any] | None = None,
+) -> ResolvedRun:
+    """Fill every option of ``cfg`` that was not given and build the network configuration.
+
+    Args:
+        cfg: the options; ``None`` fields were not given.
+        shape: the dataset's resolution, channels and classes.
+        world_size: the number of training processes.
+        device_type: ``'cuda'`` or ``'cpu'``; the presets' float16 needs CUDA.
+        accelerate_precision: ``accelerate config``'s mixed precision (``no``/``fp16``/``bf16``).
+        given: the names the user gave (default: those differing from the defaults).
+        file_options: what the ``--init`` file implies (``preset``, ``cond``), where not given.
+
+    Raises:
+        ConfigError: a value that cannot work with this data or these processes; the message
+            names the option.
+    """
+    cfg.validate()
+    given = given_fields(cfg) if given is None else set(given)
+    sources: dict[str, str] = {}
+    notes: dict[str, str] = {}
+    values: dict[str, Any] = {}
+
+    def take(name: str, value: Any, source: str, why: str | None = None) -> None:
+        """Fill ``name`` unless it was given or already filled by an earlier (stronger) source."""
+        if (getattr(cfg, name) is not None and name in given) or name in values:
+            return
+        values[name] = value
+        sources[name] = source
+        if why:
+            notes[name] = why
+
+    for name in given:
+        sources[name] = "given"
+    for name, value in (file_options or {}).items():
+        if name not in given:
+            take(name, value, "file")
+
+    # The preset: given, implied by --init's file, else 'auto' for the user's data and 'tiny' for the demo.
+    preset = values.get("preset", cfg.preset)
+    if preset is None:
+        preset = "tiny" if cfg.data == DEMO_DATA and "data" not in given else "auto"
+        take("preset", preset, "derived", "the demo dataset" if preset == "tiny" else "--data without --preset")
+
+    try:
+        recipe = stylegan.preset_recipe(preset, shape.resolution, world_size)
+        network_defaults = stylegan.preset_network(preset, shape.resolution, world_size)
+    except ValueError as err:
+        raise ConfigError("--data", f"the dataset ({shape.resolution}x{shape.resolution}) does not fit --preset={preset!r}: {err}") from None
+    if cfg.init is not None and cfg.ema_rampup is None:
+        take("ema_rampup", 0.0, "derived", "--init: G_ema starts trained")
+    for name in RECIPE_FIELDS:
+        if getattr(cfg, name) is None:
+            take(name, getattr(recipe, name), "preset")
+    batch = values.get("batch", cfg.batch)
+    if cfg.batch_gpu is None:
+        if recipe.batch_gpu is not None and "batch" not in given and batch // world_size >= 1:
+            take("batch_gpu", min(recipe.batch_gpu, batch // world_size), "preset")
+        else:
+            if batch % world_size:
+                raise ConfigError(
+                    "--batch",
+                    f"{batch} is not divisible by the number of processes ({world_size}); "
+                    f"use a multiple of {world_size} (e.g. {world_size * max(1, batch // world_size)})",
+                )
+            take("batch_gpu", batch // world_size, "derived", "batch / processes")
+    for name, net_name in NETWORK_FIELDS.items():
+        if getattr(cfg, name) is None:
+            take(name, network_defaults[net_name], "preset")
+
+    cond = values.get("cond", cfg.cond)
+    if cond is None:
+        take("cond", shape.num_classes > 0, "derived", "the dataset has labels" if shape.num_classes else "no labels")
+    elif cond and shape.num_classes == 0:
+        raise ConfigError("--cond", f"the dataset {cfg.data!r} has no labels; use --no-cond")
+
+    if cfg.precision is None:
+        accel = ACCELERATE_PRECISIONS.get((accelerate_precision or "").lower())
+        if accel is not None:
+            take("precision", accel, "derived", "accelerate config")
+        elif recipe.precision != "fp32" and device_type != "cuda":
+            take("precision", "fp32", "derived", f"the preset's {recipe.precision} needs CUDA")
+        else:
+            take("precision", recipe.precision, "preset")
+
+    resolved = cfg.replace(**values)
+    for name in sorted(f.name for f in fields(resolved)):
+        sources.setdefault(name, "default")
+    network = network_config(resolved, shape)
+    _check_batches(resolved, network, world_size, shape.resolution)
+    missing = resolved.unresolved()
+    if missing:  # a programming error: every option must have a source
+        raise AssertionError(f"unresolved options: {missing}")
+    return ResolvedRun(resolved, network, sources, notes)
+
+
+def network_config(cfg: TrainConfig, shape: DataShape) -> NetworkConfig:
+    """The networks of a resolved ``cfg`` on data of ``shape``. Float32 runs have no float16 blocks
+    and no clamping (StyleGAN2-ADA ``--fp32``); fp16 and bf16 runs take the preset's."""
+    overrides: dict[str, Any] = {net: getattr(cfg, ours) for ours, net in NETWORK_FIELDS.items()}
+    if cfg.precision == "fp32":
+        overrides.update(num_fp16_res=0, conv_clamp=None)
+    c_dim = shape.num_classes if cfg.cond else 0
+    try:
+        return stylegan.resolve_config(cfg.preset, shape.resolution, shape.channels, c_dim, growth=cfg.growth, **overrides)
+    except ValueError as err:
+        raise ConfigError(
+            "--data", f"the dataset ({shape.resolution}x{shape.resolution}, {shape.channels} channels) does not fit "
+            f"--preset={cfg.preset!r}: {err}",
+        ) from None
+
+
+def _check_batches(cfg: TrainConfig, network: NetworkConfig, world_size: int, resolution: int) -> None:
+    """Every global batch must split into whole micro-batches, and each micro-batch into D's
+    minibatch-stddev groups."""
+    check_batch_split(cfg.batch, cfg.batch_gpu, world_size, "--batch")
+    growth_batches = parse_growth_batch(cfg.growth_batch)
+    for res, b in growth_batches.items():
+        if res > resolution:
+            raise ConfigError("--growth-batch", f"resolution {res} is above the dataset's resolution {resolution}")
+        check_batch_split(b, micro_batch(b, cfg.batch_gpu, world_size), world_size, "--growth-batch")
+    start = cfg.growth_start or 4
+    if cfg.growth == "progressive" and start > resolution:
+        raise ConfigError("--growth-start", f"{start} is above the dataset's resolution {resolution}")
+    group = network.mbstd_group_size if network.mbstd_num_channels else 1
+    for b in sorted({cfg.batch} | set(growth_batches.values())):
+        n = micro_batch(b, cfg.batch_gpu, world_size)
+        if n % min(group, n):
+            raise ConfigError(
+                "--batch-gpu", f"{n} images per micro-batch do not split into D's minibatch-stddev groups of "
+                f"{group}; use a multiple of {group} (or --mbstd-group)",
+            )
+
+
+def with_network_fields(saved: dict[str, Any], network: dict[str, Any]) -> dict[str, Any]:
+    """A saved ``config.json`` train section from before the width options existed, completed from
+    its network section so that a resumed run rebuilds the same networks."""
+    out = dict(saved)
+    for ours, net in NETWORK_FIELDS.items():
+        if out.get(ours) is None and net in network:
+            out[ours] = network[net]
+    return out
+
