@@ -126,10 +126,9 @@ def train_step(session: Session, feed: DataFeed, stop: StopRequest, resample_fil
             settings=session.settings, dist=dist, pl_mean=session.pl_mean, amp=amp,
             scaler=session.scaler_G if on_G else session.scaler_D, stop_requested=stop.requested,
         )
-        if name == "G_reg" and not result.skipped:
-            # Running mean of the path lengths over all processes (StyleGAN2 sec. 3.2).
-            target = torch.full_like(session.pl_mean, result.mean("pl_length"))
-            session.pl_mean.lerp_(target, cfg.pl_decay)
+        if result.pl_mean is not None:
+            # The running mean of the path lengths (StyleGAN2 sec. 3.2), updated by G_reg before its penalty.
+            session.pl_mean.fill_(result.pl_mean)
         results.append(result)
     update_ema(session.G_ema, session.G, session.ema.beta(p.nimg, phase.batch))
     skipped = sum(r.skipped for r in results)
@@ -276,7 +275,7 @@ def fit(
     stop = stop or StopRequest()
     info = load_dataset_info(cfg.data)
     c_dim = info.num_classes if cfg.cond else 0
-    session = build_session(cfg, dist, network_config(cfg, DataShape.of(info)))
+    session = build_session(cfg, dist, network_config(cfg, DataShape.of(info)), class_counts=info.class_counts)
     if state_dir is not None:
         for note in restore_session(session, load_state(state_dir, dist.device)):
             log.info(f"note: {note}")

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import Callable, ContextManager
+from typing import Callable, ContextManager, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -39,11 +39,22 @@ def sample_z(n: int, z_dim: int, gen: torch.Generator, device: torch.device) -> 
     return torch.randn([n, z_dim], generator=gen, device=device)
 
 
-def sample_c(n: int, c_dim: int, gen: torch.Generator, device: torch.device) -> torch.Tensor:
-    """``n`` one-hot labels drawn uniformly from ``c_dim`` classes (``[n, 0]`` when unconditional)."""
+def sample_c(
+    n: int, c_dim: int, gen: torch.Generator, device: torch.device, class_probs: Sequence[float] | None = None
+) -> torch.Tensor:
+    """``n`` one-hot labels for the fakes (``[n, 0]`` when unconditional).
+
+    Drawn from ``class_probs``, the dataset's class frequencies, as StyleGAN2-ADA draws the labels of
+    random dataset items: on imbalanced data G then sees each class as often as D sees it in the reals.
+    Uniform when no frequencies are given.
+    """
     if c_dim == 0:
         return torch.zeros([n, 0], device=device)
-    idx = torch.randint(0, c_dim, [n], generator=gen, device=device)
+    if class_probs is None:
+        idx = torch.randint(0, c_dim, [n], generator=gen, device=device)
+    else:
+        probs = torch.as_tensor(class_probs, dtype=torch.float64, device=device)
+        idx = torch.multinomial(probs, n, replacement=True, generator=gen)
     return F.one_hot(idx, c_dim).float()
 
 
@@ -61,7 +72,9 @@ def run_G(
     """Generate images with style-mixing regularisation; returns ``(img, ws)``.
 
     ``ws`` is the ``[N, num_ws, w_dim]`` tensor that synthesis consumed (after mixing), which is what
-    path-length regularisation differentiates against. The noise inputs are drawn from ``gen``;
+    path-length regularisation differentiates against. ``update_emas`` lets the main mapping call
+    move G's ``w_avg`` (StyleGAN2-ADA does so in every phase that runs G: G_main, G_reg and D_main);
+    the second mapping call of style mixing never does. The noise inputs are drawn from ``gen``;
     ``precision`` is the networks' own (see :func:`training.precision.network_precision`). The
     mapping network runs in float32 outside ``amp`` (it is small, and ``w_avg`` is a float32 running
     mean, as in StyleGAN2-ADA where only synthesis blocks use float16); synthesis runs inside it.
@@ -92,7 +105,7 @@ def g_main_loss(
     G, D, z, c, *, mixing: float, gen: torch.Generator, amp: AmpContext = contextlib.nullcontext, precision: str = "fp32"
 ):
     """Non-saturating G loss ``softplus(-D(G(z)))`` per sample, and the fake logits."""
-    img, _ = run_G(G, z, c, mixing=mixing, gen=gen, precision=precision, amp=amp)
+    img, _ = run_G(G, z, c, mixing=mixing, gen=gen, update_emas=True, precision=precision, amp=amp)
     with amp():
         logits = run_D(D, img, c, precision)
     return F.softplus(-logits), logits.detach()
@@ -101,10 +114,7 @@ def g_main_loss(
 def d_fake_loss(
     G, D, z, c, *, mixing: float, gen: torch.Generator, amp: AmpContext = contextlib.nullcontext, precision: str = "fp32"
 ):
-    """D loss on fakes ``softplus(D(G(z)))`` per sample, and the logits; G runs without a graph.
-
-    As in StyleGAN2-ADA, this is where G's mapping updates its running average ``w_avg``.
-    """
+    """D loss on fakes ``softplus(D(G(z)))`` per sample, and the logits; G runs without a graph."""
     with torch.no_grad():
         img, _ = run_G(G, z, c, mixing=mixing, gen=gen, update_emas=True, precision=precision, amp=amp)
     with amp():
@@ -155,7 +165,7 @@ def path_lengths(
     precision: str = "fp32",
 ) -> torch.Tensor:
     """``||J_w^T y||_2`` per sample (StyleGAN2 eq. 4), averaged over the ``ws`` of each sample."""
-    img, ws = run_G(G, z, c, mixing=mixing, gen=gen, precision=precision, amp=amp)
+    img, ws = run_G(G, z, c, mixing=mixing, gen=gen, update_emas=True, precision=precision, amp=amp)
     h, w = img.shape[2], img.shape[3]
     # y ~ N(0, I) / sqrt(H*W) makes the expected length independent of the resolution.
     y = torch.randn(img.shape, generator=gen, device=img.device, dtype=torch.float32) / math.sqrt(h * w)
@@ -165,5 +175,24 @@ def path_lengths(
 
 
 def pl_penalty(lengths: torch.Tensor, pl_mean: torch.Tensor) -> torch.Tensor:
-    """``(length - a)^2`` per sample, with the running mean ``a`` held fixed during the step."""
+    """``(length - a)^2`` per sample against the running mean ``a`` (already updated with this
+    phase's lengths, see :func:`updated_pl_mean`)."""
     return (lengths - pl_mean.detach()).square()
+
+
+def updated_pl_mean(pl_mean: torch.Tensor, lengths_mean: float, decay: float) -> torch.Tensor:
+    """StyleGAN2's running mean of the path lengths, moved towards this phase's mean *before* the
+    penalty is taken against it, in StyleGAN2-ADA's order: ``a' = lerp(a, mean(lengths), decay)``."""
+    return pl_mean.detach().lerp(torch.full_like(pl_mean, lengths_mean), decay)
+
+
+def pl_surrogate_weights(lengths: torch.Tensor, new_mean: torch.Tensor, lengths_mean: float, decay: float) -> torch.Tensor:
+    """Per-sample weights ``w_i`` whose ``sum(w_i * length_i)`` has the gradient of the penalty
+    ``sum_i (length_i - a')^2`` with ``a' = (1 - decay) a + decay * mean(lengths)``.
+
+    StyleGAN2-ADA lets the gradient flow through ``mean(lengths)`` inside ``a'`` too. Its chain rule
+    gives ``w_i = 2 (length_i - a') - 2 decay (mean(lengths) - a')``; with the mean taken over the
+    phase's samples on every process, the gradient does not depend on how they are split.
+    """
+    a = new_mean.detach()
+    return (2 * (lengths.detach() - a) - 2 * decay * (lengths_mean - a)).detach()

@@ -14,7 +14,7 @@ import copy
 import dataclasses
 import hashlib
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 
@@ -112,8 +112,19 @@ def make_schedule(cfg: TrainConfig, resolution: int) -> GrowthSchedule:
     )
 
 
-def build_session(cfg: TrainConfig, dist: Dist, net_config: NetworkConfig) -> Session:
-    """A fresh session for a resolved ``cfg`` and its networks (see :func:`training.resolve.resolve_run`)."""
+def class_probs(class_counts: Sequence[int] | None, c_dim: int) -> tuple[float, ...] | None:
+    """The fakes' label frequencies: the dataset's class counts, normalised (``None``: uniform)."""
+    if not c_dim or not class_counts or len(class_counts) != c_dim or sum(class_counts) <= 0:
+        return None
+    total = sum(class_counts)
+    return tuple(n / total for n in class_counts)
+
+
+def build_session(
+    cfg: TrainConfig, dist: Dist, net_config: NetworkConfig, class_counts: Sequence[int] | None = None
+) -> Session:
+    """A fresh session for a resolved ``cfg`` and its networks (see :func:`training.resolve.resolve_run`);
+    ``class_counts`` (dataset.json's) make the fakes' labels follow the dataset's class frequencies."""
     G, D = build_networks(cfg, net_config)
     G, D = G.to(dist.device).train(), D.to(dist.device).train()
     dist.broadcast_module_(G)
@@ -127,6 +138,8 @@ def build_session(cfg: TrainConfig, dist: Dist, net_config: NetworkConfig) -> Se
         pl_batch_shrink=cfg.pl_batch_shrink,
         mixing=cfg.mixing,
         precision=network_precision(cfg.precision),
+        pl_decay=cfg.pl_decay,
+        class_probs=class_probs(class_counts, net_config.c_dim),
     )
     # Lazy regularisation's Adam correction whenever an interval is set, as in StyleGAN2-ADA's loop:
     # also when a weight is 0 (cifar has no path length, yet G's lr is 0.0025 * 4/5 there too).

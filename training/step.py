@@ -45,6 +45,8 @@ class LossSettings:
     pl_batch_shrink: int
     mixing: float
     precision: str = "fp32"  # the networks' own precision argument (training.precision.network_precision)
+    pl_decay: float = 0.01  # StyleGAN2's running-mean decay of the path lengths
+    class_probs: tuple[float, ...] | None = None  # the fakes' label frequencies (the dataset's); None: uniform
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,7 @@ class PhaseResult:
     sums: dict[str, float] = field(default_factory=dict)
     skipped: bool = False
     stop_requested: bool = False
+    pl_mean: float | None = None  # G_reg: the path-length running mean after this phase
 
     def mean(self, key: str) -> float:
         return self.sums[key] / max(self.count, 1)
@@ -136,7 +139,6 @@ def _micro_losses(
     mb: MicroBatch,
     gen: torch.Generator,
     s: LossSettings,
-    pl_mean: torch.Tensor,
     amp: L.AmpContext,
     grad_scale: float,
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -144,17 +146,10 @@ def _micro_losses(
     n, device, prec = mb.real.shape[0], mb.real.device, s.precision
     if name in ("G_main", "D_main"):
         z = L.sample_z(n, G.z_dim, gen, device)
-        c = L.sample_c(n, G.c_dim, gen, device)
+        c = L.sample_c(n, G.c_dim, gen, device, s.class_probs)
     if name == "G_main":
         loss, fake = L.g_main_loss(G, D, z, c, mixing=s.mixing, gen=gen, amp=amp, precision=prec)
         return loss.sum(), [loss.detach(), fake]
-    if name == "G_reg":
-        m = pl_micro_batch(n, s.pl_batch_shrink)
-        z = L.sample_z(m, G.z_dim, gen, device)
-        c = L.sample_c(m, G.c_dim, gen, device)
-        lengths = L.path_lengths(G, z, c, mixing=s.mixing, gen=gen, grad_scale=grad_scale, amp=amp, precision=prec)
-        penalty = L.pl_penalty(lengths, pl_mean)
-        return (penalty * (s.pl_weight * s.pl_interval)).sum(), [penalty.detach(), lengths.detach()]
     if name == "D_main":
         loss_fake, fake = L.d_fake_loss(G, D, z, c, mixing=s.mixing, gen=gen, amp=amp, precision=prec)
         loss_real, real = L.d_real_loss(D, mb.real, mb.real_c, amp=amp, precision=prec)
@@ -162,7 +157,40 @@ def _micro_losses(
     if name == "D_reg":
         penalty = L.r1_penalty(D, mb.real, mb.real_c, grad_scale=grad_scale, amp=amp, precision=prec)
         return (penalty * (s.r1_gamma / 2 * s.r1_interval)).sum(), [penalty.detach()]
-    raise ValueError(f"phase={name!r}: expected one of {', '.join(PHASES)}")
+    raise ValueError(f"phase={name!r}: expected one of {', '.join(PHASES[:1] + PHASES[2:])} here")
+
+
+def _pl_lengths(G: torch.nn.Module, mb: MicroBatch, s: LossSettings, amp: L.AmpContext, grad_scale: float) -> torch.Tensor:
+    """Path lengths of one micro-batch's (smaller) G_reg batch, with the graph for backward."""
+    device = mb.real.device
+    gen = seeded(mb.seed, device)
+    m = pl_micro_batch(mb.real.shape[0], s.pl_batch_shrink)
+    z = L.sample_z(m, G.z_dim, gen, device)
+    c = L.sample_c(m, G.c_dim, gen, device, s.class_probs)
+    return L.path_lengths(G, z, c, mixing=s.mixing, gen=gen, grad_scale=grad_scale, amp=amp, precision=s.precision)
+
+
+def _accumulate_pl(
+    G: torch.nn.Module, micro_batches: Sequence[MicroBatch], s: LossSettings, dist: Dist, pl_mean: torch.Tensor,
+    amp: L.AmpContext, scaler: torch.amp.GradScaler | None, grad_scale: float, count: int, stats: torch.Tensor,
+) -> torch.Tensor:
+    """G_reg in StyleGAN2-ADA's order: update the running mean with this phase's lengths, then
+    penalise against the updated mean. The mean is over the whole phase (all micro-batches of all
+    processes), so the lengths of every micro-batch are computed first and kept for backward; one
+    small all-reduce gives their global mean. Returns the updated running mean."""
+    lengths = [_pl_lengths(G, mb, s, amp, grad_scale) for mb in micro_batches]
+    total = torch.stack([torch.stack([l.detach().double().sum() for l in lengths]).sum(),
+                         torch.tensor(float(sum(l.numel() for l in lengths)), dtype=torch.float64, device=stats.device)])
+    dist.sum_([total])
+    lengths_mean = float(total[0] / total[1].clamp(min=1))
+    new_mean = L.updated_pl_mean(pl_mean, lengths_mean, s.pl_decay)
+    for l in lengths:
+        weights = L.pl_surrogate_weights(l, new_mean, lengths_mean, s.pl_decay)
+        loss = (weights * l).sum() * (s.pl_weight * s.pl_interval) / count
+        (loss if scaler is None else scaler.scale(loss)).backward()
+        stats[0] += L.pl_penalty(l.detach(), new_mean).double().sum()
+        stats[1] += l.detach().double().sum()
+    return new_mean
 
 
 def run_phase(
@@ -193,19 +221,23 @@ def run_phase(
     keys = PHASE_STATS[name]
     stats = torch.zeros(len(keys) + 1, dtype=torch.float64, device=device)
     grad_scale = 1.0 if scaler is None else float(scaler.get_scale())
-    # D_main updates G's w_avg (mapping with update_emas=True): keep it in step across processes.
-    bufs = [b for b in G.buffers() if b.is_floating_point()] if name == "D_main" else []
+    # Every phase that runs G's mapping moves its w_avg (as StyleGAN2-ADA): keep it in step across processes.
+    bufs = [b for b in G.buffers() if b.is_floating_point()] if name != "D_reg" else []
     bufs_before = [b.detach().clone() for b in bufs]
 
     opt.zero_grad(set_to_none=True)
+    new_pl_mean = None
     with requires_grad(trained, True), requires_grad(frozen, False):
-        for mb in micro_batches:
-            gen = seeded(mb.seed, device)
-            loss, per_sample = _micro_losses(name, G, D, mb, gen, settings, pl_mean, amp, grad_scale)
-            loss = loss / count
-            (loss if scaler is None else scaler.scale(loss)).backward()
-            for i, v in enumerate(per_sample):
-                stats[i] += v.double().sum()
+        if name == "G_reg":
+            new_pl_mean = _accumulate_pl(G, micro_batches, settings, dist, pl_mean, amp, scaler, grad_scale, count, stats)
+        else:
+            for mb in micro_batches:
+                gen = seeded(mb.seed, device)
+                loss, per_sample = _micro_losses(name, G, D, mb, gen, settings, amp, grad_scale)
+                loss = loss / count
+                (loss if scaler is None else scaler.scale(loss)).backward()
+                for i, v in enumerate(per_sample):
+                    stats[i] += v.double().sum()
     stats[-1] = float(stop_requested)
 
     params = [p for p in trained.parameters() if p.grad is not None]
@@ -223,6 +255,7 @@ def run_phase(
         sums={k: float(stats[i]) for i, k in enumerate(keys)},
         skipped=not finite,
         stop_requested=bool(stats[-1] > 0),
+        pl_mean=float(new_pl_mean) if new_pl_mean is not None and finite else None,
     )
     with torch.no_grad():
         if not finite:
