@@ -18,6 +18,7 @@ def _count(module: torch.nn.Module) -> int:
     [
         ("paper256", 256, 24_767_458, 2_101_248, 22_666_210, 24_001_089),  # ADA paper256
         ("stylegan2", 1024, 30_370_060, 2_101_248, 28_268_812, 29_012_513),  # StyleGAN2 config-f
+        ("paper1024", 1024, 30_370_060, 2_101_248, 28_268_812, 29_012_513),  # ADA paper1024 (fmaps 1) = config-f
     ],
 )
 def test_parameter_count_parity(
