@@ -16,22 +16,17 @@ processes give the gradient of the same global mean.
 First-order gradients that the regularisers penalise are taken with
 ``torch.autograd.grad(create_graph=True)``; the caller then runs a plain ``backward``.
 
-``amp`` is the mixed-precision context (:func:`training.precision.autocast`); forward passes run
-inside it and the gradients the regularisers need are taken outside it, as PyTorch's AMP recipe
-for gradient penalties does.
+Mixed precision is the networks' own (``precision``, see :func:`training.precision.network_precision`):
+they run their top blocks in float16 / bfloat16 and return float32 images and logits, so every loss
+here is computed in float32 and no autocast context is needed.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
-from typing import Callable, ContextManager
 
 import torch
 import torch.nn.functional as F
-
-
-AmpContext = Callable[[], ContextManager]
 
 
 def sample_z(n: int, z_dim: int, gen: torch.Generator, device: torch.device) -> torch.Tensor:
@@ -56,15 +51,14 @@ def run_G(
     gen: torch.Generator,
     update_emas: bool = False,
     precision: str = "fp32",
-    amp: AmpContext = contextlib.nullcontext,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Generate images with style-mixing regularisation; returns ``(img, ws)``.
 
     ``ws`` is the ``[N, num_ws, w_dim]`` tensor that synthesis consumed (after mixing), which is what
     path-length regularisation differentiates against. The noise inputs are drawn from ``gen``;
-    ``precision`` is the networks' own (see :func:`training.precision.network_precision`). The
-    mapping network runs in float32 outside ``amp`` (it is small, and ``w_avg`` is a float32 running
-    mean, as in StyleGAN2-ADA where only synthesis blocks use float16); synthesis runs inside it.
+    ``precision`` is the networks' own (see :func:`training.precision.network_precision`): it
+    reaches only the synthesis blocks; the mapping network runs in float32 (``w_avg`` is a float32
+    running mean, and in StyleGAN2-ADA only synthesis blocks use float16).
     """
     ws = G.mapping(z, c, update_emas=update_emas)
     if mixing > 0:
@@ -78,8 +72,7 @@ def run_G(
         layer = torch.arange(num_ws, device=z.device)
         take2 = (layer[None, :] >= cutoff[:, None])[:, :, None]  # [N, num_ws, 1]
         ws = torch.where(take2, ws2, ws)
-    with amp():
-        img = G.synthesis(ws, precision=precision, generator=gen)
+    img = G.synthesis(ws, precision=precision, generator=gen)
     return img, ws
 
 
@@ -89,35 +82,32 @@ def run_D(D: torch.nn.Module, img: torch.Tensor, c: torch.Tensor, precision: str
 
 
 def g_main_loss(
-    G, D, z, c, *, mixing: float, gen: torch.Generator, amp: AmpContext = contextlib.nullcontext, precision: str = "fp32"
+    G, D, z, c, *, mixing: float, gen: torch.Generator, precision: str = "fp32"
 ):
     """Non-saturating G loss ``softplus(-D(G(z)))`` per sample, and the fake logits."""
-    img, _ = run_G(G, z, c, mixing=mixing, gen=gen, precision=precision, amp=amp)
-    with amp():
-        logits = run_D(D, img, c, precision)
+    img, _ = run_G(G, z, c, mixing=mixing, gen=gen, precision=precision)
+    logits = run_D(D, img, c, precision)
     return F.softplus(-logits), logits.detach()
 
 
 def d_fake_loss(
-    G, D, z, c, *, mixing: float, gen: torch.Generator, amp: AmpContext = contextlib.nullcontext, precision: str = "fp32"
+    G, D, z, c, *, mixing: float, gen: torch.Generator, precision: str = "fp32"
 ):
     """D loss on fakes ``softplus(D(G(z)))`` per sample, and the logits; G runs without a graph.
 
     As in StyleGAN2-ADA, this is where G's mapping updates its running average ``w_avg``.
     """
     with torch.no_grad():
-        img, _ = run_G(G, z, c, mixing=mixing, gen=gen, update_emas=True, precision=precision, amp=amp)
-    with amp():
-        logits = run_D(D, img, c, precision)
+        img, _ = run_G(G, z, c, mixing=mixing, gen=gen, update_emas=True, precision=precision)
+    logits = run_D(D, img, c, precision)
     return F.softplus(logits), logits.detach()
 
 
 def d_real_loss(
-    D, real: torch.Tensor, c: torch.Tensor, *, amp: AmpContext = contextlib.nullcontext, precision: str = "fp32"
+    D, real: torch.Tensor, c: torch.Tensor, *, precision: str = "fp32"
 ):
     """D loss on reals ``softplus(-D(x))`` per sample, and the logits."""
-    with amp():
-        logits = run_D(D, real, c, precision)
+    logits = run_D(D, real, c, precision)
     return F.softplus(-logits), logits.detach()
 
 
@@ -127,7 +117,6 @@ def r1_penalty(
     c: torch.Tensor,
     *,
     grad_scale: float = 1.0,
-    amp: AmpContext = contextlib.nullcontext,
     precision: str = "fp32",
 ) -> torch.Tensor:
     """``||grad_x D(x)||^2`` per sample: R1 (Mescheder et al. 2018, eq. 9) without ``gamma / 2``.
@@ -136,8 +125,7 @@ def r1_penalty(
     does not underflow) and unscaled before squaring, as the AMP recipe for gradient penalties does.
     """
     real = real.detach().requires_grad_(True)
-    with amp():
-        logits = run_D(D, real, c, precision)
+    logits = run_D(D, real, c, precision)
     (grads,) = torch.autograd.grad(logits.sum() * grad_scale, real, create_graph=True)
     grads = grads.float() / grad_scale
     return grads.square().sum(dim=[1, 2, 3])
@@ -151,11 +139,10 @@ def path_lengths(
     mixing: float,
     gen: torch.Generator,
     grad_scale: float = 1.0,
-    amp: AmpContext = contextlib.nullcontext,
     precision: str = "fp32",
 ) -> torch.Tensor:
     """``||J_w^T y||_2`` per sample (StyleGAN2 eq. 4), averaged over the ``ws`` of each sample."""
-    img, ws = run_G(G, z, c, mixing=mixing, gen=gen, precision=precision, amp=amp)
+    img, ws = run_G(G, z, c, mixing=mixing, gen=gen, precision=precision)
     h, w = img.shape[2], img.shape[3]
     # y ~ N(0, I) / sqrt(H*W) makes the expected length independent of the resolution.
     y = torch.randn(img.shape, generator=gen, device=img.device, dtype=torch.float32) / math.sqrt(h * w)

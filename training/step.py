@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
-from typing import Callable, ContextManager, Iterator, Sequence
+from typing import Iterator, Sequence
 
 import torch
 
@@ -137,7 +137,6 @@ def _micro_losses(
     gen: torch.Generator,
     s: LossSettings,
     pl_mean: torch.Tensor,
-    amp: L.AmpContext,
     grad_scale: float,
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """The summed (unnormalised) loss of one micro-batch and its per-sample statistics."""
@@ -146,21 +145,21 @@ def _micro_losses(
         z = L.sample_z(n, G.z_dim, gen, device)
         c = L.sample_c(n, G.c_dim, gen, device)
     if name == "G_main":
-        loss, fake = L.g_main_loss(G, D, z, c, mixing=s.mixing, gen=gen, amp=amp, precision=prec)
+        loss, fake = L.g_main_loss(G, D, z, c, mixing=s.mixing, gen=gen, precision=prec)
         return loss.sum(), [loss.detach(), fake]
     if name == "G_reg":
         m = pl_micro_batch(n, s.pl_batch_shrink)
         z = L.sample_z(m, G.z_dim, gen, device)
         c = L.sample_c(m, G.c_dim, gen, device)
-        lengths = L.path_lengths(G, z, c, mixing=s.mixing, gen=gen, grad_scale=grad_scale, amp=amp, precision=prec)
+        lengths = L.path_lengths(G, z, c, mixing=s.mixing, gen=gen, grad_scale=grad_scale, precision=prec)
         penalty = L.pl_penalty(lengths, pl_mean)
         return (penalty * (s.pl_weight * s.pl_interval)).sum(), [penalty.detach(), lengths.detach()]
     if name == "D_main":
-        loss_fake, fake = L.d_fake_loss(G, D, z, c, mixing=s.mixing, gen=gen, amp=amp, precision=prec)
-        loss_real, real = L.d_real_loss(D, mb.real, mb.real_c, amp=amp, precision=prec)
+        loss_fake, fake = L.d_fake_loss(G, D, z, c, mixing=s.mixing, gen=gen, precision=prec)
+        loss_real, real = L.d_real_loss(D, mb.real, mb.real_c, precision=prec)
         return (loss_fake + loss_real).sum(), [(loss_fake + loss_real).detach(), real, fake]
     if name == "D_reg":
-        penalty = L.r1_penalty(D, mb.real, mb.real_c, grad_scale=grad_scale, amp=amp, precision=prec)
+        penalty = L.r1_penalty(D, mb.real, mb.real_c, grad_scale=grad_scale, precision=prec)
         return (penalty * (s.r1_gamma / 2 * s.r1_interval)).sum(), [penalty.detach()]
     raise ValueError(f"phase={name!r}: expected one of {', '.join(PHASES)}")
 
@@ -175,7 +174,6 @@ def run_phase(
     settings: LossSettings,
     dist: Dist,
     pl_mean: torch.Tensor,
-    amp: Callable[[], ContextManager] = contextlib.nullcontext,
     scaler: torch.amp.GradScaler | None = None,
     stop_requested: bool = False,
 ) -> PhaseResult:
@@ -201,7 +199,7 @@ def run_phase(
     with requires_grad(trained, True), requires_grad(frozen, False):
         for mb in micro_batches:
             gen = seeded(mb.seed, device)
-            loss, per_sample = _micro_losses(name, G, D, mb, gen, settings, pl_mean, amp, grad_scale)
+            loss, per_sample = _micro_losses(name, G, D, mb, gen, settings, pl_mean, grad_scale)
             loss = loss / count
             (loss if scaler is None else scaler.scale(loss)).backward()
             for i, v in enumerate(per_sample):
