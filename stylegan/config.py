@@ -60,7 +60,7 @@ class NetworkConfig:
     channel_max: int = 512
     g_architecture: str = "skip"  # StyleGAN2 fig. 7: skip generator ...
     d_architecture: str = "resnet"  # ... and residual discriminator are config-e/f
-    num_fp16_res: int = 0  # run the highest N resolutions in float16 (CUDA only)
+    num_fp16_res: int = 0  # the highest N resolutions run in float16/bfloat16 (stylegan/precision.py)
     conv_clamp: float | None = None  # clamp conv outputs to [-conv_clamp, conv_clamp]
     mbstd_group_size: int = 4  # minibatch standard deviation group (ProGAN sec. 3)
     mbstd_num_channels: int = 1  # feature maps the mbstd layer appends; 0 disables it

@@ -9,6 +9,11 @@ adds a 1x1 downsampling shortcut scaled by ``sqrt(0.5)``. Channels follow the sa
 Conditional models use a projection head (Miyato & Koyama 2018, as in StyleGAN2-ADA): the label is
 embedded by a small mapping network to ``cmap`` and the logit is ``<out(x), cmap> / sqrt(cmap_dim)``.
 
+Mixed precision (StyleGAN2-ADA appendix D, :mod:`stylegan.precision`): the blocks at or above
+``fp16_resolution`` (their FromRGB and both convs, clamped to ``+-conv_clamp``) run in the low dtype
+that ``precision`` picks; the label mapping, the minibatch std layer and the whole 4x4 epilogue run
+in the parameters' dtype, so the logits are float32.
+
 Progressive growing: at stage ``r`` the first block is that of ``r``; while it fades in, its output
 is blended with the FromRGB of the downsampled image that the block below would read on its own.
 """
@@ -25,7 +30,7 @@ from stylegan.config import NetworkConfig
 from stylegan.growth import GrowthMixin
 from stylegan.layers import Conv2dLayer, FullyConnectedLayer, MinibatchStdLayer, register_filter
 from stylegan.mapping import MappingNetwork, check_labels
-from stylegan.synthesis import block_dtype, check_precision
+from stylegan.precision import block_dtype, check_precision
 
 
 class DiscriminatorBlock(nn.Module):
@@ -69,8 +74,9 @@ class DiscriminatorBlock(nn.Module):
 
 
 class DiscriminatorEpilogue(nn.Module):
-    """4x4 head: [FromRGB], minibatch std, conv, fc, out, [projection]. Always float32 (or the
-    parameters' dtype)."""
+    """4x4 head: [FromRGB], minibatch std, conv, fc, out, [projection]. Always in the parameters'
+    dtype (float32), whatever ``precision``: as in StyleGAN2-ADA, the statistics of mbstd and the
+    last layers that form the logit are kept out of reduced precision."""
 
     def __init__(self, config: NetworkConfig, cmap_dim: int, has_fromrgb: bool) -> None:
         super().__init__()
@@ -129,7 +135,9 @@ class Discriminator(GrowthMixin, nn.Module):
         self._init_growth()
 
     def forward(self, img: torch.Tensor, c: torch.Tensor | None = None, precision: str = "auto") -> torch.Tensor:
-        """Logits for ``img``; ``precision`` as for the generator (fp16 blocks on CUDA by default)."""
+        """Float32 logits for ``img``. ``precision`` (``'auto'``, ``'fp32'``, ``'fp16'``, ``'bf16'``)
+        picks the dtype of the top ``num_fp16_res`` blocks, as for the generator (float16 on CUDA by
+        default)."""
         check_precision(precision)
         top, alpha = self.growth_resolution, self.growth_alpha
         expected = (self.img_channels, top, top)

@@ -50,8 +50,10 @@ class Generator(nn.Module):
         """Generate images. ``generator`` seeds the random noise inputs (``noise_mode='random'``):
         one ``torch.Generator`` for the batch, or a sequence of them, one per sample (a batch then
         renders exactly what its samples render one by one); without it they come from torch's
-        global RNG. ``precision``: ``'auto'`` (float16 for the
-        ``num_fp16_res`` top blocks on CUDA), ``'fp32'`` or ``'fp16'`` (any device)."""
+        global RNG. ``precision``: the dtype of the ``num_fp16_res`` top synthesis
+        blocks (:mod:`stylegan.precision`): ``'auto'`` (float16 on CUDA, else float32), ``'fp32'``,
+        ``'fp16'`` or ``'bf16'`` (on any device). The mapping network always runs in the
+        parameters' dtype (float32)."""
         ws = self.mapping(
             z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff, update_emas=update_emas
         )

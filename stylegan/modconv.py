@@ -10,6 +10,14 @@ Two paths compute the same function. The *fused* one builds per-sample weights a
 convolution (one group per sample, StyleGAN2 sec. 2.2 "implementation"). The *non-fused* one scales
 the activations instead: ``conv(x * s, w) * d`` with ``d`` the demodulation coefficients, which
 shares one weight across the batch and so has a cheaper weight gradient while training.
+
+Reduced precision (StyleGAN2-ADA appendix D): ``x`` may be float16 or bfloat16 while the weight and
+the styles (from the float32 affine layer) stay float32. The modulated weight and the demodulation
+coefficients are computed in float32 and cast to ``x.dtype`` only where they meet ``x``; noise and
+bias are added in ``x.dtype`` and the layer's output is clamped to ``+-conv_clamp``. For float16 the
+weight and the styles are first normalised by their largest magnitude, which eq. 3 cancels exactly,
+so that ``x * s`` and the conv stay far from float16's maximum (65504). bfloat16 has float32's
+exponent range and skips that step.
 """
 
 from __future__ import annotations
@@ -55,7 +63,8 @@ def modulated_conv2d(
 
     if x.dtype == torch.float16 and demodulate:
         # Keep fp16 activations far from overflow: any per-output-channel scale of the weight and
-        # any per-sample scale of the styles cancels in eq. 3, so normalise both by their max.
+        # any per-sample scale of the styles cancels in eq. 3, so normalise both by their max
+        # (in float32; bfloat16, with float32's exponent range, does not need it).
         weight = weight * (1 / math.sqrt(in_channels * kh * kw) / weight.norm(float("inf"), dim=[1, 2, 3], keepdim=True))
         styles = styles / styles.norm(float("inf"), dim=1, keepdim=True)
 

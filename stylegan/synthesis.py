@@ -9,10 +9,11 @@ convs, scaled by ``sqrt(0.5)`` so that the sum keeps unit variance.
 ws layout: block ``r`` reads one w per conv, and its ToRGB the w of the next block's first conv
 (the last ToRGB has its own), so ``num_ws = 1 + 2 * (log2(resolution) - 2) + 1``.
 
-Float16 (StyleGAN2-ADA appendix D): ``precision='auto'`` runs the top ``num_fp16_res`` resolutions in
-float16 on CUDA and everything else in the parameters' dtype; ``'fp32'`` never uses float16 and
-``'fp16'`` uses it on any device (CPU too, to test the fp16 numerics). The image is accumulated in
-the parameters' dtype.
+Mixed precision (StyleGAN2-ADA appendix D; the rule is :mod:`stylegan.precision`): the top
+``num_fp16_res`` blocks run in float16 (``precision='auto'`` on CUDA, ``'fp16'`` anywhere) or bfloat16
+(``'bf16'``), with their convolutions clamped to ``+-conv_clamp``; ``ws``, the affine (style) layers
+and the lower blocks stay in the parameters' dtype. Each ToRGB output is cast back to the
+parameters' dtype before it is added to the image, so the image is accumulated and returned in it.
 """
 
 from __future__ import annotations
@@ -27,21 +28,7 @@ from stylegan.config import NetworkConfig
 from stylegan.growth import GrowthMixin
 from stylegan.layers import Conv2dLayer, register_filter
 from stylegan.modconv import NoiseGenerator, SynthesisLayer, ToRGBLayer, check_noise_mode
-
-
-PRECISIONS = ("auto", "fp32", "fp16")
-
-
-def check_precision(precision: str) -> None:
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision={precision!r}: expected one of {', '.join(map(repr, PRECISIONS))}")
-
-
-def block_dtype(use_fp16: bool, precision: str, device: torch.device, default: torch.dtype) -> torch.dtype:
-    """float16 for fp16 blocks (on CUDA only with ``precision='auto'``), else the network's dtype."""
-    if not use_fp16 or precision == "fp32" or (precision == "auto" and device.type != "cuda"):
-        return default
-    return torch.float16
+from stylegan.precision import block_dtype, check_precision
 
 
 class SynthesisBlock(nn.Module):
@@ -129,7 +116,8 @@ class SynthesisNetwork(GrowthMixin, nn.Module):
     ) -> torch.Tensor:
         """Render ws. ``fused_modconv=None`` picks the grouped path for inference on CUDA (as
         StyleGAN2-ADA; the non-fused path has the cheaper weight gradient, and on the CPU it was
-        also ~2x faster for inference in our measurements)."""
+        also ~2x faster for inference in our measurements). ``precision``: ``'auto'``, ``'fp32'``,
+        ``'fp16'`` or ``'bf16'``, the dtype of the top ``num_fp16_res`` blocks (:mod:`stylegan.precision`)."""
         check_noise_mode(noise_mode)
         check_precision(precision)
         if ws.ndim != 3 or ws.shape[1:] != (self.num_ws, self.w_dim):
@@ -146,8 +134,9 @@ class SynthesisNetwork(GrowthMixin, nn.Module):
             dtype = block_dtype(block.use_fp16, precision, ws.device, default_dtype)
             fused = fused_modconv
             if fused is None:
+                # As StyleGAN2-ADA: the grouped conv only for a single sample in low precision.
                 fused = (
-                    not self.training and ws.device.type == "cuda" and (dtype != torch.float16 or ws.shape[0] == 1)
+                    not self.training and ws.device.type == "cuda" and (dtype == default_dtype or ws.shape[0] == 1)
                 )
             x = block(x, ws[:, w_idx : w_idx + block.num_conv], dtype, noise_mode, fused, generator)
             w_idx += block.num_conv

@@ -5,8 +5,9 @@ of G then D records the tensors autograd saves for the backward pass. Per proces
 
 * weights: G, D and G_ema, plus gradients and Adam's two moments for G and D (all float32);
 * activations: the saved tensors of one G + D forward per sample, times ``--batch-gpu``, times 2
-  because R1 and path length differentiate through a first backward (double backward), halved
-  under fp16 / bf16 autocast.
+  because R1 and path length differentiate through a first backward (double backward). The forward
+  runs in the run's precision, so the float16 / bfloat16 blocks count 2 bytes per element and the
+  float32 layers (mapping, lower blocks, D's epilogue) 4.
 
 It is an estimate of this implementation (reference ops keep more intermediates than fused kernels)
 and leaves out the allocator's fragmentation and CUDA's context (a few hundred MiB).
@@ -18,6 +19,8 @@ import copy
 from dataclasses import dataclass
 
 import torch
+
+from training.precision import network_precision
 
 
 @dataclass(frozen=True)
@@ -38,8 +41,9 @@ def count_params(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def saved_bytes_per_sample(G: torch.nn.Module, D: torch.nn.Module, n: int = 2) -> int:
-    """Bytes autograd saves for one G + D forward, per sample (measured on the meta device)."""
+def saved_bytes_per_sample(G: torch.nn.Module, D: torch.nn.Module, n: int = 2, precision: str = "fp32") -> int:
+    """Bytes autograd saves for one G + D forward, per sample (measured on the meta device), with
+    the networks' ``precision`` argument (``'fp32'``, ``'fp16'`` or ``'bf16'``)."""
     G_meta = copy.deepcopy(G).to("meta").train()
     D_meta = copy.deepcopy(D).to("meta").train()
     seen: dict[int, int] = {}
@@ -54,8 +58,8 @@ def saved_bytes_per_sample(G: torch.nn.Module, D: torch.nn.Module, n: int = 2) -
     z = torch.zeros([n, G.z_dim], device="meta")
     c = torch.zeros([n, G.c_dim], device="meta")
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        img = G_meta(z, c)
-        D_meta(img, c)
+        img = G_meta(z, c, precision=precision)
+        D_meta(img, c, precision=precision)
     return sum(seen.values()) // n
 
 
@@ -63,9 +67,7 @@ def estimate(G: torch.nn.Module, D: torch.nn.Module, batch_gpu: int, precision: 
     """See the module docstring."""
     pg, pd = count_params(G), count_params(D)
     weights = 4 * (pg + pd + pg) + 4 * 3 * (pg + pd)  # G, D, G_ema + grad and Adam m, v for G and D
-    per_sample = saved_bytes_per_sample(G, D)
-    if precision in ("fp16", "bf16"):
-        per_sample //= 2
+    per_sample = saved_bytes_per_sample(G, D, precision=network_precision(precision))
     return Estimate(
         params_G=pg,
         params_D=pd,

@@ -18,7 +18,6 @@ import resource
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +35,6 @@ from training.ema import update_ema
 from training.feed import DataFeed
 from training.init_from import apply_init, plan_init
 from training.metrics import evaluate_snapshot
-from training.precision import autocast
 from training.progressive import prepare_reals
 from training.resolve import DataShape, network_config
 from training.runlog import RunLog
@@ -116,14 +114,13 @@ def train_step(session: Session, feed: DataFeed, stop: StopRequest, resample_fil
     # One seed per (phase, round), drawn in full every step so the stream does not depend on
     # which regularisers run.
     seeds = torch.randint(0, 2**62, (len(PHASES), rounds), generator=session.rank_gen).tolist()
-    amp = partial(autocast, cfg.precision, dist.device)
     results = []
     for name in phases_for_step(p.step, session.settings):
         on_G = name.startswith("G")
         micro = [MicroBatch(real, c, seeds[PHASES.index(name)][i]) for i, (real, c) in enumerate(reals)]
         result = run_phase(
             name, session.G, session.D, session.opt_G if on_G else session.opt_D, micro,
-            settings=session.settings, dist=dist, pl_mean=session.pl_mean, amp=amp,
+            settings=session.settings, dist=dist, pl_mean=session.pl_mean,
             scaler=session.scaler_G if on_G else session.scaler_D, stop_requested=stop.requested,
         )
         if result.pl_mean is not None:

@@ -16,22 +16,18 @@ processes give the gradient of the same global mean.
 First-order gradients that the regularisers penalise are taken with
 ``torch.autograd.grad(create_graph=True)``; the caller then runs a plain ``backward``.
 
-``amp`` is the mixed-precision context (:func:`training.precision.autocast`); forward passes run
-inside it and the gradients the regularisers need are taken outside it, as PyTorch's AMP recipe
-for gradient penalties does.
+Mixed precision is the networks' own (``precision``, see :func:`training.precision.network_precision`):
+they run their top blocks in float16 / bfloat16 and return float32 images and logits, so every loss
+here is computed in float32 and no autocast context is needed.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
-from typing import Callable, ContextManager, Sequence
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
-
-
-AmpContext = Callable[[], ContextManager]
 
 
 def sample_z(n: int, z_dim: int, gen: torch.Generator, device: torch.device) -> torch.Tensor:
@@ -67,7 +63,6 @@ def run_G(
     gen: torch.Generator,
     update_emas: bool = False,
     precision: str = "fp32",
-    amp: AmpContext = contextlib.nullcontext,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Generate images with style-mixing regularisation; returns ``(img, ws)``.
 
@@ -75,9 +70,9 @@ def run_G(
     path-length regularisation differentiates against. ``update_emas`` lets the main mapping call
     move G's ``w_avg`` (StyleGAN2-ADA does so in every phase that runs G: G_main, G_reg and D_main);
     the second mapping call of style mixing never does. The noise inputs are drawn from ``gen``;
-    ``precision`` is the networks' own (see :func:`training.precision.network_precision`). The
-    mapping network runs in float32 outside ``amp`` (it is small, and ``w_avg`` is a float32 running
-    mean, as in StyleGAN2-ADA where only synthesis blocks use float16); synthesis runs inside it.
+    ``precision`` is the networks' own (see :func:`training.precision.network_precision`): it
+    reaches only the synthesis blocks; the mapping network runs in float32 (``w_avg`` is a float32
+    running mean, and in StyleGAN2-ADA only synthesis blocks use float16).
     """
     ws = G.mapping(z, c, update_emas=update_emas)
     if mixing > 0:
@@ -91,8 +86,7 @@ def run_G(
         layer = torch.arange(num_ws, device=z.device)
         take2 = (layer[None, :] >= cutoff[:, None])[:, :, None]  # [N, num_ws, 1]
         ws = torch.where(take2, ws2, ws)
-    with amp():
-        img = G.synthesis(ws, precision=precision, generator=gen)
+    img = G.synthesis(ws, precision=precision, generator=gen)
     return img, ws
 
 
@@ -102,32 +96,29 @@ def run_D(D: torch.nn.Module, img: torch.Tensor, c: torch.Tensor, precision: str
 
 
 def g_main_loss(
-    G, D, z, c, *, mixing: float, gen: torch.Generator, amp: AmpContext = contextlib.nullcontext, precision: str = "fp32"
+    G, D, z, c, *, mixing: float, gen: torch.Generator, precision: str = "fp32"
 ):
     """Non-saturating G loss ``softplus(-D(G(z)))`` per sample, and the fake logits."""
-    img, _ = run_G(G, z, c, mixing=mixing, gen=gen, update_emas=True, precision=precision, amp=amp)
-    with amp():
-        logits = run_D(D, img, c, precision)
+    img, _ = run_G(G, z, c, mixing=mixing, gen=gen, update_emas=True, precision=precision)
+    logits = run_D(D, img, c, precision)
     return F.softplus(-logits), logits.detach()
 
 
 def d_fake_loss(
-    G, D, z, c, *, mixing: float, gen: torch.Generator, amp: AmpContext = contextlib.nullcontext, precision: str = "fp32"
+    G, D, z, c, *, mixing: float, gen: torch.Generator, precision: str = "fp32"
 ):
     """D loss on fakes ``softplus(D(G(z)))`` per sample, and the logits; G runs without a graph."""
     with torch.no_grad():
-        img, _ = run_G(G, z, c, mixing=mixing, gen=gen, update_emas=True, precision=precision, amp=amp)
-    with amp():
-        logits = run_D(D, img, c, precision)
+        img, _ = run_G(G, z, c, mixing=mixing, gen=gen, update_emas=True, precision=precision)
+    logits = run_D(D, img, c, precision)
     return F.softplus(logits), logits.detach()
 
 
 def d_real_loss(
-    D, real: torch.Tensor, c: torch.Tensor, *, amp: AmpContext = contextlib.nullcontext, precision: str = "fp32"
+    D, real: torch.Tensor, c: torch.Tensor, *, precision: str = "fp32"
 ):
     """D loss on reals ``softplus(-D(x))`` per sample, and the logits."""
-    with amp():
-        logits = run_D(D, real, c, precision)
+    logits = run_D(D, real, c, precision)
     return F.softplus(-logits), logits.detach()
 
 
@@ -137,7 +128,6 @@ def r1_penalty(
     c: torch.Tensor,
     *,
     grad_scale: float = 1.0,
-    amp: AmpContext = contextlib.nullcontext,
     precision: str = "fp32",
 ) -> torch.Tensor:
     """``||grad_x D(x)||^2`` per sample: R1 (Mescheder et al. 2018, eq. 9) without ``gamma / 2``.
@@ -146,8 +136,7 @@ def r1_penalty(
     does not underflow) and unscaled before squaring, as the AMP recipe for gradient penalties does.
     """
     real = real.detach().requires_grad_(True)
-    with amp():
-        logits = run_D(D, real, c, precision)
+    logits = run_D(D, real, c, precision)
     (grads,) = torch.autograd.grad(logits.sum() * grad_scale, real, create_graph=True)
     grads = grads.float() / grad_scale
     return grads.square().sum(dim=[1, 2, 3])
@@ -161,11 +150,10 @@ def path_lengths(
     mixing: float,
     gen: torch.Generator,
     grad_scale: float = 1.0,
-    amp: AmpContext = contextlib.nullcontext,
     precision: str = "fp32",
 ) -> torch.Tensor:
     """``||J_w^T y||_2`` per sample (StyleGAN2 eq. 4), averaged over the ``ws`` of each sample."""
-    img, ws = run_G(G, z, c, mixing=mixing, gen=gen, update_emas=True, precision=precision, amp=amp)
+    img, ws = run_G(G, z, c, mixing=mixing, gen=gen, update_emas=True, precision=precision)
     h, w = img.shape[2], img.shape[3]
     # y ~ N(0, I) / sqrt(H*W) makes the expected length independent of the resolution.
     y = torch.randn(img.shape, generator=gen, device=img.device, dtype=torch.float32) / math.sqrt(h * w)

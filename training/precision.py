@@ -1,22 +1,27 @@
-"""Mixed precision, chosen in this one place: autocast, the networks' own precision, loss scalers.
+"""Mixed precision, chosen in this one place: the networks' precision and the loss scalers.
 
-``--precision fp32`` runs everything in float32 (the networks' float16 blocks too are kept float32).
-``fp16`` is StyleGAN2-ADA's recipe plus autocast: the preset's top ``num_fp16_res`` blocks run in
-float16 with their ``conv_clamp`` (networks' ``precision='auto'``, CUDA only), the rest under
-``torch.autocast(float16)``, and each network gets its **own** dynamic loss scaler (one scaler shared
-by G and D would let one network's overflow shrink the other's scale; see accelerate#439). ``bf16``
-runs under ``torch.autocast(bfloat16)``, which has float32's range and needs no scaler. Weights,
-gradients and optimizer state stay float32 in every mode.
+The layout is StyleGAN2-ADA's (Karras et al. 2020, appendix D): only the preset's top
+``num_fp16_res`` blocks of the synthesis network and of the discriminator run in reduced precision,
+with their convolutions clamped to ``+-conv_clamp``; the mapping network, the affine (style)
+layers, the lower blocks, D's 4x4 epilogue (minibatch std, conv, fc, out) and D's label mapping
+stay float32. The networks apply it themselves (:mod:`stylegan.precision`): the trainer passes
+:func:`network_precision` as their ``precision=`` argument and wraps nothing in ``torch.autocast``,
+which would also run the float32 layers' convolutions and matmuls in reduced precision.
 
-We use ``torch.autocast`` directly rather than ``Accelerator(mixed_precision=...)``: Accelerate's
-state is a process-wide singleton that cannot change precision within a process, and it owns a
-single shared scaler, which is exactly what fp16 GAN training must avoid.
+* ``fp32``: every block float32 (a config with ``num_fp16_res=0`` has no reduced block anyway).
+* ``fp16``: the top blocks in float16, on any device; each network gets its **own** dynamic loss
+  scaler (one scaler shared by G and D would let one network's overflow shrink the other's scale;
+  see accelerate#439).
+* ``bf16``: the same blocks in bfloat16. bfloat16 has float32's exponent range, so it needs no loss
+  scaler; it keeps the float16 layout because its 8-bit mantissa is coarser than float16's.
+
+Weights, gradients and optimizer state stay float32 in every mode. We do not use
+``Accelerator(mixed_precision=...)``: Accelerate's state is a process-wide singleton that cannot
+change precision within a process, it autocasts whole forward passes, and it owns a single shared
+scaler, which is exactly what fp16 GAN training must avoid.
 """
 
 from __future__ import annotations
-
-import contextlib
-from typing import ContextManager
 
 import torch
 
@@ -32,15 +37,12 @@ def check_precision(precision: str, device: torch.device) -> None:
 
 
 def network_precision(precision: str) -> str:
-    """The ``precision=`` argument for G and D: their float16 blocks only under ``fp16``."""
-    return "auto" if precision == "fp16" else "fp32"
-
-
-def autocast(precision: str, device: torch.device) -> ContextManager:
-    """The context that runs forward passes (and their backward) in ``precision``."""
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=DTYPES[precision])
+    """The ``precision=`` argument for G and D under ``--precision``: the same name (``'fp32'``,
+    ``'fp16'`` or ``'bf16'``), which runs the networks' low-precision blocks in that dtype on any
+    device (never ``'auto'``, which would keep them float32 on a CPU)."""
+    if precision not in DTYPES:
+        raise ValueError(f"--precision={precision!r}: expected one of {', '.join(DTYPES)}")
+    return precision
 
 
 def make_scaler(precision: str, device: torch.device) -> torch.amp.GradScaler | None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
-from typing import Callable, ContextManager, Iterator, Sequence
+from typing import Iterator, Sequence
 
 import torch
 
@@ -139,7 +139,6 @@ def _micro_losses(
     mb: MicroBatch,
     gen: torch.Generator,
     s: LossSettings,
-    amp: L.AmpContext,
     grad_scale: float,
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """The summed (unnormalised) loss of one micro-batch and its per-sample statistics."""
@@ -148,37 +147,37 @@ def _micro_losses(
         z = L.sample_z(n, G.z_dim, gen, device)
         c = L.sample_c(n, G.c_dim, gen, device, s.class_probs)
     if name == "G_main":
-        loss, fake = L.g_main_loss(G, D, z, c, mixing=s.mixing, gen=gen, amp=amp, precision=prec)
+        loss, fake = L.g_main_loss(G, D, z, c, mixing=s.mixing, gen=gen, precision=prec)
         return loss.sum(), [loss.detach(), fake]
     if name == "D_main":
-        loss_fake, fake = L.d_fake_loss(G, D, z, c, mixing=s.mixing, gen=gen, amp=amp, precision=prec)
-        loss_real, real = L.d_real_loss(D, mb.real, mb.real_c, amp=amp, precision=prec)
+        loss_fake, fake = L.d_fake_loss(G, D, z, c, mixing=s.mixing, gen=gen, precision=prec)
+        loss_real, real = L.d_real_loss(D, mb.real, mb.real_c, precision=prec)
         return (loss_fake + loss_real).sum(), [(loss_fake + loss_real).detach(), real, fake]
     if name == "D_reg":
-        penalty = L.r1_penalty(D, mb.real, mb.real_c, grad_scale=grad_scale, amp=amp, precision=prec)
+        penalty = L.r1_penalty(D, mb.real, mb.real_c, grad_scale=grad_scale, precision=prec)
         return (penalty * (s.r1_gamma / 2 * s.r1_interval)).sum(), [penalty.detach()]
     raise ValueError(f"phase={name!r}: expected one of {', '.join(PHASES[:1] + PHASES[2:])} here")
 
 
-def _pl_lengths(G: torch.nn.Module, mb: MicroBatch, s: LossSettings, amp: L.AmpContext, grad_scale: float) -> torch.Tensor:
+def _pl_lengths(G: torch.nn.Module, mb: MicroBatch, s: LossSettings, grad_scale: float) -> torch.Tensor:
     """Path lengths of one micro-batch's (smaller) G_reg batch, with the graph for backward."""
     device = mb.real.device
     gen = seeded(mb.seed, device)
     m = pl_micro_batch(mb.real.shape[0], s.pl_batch_shrink)
     z = L.sample_z(m, G.z_dim, gen, device)
     c = L.sample_c(m, G.c_dim, gen, device, s.class_probs)
-    return L.path_lengths(G, z, c, mixing=s.mixing, gen=gen, grad_scale=grad_scale, amp=amp, precision=s.precision)
+    return L.path_lengths(G, z, c, mixing=s.mixing, gen=gen, grad_scale=grad_scale, precision=s.precision)
 
 
 def _accumulate_pl(
     G: torch.nn.Module, micro_batches: Sequence[MicroBatch], s: LossSettings, dist: Dist, pl_mean: torch.Tensor,
-    amp: L.AmpContext, scaler: torch.amp.GradScaler | None, grad_scale: float, count: int, stats: torch.Tensor,
+    scaler: torch.amp.GradScaler | None, grad_scale: float, count: int, stats: torch.Tensor,
 ) -> torch.Tensor:
     """G_reg in StyleGAN2-ADA's order: update the running mean with this phase's lengths, then
     penalise against the updated mean. The mean is over the whole phase (all micro-batches of all
     processes), so the lengths of every micro-batch are computed first and kept for backward; one
     small all-reduce gives their global mean. Returns the updated running mean."""
-    lengths = [_pl_lengths(G, mb, s, amp, grad_scale) for mb in micro_batches]
+    lengths = [_pl_lengths(G, mb, s, grad_scale) for mb in micro_batches]
     total = torch.stack([torch.stack([l.detach().double().sum() for l in lengths]).sum(),
                          torch.tensor(float(sum(l.numel() for l in lengths)), dtype=torch.float64, device=stats.device)])
     dist.sum_([total])
@@ -203,7 +202,6 @@ def run_phase(
     settings: LossSettings,
     dist: Dist,
     pl_mean: torch.Tensor,
-    amp: Callable[[], ContextManager] = contextlib.nullcontext,
     scaler: torch.amp.GradScaler | None = None,
     stop_requested: bool = False,
 ) -> PhaseResult:
@@ -229,11 +227,11 @@ def run_phase(
     new_pl_mean = None
     with requires_grad(trained, True), requires_grad(frozen, False):
         if name == "G_reg":
-            new_pl_mean = _accumulate_pl(G, micro_batches, settings, dist, pl_mean, amp, scaler, grad_scale, count, stats)
+            new_pl_mean = _accumulate_pl(G, micro_batches, settings, dist, pl_mean, scaler, grad_scale, count, stats)
         else:
             for mb in micro_batches:
                 gen = seeded(mb.seed, device)
-                loss, per_sample = _micro_losses(name, G, D, mb, gen, settings, amp, grad_scale)
+                loss, per_sample = _micro_losses(name, G, D, mb, gen, settings, grad_scale)
                 loss = loss / count
                 (loss if scaler is None else scaler.scale(loss)).backward()
                 for i, v in enumerate(per_sample):
