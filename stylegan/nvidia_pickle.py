@@ -224,9 +224,8 @@ def discriminator_values(rec: ModuleRecord, notes: list[str]) -> dict[str, Any]:
         _require(f"{who}.mapping", "activation", mk.pop("activation", "lrelu"), ("lrelu",))
         for key in ("layer_features", "embed_features"):
             _require(f"{who}.mapping", key, mk.pop(key, None), (None, our_cmap))
-    else:
-        mk.pop("num_layers", None)  # an unconditional D builds no mapping network
-    _refuse_leftovers(mk, f"{who}.mapping_kwargs", notes)
+        _refuse_leftovers(mk, f"{who}.mapping_kwargs", notes)
+    # An unconditional D builds no mapping network: its mapping_kwargs (legacy.py fills them) do nothing.
     return v
 
 

@@ -234,3 +234,25 @@ def test_runtime_only_arguments_are_reported_not_refused(cond_snapshot):
     net = convert_snapshot(obj, path)
     assert any("fused_modconv_default='inference_only'" in line for line in net.describe())
 
+
+
+def test_stylegan2_ada_pytorch_argument_layout_gives_the_same_config(tmp_path):
+    """stylegan2-ada-pytorch nests the synthesis arguments (``synthesis_kwargs``) and its legacy.py
+    fills every mapping argument, also for an unconditional D; the stylegan3 repository does not."""
+    path = fixture("sg2-uncond-gray64-fp16")
+    expected = read_nvidia_pickle(path).config
+    obj = safe_loads(path.read_bytes())
+    synthesis = ("channel_base", "channel_max", "num_fp16_res", "conv_clamp", "architecture")
+    for name in ("G", "G_ema"):
+        kw = obj[name].state["_init_kwargs"]
+        kw["synthesis_kwargs"] = {k: kw.pop(k) for k in synthesis}
+        kw["synthesis_kwargs"].update(resample_filter=[1, 3, 3, 1], use_noise=True, activation="lrelu")
+        kw["mapping_kwargs"].update(embed_features=None, layer_features=None, activation="lrelu",
+                                    lr_multiplier=0.01, w_avg_beta=0.998)
+    d_kw = obj["D"].state["_init_kwargs"]
+    d_kw["mapping_kwargs"] = {"num_layers": 0, "embed_features": None, "layer_features": None,
+                              "activation": "lrelu", "lr_multiplier": 0.1}
+    d_kw["block_kwargs"] = {"activation": "lrelu", "resample_filter": [1, 3, 3, 1], "freeze_layers": 0}
+    net = convert_snapshot(obj, path)
+    assert net.config == expected
+    assert "D.block_kwargs freeze_layers=0" in net.ignored_kwargs
