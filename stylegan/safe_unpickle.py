@@ -155,10 +155,13 @@ class _StorageType:
 
 
 class Storage:
-    """The data of one tensor storage: a flat CPU tensor of its dtype."""
+    """The data of one tensor storage: a flat CPU tensor of its dtype. The first tensor that covers
+    all of it shares its memory; any other tensor built on it gets a copy, so no two tensors of
+    the result alias each other."""
 
     def __init__(self, flat: torch.Tensor) -> None:
         self.flat = flat
+        self.claimed = False
 
 
 class _BlobUnpickler(pickle.Unpickler):
@@ -222,7 +225,7 @@ def rebuild_tensor(
     storage: Any, offset: Any, size: Any, stride: Any, requires_grad: Any = False, hooks: Any = None,
     metadata: Any = None, *, budget: _Budget,
 ) -> torch.Tensor:
-    """``torch._utils._rebuild_tensor_v2``: a view of ``storage``, checked to lie inside it, copied."""
+    """``torch._utils._rebuild_tensor_v2``: a tensor on ``storage``, checked to lie inside it."""
     if not isinstance(storage, Storage):
         raise PickleRefused(f"refused: a tensor built on {type(storage).__name__}; expected a storage")
     ok = (
@@ -233,14 +236,17 @@ def rebuild_tensor(
         raise PickleRefused(f"refused: tensor geometry size={size!r} stride={stride!r} offset={offset!r}")
     if hooks:  # an OrderedDict of backward hooks would hold functions
         raise PickleRefused("refused: a tensor with backward hooks")
+    if metadata:
+        raise PickleRefused(f"refused: a tensor with metadata {str(metadata)[:60]}")
     numel, capacity = math.prod(size), storage.flat.numel()
     if numel and (numel > capacity or offset + sum((n - 1) * s for n, s in zip(size, stride)) >= capacity):
         raise PickleRefused(f"refused: a tensor of size {list(size)} reaches outside its storage of {capacity} elements")
     budget.take(numel * storage.flat.element_size(), "a tensor")
     if not numel:
         return storage.flat.new_empty(size)
-    if offset == 0 and numel == capacity and tuple(stride) == _contiguous_strides(size):
-        return storage.flat.view(size)  # the usual case: the whole storage, shared, no copy
+    if not storage.claimed and offset == 0 and numel == capacity and tuple(stride) == _contiguous_strides(size):
+        storage.claimed = True
+        return storage.flat.view(size)  # the usual case: one tensor, its whole storage, no copy
     return torch.as_strided(storage.flat, size, stride, offset).clone()
 
 

@@ -125,6 +125,22 @@ def test_tensors_may_not_claim_more_than_the_file_holds():
     assert one.shape == (1000,)
 
 
+def test_tensors_on_one_storage_do_not_alias():
+    from torch._utils import _rebuild_tensor_v2
+    from torch.storage import _load_from_bytes
+
+    t = torch.arange(12.0)
+    storage = Reduce(_load_from_bytes, storage_blob(t))  # pickled once, used by both tensors
+    whole = Reduce(_rebuild_tensor_v2, storage, 0, (12,), (1,), False, OrderedDict())
+    again = Reduce(_rebuild_tensor_v2, storage, 0, (12,), (1,), False, OrderedDict())
+    data = pickle.dumps([whole, again], protocol=4)
+    assert data.count(b"FloatStorage") == 1
+    a, b = safe_loads(data)
+    assert torch.equal(a, t) and torch.equal(b, t)
+    a[0] = 100.0
+    assert b[0] == 0.0
+
+
 def test_a_tensor_outside_its_storage_is_refused():
     from torch._utils import _rebuild_tensor_v2
     from torch.storage import _load_from_bytes
