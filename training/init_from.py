@@ -45,7 +45,7 @@ class InitPlan:
 
 
 @functools.lru_cache(maxsize=1)
-def _pickle(path: str, mtime_ns: int, size: int) -> NvidiaNetwork:
+def _pickle(path: str, resolved: str, mtime_ns: int, size: int) -> NvidiaNetwork:
     """One conversion serves options_from_file, plan_init and apply_init (keyed by the file's stat)."""
     return read_nvidia_pickle(path)
 
@@ -56,7 +56,7 @@ def read_pickle(path: str | os.PathLike) -> NvidiaNetwork:
     if not p.is_file():
         raise stylegan.NvidiaPickleError(f"{p}: no such network file")
     st = p.stat()
-    return _pickle(str(p.resolve()), st.st_mtime_ns, st.st_size)
+    return _pickle(str(p), str(p.resolve()), st.st_mtime_ns, st.st_size)
 
 
 @dataclass(frozen=True)
@@ -117,10 +117,13 @@ def plan_init(path: str | os.PathLike, net_config: NetworkConfig) -> InitPlan:
     if info.config != net_config:
         ours, theirs = net_config.to_dict(), info.config.to_dict()
         diff = ", ".join(f"{k}: file {theirs[k]!r}, this run {ours[k]!r}" for k in ours if ours[k] != theirs.get(k))
-        raise ValueError(
-            f"{path}: its networks differ from this run's ({diff}); start from a file of the same --preset, "
-            f"--growth, conditioning (--cond/--no-cond) and the dataset's resolution and channels"
+        hint = (
+            "the run must build the network the pickle describes (its config is rebuilt from NVIDIA's "
+            "constructor arguments)" if is_pickle_path(path) else
+            "start from a file of the same --preset, --growth, conditioning (--cond/--no-cond) and the "
+            "dataset's resolution and channels"
         )
+        raise ValueError(f"{path}: its networks differ from this run's ({diff}); {hint}")
     g = _first(info.modules, "generator", ("G", "G_ema"))
     if g is None:
         raise ValueError(f"{path}: the file holds no generator (modules: {info.modules})")
