@@ -1,5 +1,5 @@
 """StyleGAN2 / ProGAN networks on the reference ops: mapping, synthesis, discriminator, presets,
-progressive growing and safetensors network files.
+progressive growing, safetensors network files, and NVIDIA's StyleGAN2 pickles (read safely).
 
 Papers: Karras et al. 2018 (ProGAN), 2019 (StyleGAN), 2020 (StyleGAN2), 2020 (StyleGAN2-ADA).
 See docs/networks.md.
@@ -11,6 +11,7 @@ from stylegan.generator import Generator
 from stylegan.mapping import MappingNetwork
 from stylegan.modconv import NOISE_MODES, modulated_conv2d
 from stylegan.netfile import NetworkFileError, NetworkInfo, load_network, read_network_info, save_network
+from stylegan.nvidia_pickle import NvidiaNetwork, NvidiaPickleError, read_nvidia_pickle
 from stylegan.presets import (
     PRESETS,
     Recipe,
@@ -37,6 +38,8 @@ __all__ = [
     "NetworkConfig",
     "NetworkFileError",
     "NetworkInfo",
+    "NvidiaNetwork",
+    "NvidiaPickleError",
     "SynthesisNetwork",
     "build",
     "build_from_config",
@@ -47,6 +50,7 @@ __all__ = [
     "preset_recipe",
     "preset_ref_gpus",
     "read_network_info",
+    "read_nvidia_pickle",
     "resolve_config",
     "save_network",
 ]

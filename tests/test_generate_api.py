@@ -80,12 +80,24 @@ def test_latents_depend_only_on_their_seed():
     assert not torch.equal(z_all[0], z_all[1])
 
 
-def test_noise_generator_continues_after_z():
-    z, gen = genlib.seed_latent(7, 16)
-    again = genlib.noise_generator(7, 16)
-    assert torch.equal(torch.randn(5, generator=gen), torch.randn(5, generator=again))
-    first_draws = torch.randn(16, generator=genlib.seed_generator(7))
-    assert torch.equal(first_draws, z)
+def test_latent_is_nvidias_draw_for_the_seed():
+    # NVIDIA's generate.py / gen_images.py: z = np.random.RandomState(seed).randn(1, z_dim).
+    for seed in (0, 7, 2**32 - 1):
+        expected = np.random.RandomState(seed).randn(1, 16)[0].astype(np.float32)
+        assert np.array_equal(genlib.seed_latent(seed, 16).numpy(), expected)
+    assert genlib.seed_latent(7, 16).dtype == torch.float32
+    with pytest.raises(ArgumentError, match="seeds"):
+        genlib.seed_latent(2**32, 16)
+
+
+def test_noise_generator_is_per_seed_and_not_the_latents_stream():
+    a, b = genlib.noise_generator(7), genlib.noise_generator(7)
+    assert torch.equal(torch.randn(5, generator=a), torch.randn(5, generator=b))
+    assert not torch.equal(torch.randn(5, generator=genlib.noise_generator(8)), torch.randn(5, generator=a))
+    # torch.Generator().manual_seed(7) has the Mersenne Twister state of RandomState(7): the noise
+    # generator must not start from it, or the noise would reuse the latent's random bits.
+    same_state = torch.Generator().manual_seed(7)
+    assert not torch.equal(genlib.noise_generator(7).get_state(), same_state.get_state())
 
 
 @pytest.mark.parametrize("noise_mode", ["const", "random", "none"])

@@ -79,13 +79,36 @@ def load_checked(
     truncation_cutoff: int | None,
     noise_mode: str,
 ) -> nn.Module:
-    """Load the generator and check every option against it before any image is made."""
+    """Load the generator and check every option against it before any image is made. A ``.pkl``
+    (NVIDIA's snapshot, converted in memory) is announced in one line on stderr."""
     with flags():
-        G = genlib.load_generator(network, device=genlib.resolve_device(device))
+        G = genlib.load_generator(network, device=genlib.resolve_device(device), log=say)
         genlib.make_labels(G, class_idx, 1)
         genlib.check_truncation(G, truncation_psi, truncation_cutoff)
         genlib.check_noise_mode(noise_mode)
     return G
+
+
+def say(message: str) -> None:
+    """One line on stderr (stdout keeps the tool's own result line)."""
+    click.echo(message, err=True)
+
+
+NETWORK_HELP = (
+    "Network file (.safetensors), or NVIDIA's StyleGAN2 .pkl (read without running its code, converted in "
+    "memory); uses G_ema when present, else G."
+)
+
+
+def nvidia_flag(flag: str, advice: str):
+    """A hidden option for a flag of NVIDIA's tool that we name or handle differently: given, it stops
+    with one line (exit 2) that names our equivalent, instead of click's bare "No such option"."""
+
+    def refuse(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+        if value is not None:
+            raise click.UsageError(f"{flag} is the flag of NVIDIA's tool; {advice}", ctx=ctx)
+
+    return click.option(flag, hidden=True, default=None, expose_value=False, callback=refuse, is_eager=True)
 
 
 def progress(total: int, unit: str = "img") -> tqdm:
@@ -97,9 +120,10 @@ def network_options(fn):
     """The options every generation CLI shares, in the order ``--help`` lists them."""
     options = [
         click.option("--network", "network", required=True, type=click.Path(dir_okay=False, path_type=Path),
-                     help="Network file (.safetensors); uses G_ema when present, else G."),
-        click.option("--truncation", "truncation_psi", type=float, default=1.0, show_default=True,
-                     callback=finite_float, help="Truncation psi: 1 = none, 0 = the average image (w_avg)."),
+                     help=NETWORK_HELP),
+        click.option("--truncation", "--trunc", "truncation_psi", type=float, default=1.0, show_default=True,
+                     callback=finite_float,
+                     help="Truncation psi: 1 = none, 0 = the average image (w_avg). --trunc is NVIDIA's name for it."),
         click.option("--truncation-cutoff", type=click.IntRange(min=0), default=None,
                      help="Truncate only the first N layers (ws); default: all."),
         click.option("--class", "class_idx", type=int, default=None,

@@ -3,8 +3,10 @@
     python tools/generate.py --network network.safetensors --seeds 0-15,20 --truncation 0.7 \\
         --outdir out [--class N] [--grid] [--format png|jpg] [--batch 16] [--device auto]
 
-Seeds are rendered in batches; each seed's latent and noise come from its own CPU generator
-(tools/genlib.py), so the image for a seed does not depend on the batch size or the device.
+``--network`` also takes NVIDIA's StyleGAN2 ``.pkl`` (converted in memory), and seed N's latent is
+NVIDIA's (``np.random.RandomState(N).randn(z_dim)``), so such a file gives NVIDIA's image for the
+same seed, truncation and class. Seeds are rendered in batches; each seed's latent and noise are
+its own (tools/genlib.py), so the image for a seed does not depend on the batch size or the device.
 Files are ``seed<NNNN>.<format>`` (uint8; grayscale, RGB or RGBA as the network's channels).
 """
 
@@ -20,7 +22,7 @@ import click
 import numpy as np
 
 from tools import genlib
-from tools.cli_common import SEEDS, flags, load_checked, network_options, progress
+from tools.cli_common import SEEDS, flags, load_checked, network_options, nvidia_flag, progress
 from tools.imagefiles import IMAGE_FORMATS, check_channels, make_grid, save_image, to_uint8
 
 
@@ -35,6 +37,9 @@ def seed_filename(seed: int, fmt: str) -> str:
 @click.option("--outdir", type=click.Path(file_okay=False, path_type=Path), required=True, help="Output folder.")
 @click.option("--grid/--no-grid", default=False, help="Also write grid.<format>, all seeds in one image.")
 @click.option("--format", "fmt", type=click.Choice(IMAGE_FORMATS), default="png", help="Image file format.")
+@nvidia_flag("--projected-w", "projected latents are not supported here (no projector yet)")
+@nvidia_flag("--translate", "it moves StyleGAN3's input grid; StyleGAN3 networks are not supported here")
+@nvidia_flag("--rotate", "it rotates StyleGAN3's input grid; StyleGAN3 networks are not supported here")
 def main(
     network: Path,
     seeds: list[int],

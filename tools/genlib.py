@@ -10,11 +10,16 @@ and it is usable on its own::
 It knows the networks only through their public interface (``G.mapping``, ``G.synthesis``,
 ``G.mapping.w_avg``, ``stylegan.load_network``), never the training code.
 
-Reproducibility: every seed owns a CPU ``torch.Generator`` seeded with it. Its first ``z_dim``
-draws are the latent ``z``; with ``noise_mode='random'`` the same generator then draws that image's
-noise inputs. So a seed's inputs do not depend on the batch it lands in, on the other seeds, or on
-the device that renders it. (The arithmetic itself can differ in the last float bits between batch
-sizes, because matrix-multiply kernels sum in a shape-dependent order; see docs/generate.md.)
+Reproducibility: seed N's latent is ``np.random.RandomState(N).randn(z_dim)``, the latent NVIDIA's
+``generate.py`` / ``gen_images.py`` draw, so an NVIDIA network renders the same image here for the
+same seed, truncation and class. With ``noise_mode='random'`` the noise inputs come from a CPU
+``torch.Generator`` of the seed's own (:func:`noise_generator`). So a seed's inputs do not depend on
+the batch it lands in, on the other seeds, or on the device that renders it. (The arithmetic itself
+can differ in the last float bits between batch sizes, because matrix-multiply kernels sum in a
+shape-dependent order; see docs/generate.md.)
+
+``load_generator`` also takes NVIDIA's StyleGAN2 ``.pkl`` snapshots, read without running their
+code and converted in memory (:mod:`stylegan.nvidia_pickle`).
 
 Bad arguments raise :class:`ArgumentError` (a ``ValueError``) whose ``arg`` names the argument, so
 a CLI can point at its own option name.
@@ -25,8 +30,9 @@ from __future__ import annotations
 import math
 import re
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -104,21 +110,32 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return dev
 
 
-def load_generator(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
+def load_generator(
+    path: str | Path, device: str | torch.device = "cpu", log: Callable[[str], None] | None = None
+) -> nn.Module:
     """The generator of a network file, in eval mode on ``device``: ``G_ema`` when present, else ``G``.
 
-    Loading goes through ``stylegan.load_network``, which never executes code from the file.
+    ``.safetensors`` files go through ``stylegan.load_network``; NVIDIA ``.pkl`` snapshots through
+    ``stylegan.read_nvidia_pickle`` (converted in memory; ``log`` gets one line saying so). Neither
+    executes code from the file.
     """
     import stylegan  # imported here so that parsing and image helpers work without torch models
+    from stylegan.nvidia_pickle import is_pickle_path
 
     path = Path(path)
     if not path.is_file():
         raise ArgumentError("network", f"{str(path)!r} does not exist or is not a file")
     dev = resolve_device(device)
     try:
-        modules = stylegan.load_network(path, device=dev)
-    except (stylegan.NetworkFileError, OSError) as exc:
-        # NetworkFileError names the file and the problem; keep it to one line for CLIs.
+        if is_pickle_path(path):
+            net = stylegan.read_nvidia_pickle(path)
+            modules = {name: m.to(dev) for name, m in net.modules.items()}
+            if log is not None:
+                log(net.one_line())
+        else:
+            modules = stylegan.load_network(path, device=dev)
+    except (stylegan.NetworkFileError, stylegan.NvidiaPickleError, OSError) as exc:
+        # Both errors name the file and the problem; keep it to one line for CLIs.
         raise ArgumentError("network", " ".join(str(exc).split())) from exc
     for name in ("G_ema", "G"):
         if name in modules:
@@ -185,27 +202,35 @@ def make_labels(G: nn.Module, class_idx: int | Sequence[int] | None, n: int) -> 
 # ----- per-seed randomness -------------------------------------------------------------------------
 
 
-def seed_generator(seed: int) -> torch.Generator:
-    """The CPU generator that owns everything random about one seed's image."""
+def check_seed(seed: int) -> None:
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
         raise ArgumentError("seeds", f"{seed!r}; expected ints in [0, {MAX_SEED}]")
-    return torch.Generator(device="cpu").manual_seed(seed)
 
 
-def seed_latent(seed: int, z_dim: int) -> tuple[torch.Tensor, torch.Generator]:
-    """``z`` [z_dim] for ``seed``, and its generator positioned after ``z`` (for the noise inputs)."""
-    gen = seed_generator(seed)
-    return torch.randn(z_dim, generator=gen), gen
+def seed_latent(seed: int, z_dim: int) -> torch.Tensor:
+    """``z`` [z_dim] for ``seed``: ``np.random.RandomState(seed).randn(z_dim)`` as float32, the latent
+    NVIDIA's tools draw for that seed (their mapping casts it to float32 too)."""
+    check_seed(seed)
+    return torch.from_numpy(np.random.RandomState(seed).randn(z_dim)).float()
 
 
 def latents(seeds: Sequence[int], z_dim: int) -> torch.Tensor:
     """``z`` for each seed, ``[len(seeds), z_dim]`` on the CPU."""
-    return torch.stack([seed_latent(s, z_dim)[0] for s in seeds]) if seeds else torch.zeros(0, z_dim)
+    return torch.stack([seed_latent(s, z_dim) for s in seeds]) if seeds else torch.zeros(0, z_dim)
 
 
-def noise_generator(seed: int, z_dim: int) -> torch.Generator:
-    """A fresh generator for the noise inputs of ``seed`` (the same stream :func:`generate` uses)."""
-    return seed_latent(seed, z_dim)[1]
+# Seeding a torch CPU generator with N gives the same Mersenne Twister state as
+# np.random.RandomState(N) (both use MT19937's init_genrand), so noise drawn from
+# torch.Generator().manual_seed(N) would reuse the raw bits of seed N's latent. The noise stream is
+# seeded from (N, _NOISE_STREAM) through numpy's SeedSequence hash instead.
+_NOISE_STREAM = 0x6E6F697365  # "noise"
+
+
+def noise_generator(seed: int) -> torch.Generator:
+    """The CPU generator that draws the noise inputs of ``seed``'s image (``noise_mode='random'``)."""
+    check_seed(seed)
+    state = np.random.SeedSequence([seed, _NOISE_STREAM]).generate_state(1, np.uint32)[0]
+    return torch.Generator(device="cpu").manual_seed(int(state))
 
 
 # ----- mapping and synthesis -----------------------------------------------------------------------
@@ -276,7 +301,7 @@ def iter_synthesize(
     for i in range(0, ws.shape[0], batch_size):
         wb = ws[i : i + batch_size].to(dev)
         if noise_mode == "random":
-            gens = [noise_generator(s, G.z_dim) for s in noise_seeds[i : i + batch_size]]
+            gens = [noise_generator(s) for s in noise_seeds[i : i + batch_size]]
             img = G.synthesis(wb, noise_mode="random", generator=gens)
         else:
             img = G.synthesis(wb, noise_mode=noise_mode)

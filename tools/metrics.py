@@ -6,6 +6,8 @@
 
 Published-comparable numbers need the Inception weights and torch-fidelity (docs/metrics.md);
 ``--features random`` runs the same code with a weight-free random network (demos, tests).
+``--network`` also takes NVIDIA's StyleGAN2 ``.pkl`` (read without running its code, converted in
+memory; said in one line on stderr).
 The library is :mod:`training.metrics`; this CLI loads the network, sets up the processes that
 torchrun started, and prints (and optionally records) the results.
 """
@@ -26,7 +28,7 @@ import torch
 import torch.distributed as torch_dist
 
 from tools import genlib
-from tools.cli_common import finite_float, flags
+from tools.cli_common import NETWORK_HELP, finite_float, flags, nvidia_flag, say
 from training import metrics as M
 
 
@@ -55,8 +57,7 @@ def _init_processes(device: str) -> tuple[M.Ranks, torch.device]:
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
-@click.option("--network", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="Network file (.safetensors); uses G_ema when present, else G.")
+@click.option("--network", required=True, type=click.Path(dir_okay=False, path_type=Path), help=NETWORK_HELP)
 @click.option("--num-gen", type=click.IntRange(min=2), default=None, is_eager=True,
               help="Generated images per metric, replacing the count in the names (fid50k_full -> fid2k_full).")
 @click.option("--metrics", "metric_names", default="fid50k_full", callback=_metrics_option,
@@ -81,6 +82,7 @@ def _init_processes(device: str) -> tuple[M.Ranks, torch.device]:
               help="auto = CUDA when available; under torchrun, process i uses cuda:LOCAL_RANK.")
 @click.option("--outdir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Also append the results to OUTDIR/metric-<name>.jsonl (as training does).")
+@nvidia_flag("--gpus", "here start one process per GPU: torchrun --nproc-per-node N tools/metrics.py ...")
 def main(network: Path, num_gen: int | None, metric_names: str, data: str | None, mirror: bool, truncation_psi: float,
          noise_mode: str, seed: int, features: str, inception_weights: Path | None, cache_dir: Path | None,
          cache: bool, batch_size: int, device: str, outdir: Path | None) -> None:
@@ -93,7 +95,7 @@ def main(network: Path, num_gen: int | None, metric_names: str, data: str | None
     start = time.perf_counter()
     try:
         with flags():
-            G = genlib.load_generator(network, device=dev)
+            G = genlib.load_generator(network, device=dev, log=say if ranks.is_main else None)
         try:
             extractor = M.build_extractor(features, dev, inception_weights=inception_weights, cache_dir=cache_dir)
         except M.MetricUnavailable as exc:

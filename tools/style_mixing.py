@@ -18,7 +18,7 @@ if __package__ in (None, ""):  # run as `python tools/style_mixing.py` from a ch
 
 import click
 
-from tools.cli_common import SEEDS, RangesType, flags, load_checked, network_options
+from tools.cli_common import SEEDS, RangesType, flags, load_checked, network_options, nvidia_flag
 from tools.imagefiles import IMAGE_FORMATS, check_channels, save_image
 from tools.latent_walks import default_mix_layers, style_mixing_figure
 
@@ -31,6 +31,8 @@ from tools.latent_walks import default_mix_layers, style_mixing_figure
               help="Layers (ws indices) taken from the column seeds, e.g. 4-7; default: the fine half.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="Output image, .png or .jpg.")
+@nvidia_flag("--styles", "here it is --layers (the ws indices taken from the column seeds), e.g. --layers 0-6")
+@nvidia_flag("--outdir", "here --out FILE writes the figure (.png or .jpg); use generate.py for single images")
 def main(
     network: Path,
     row_seeds: list[int],

@@ -21,7 +21,7 @@ if __package__ in (None, ""):  # run as `python tools/video.py` from a checkout
 import click
 
 from tools import genlib
-from tools.cli_common import SEEDS, flags, load_checked, network_options, progress
+from tools.cli_common import SEEDS, flags, load_checked, network_options, nvidia_flag, progress
 from tools.imagefiles import check_channels, save_gif, save_mp4
 from tools.latent_walks import SPACES, iter_video_frames, num_video_frames, parse_grid, split_cells
 
@@ -44,6 +44,9 @@ def _grid(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, 
 @click.option("--fps", type=click.FloatRange(min=0, min_open=True, max=1000), default=30.0, help="Frames per second.")
 @click.option("--loop/--no-loop", default=True, help="Walk back to the first keyframe (a seamless loop).")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Output file, .gif or .mp4.")
+@nvidia_flag("--w-frames", "here it is --frames (frames between two consecutive keyframes)")
+@nvidia_flag("--num-keyframes", "here the keyframes are the seeds: give each grid cell as many seeds as keyframes")
+@nvidia_flag("--output", "here it is --out (a .gif or .mp4 file)")
 def main(
     network: Path,
     seeds: list[int],

@@ -10,7 +10,7 @@ snapshot hook both call it). For a list of metrics it makes
 3. the metrics on rank 0, broadcast to every process.
 
 Generated images (StyleGAN2-ADA's protocol): z for seed s is the first ``z_dim`` draws of
-``torch.Generator().manual_seed(s)`` (the same z as ``tools/generate.py`` for that seed); a
+``torch.Generator().manual_seed(s)`` (``tools/generate.py`` draws NVIDIA's numpy latent instead); a
 conditional generator gets a class drawn from the same generator with the dataset's class
 frequencies; noise inputs are random (``noise_mode='random'``), drawn from the same per-seed
 generator, so an image depends on its seed only, never on the batch size or number of processes;
