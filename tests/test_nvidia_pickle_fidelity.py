@@ -151,12 +151,14 @@ def test_load_generator_uses_g_ema_of_a_pickle():
 
 
 def test_init_from_a_pickle_copies_nvidias_weights():
-    """``train.py --init NET.pkl`` at the init_from level (train.py is not changed here)."""
+    """``train.py --init NET.pkl`` at the init_from level (the CLI: tests/test_train_init.py)."""
     path, ref = fixture("sg2-cond-rgb32"), reference("sg2-cond-rgb32")
     config = network_config_from_file(path)
     assert config == stylegan.read_nvidia_pickle(path).config and config.preset == "nvidia"
-    assert options_from_file(path) == {}  # conditional, and no preset of ours: nothing to infer
-    assert options_from_file(fixture("sg2-uncond-rgba16-resnetG")) == {"cond": False}
+    # Conditional and no preset of ours: only the width, which decides the tensors' shapes.
+    assert options_from_file(path) == {"cbase": 1024, "cmax": 64, "map": 2, "mbstd_group": 4}
+    assert options_from_file(fixture("sg2-uncond-rgba16-resnetG")) == {
+        "cond": False, "cbase": 512, "cmax": 32, "map": 1, "mbstd_group": 4}
     # A run of another network is refused with the fields that differ.
     G_tiny, _ = stylegan.build("tiny", 32, 3, 10)
     with pytest.raises(ValueError, match="preset: file 'nvidia', this run 'tiny'"):

@@ -131,3 +131,31 @@ def test_cli_init_takes_the_files_preset_and_unconditional_setting_unless_given(
     unlabelled = make_dataset(tmp_path / "unlabelled", resolution=8, num_images=8, num_classes=0, shards=1)
     bad = CliRunner().invoke(main, ["--data", str(unlabelled), "--init", str(tmp_path / "cond.safetensors"), "--dry-run"])
     assert bad.exit_code == 2 and "c_dim: file 3, this run 0" in bad.output, bad.output
+
+
+def test_cli_init_from_an_nvidia_pickle_trains_its_network(tmp_path):
+    from nvidia_fixtures import fixture
+
+    pkl = fixture("sg2-cond-rgb32")  # NVIDIA's StyleGAN2: 32x32 RGB, 10 classes, z/w 64, mapping 2
+    data = make_dataset(tmp_path / "rgb32", resolution=32, channels=3, num_images=16, num_classes=10, shards=1)
+    out = tmp_path / "runs"
+    base = ["--data", str(data), "--outdir", str(out), "--batch", "4", "--workers", "0", "--threads", "1",
+            "--tick", "0.004", "--kimg", "0.004", "--init", str(pkl)]
+    dry = CliRunner().invoke(main, [*base, "--dry-run"])
+    assert dry.exit_code == 0, dry.output
+    assert "--preset=auto (the recipe for --init's 'nvidia' network)" in dry.output
+    assert '"z_dim": 64' in dry.output and '"w_avg_beta": 0.998' in dry.output  # the file's network, not auto's
+    result = CliRunner().invoke(main, [*base])
+    assert result.exit_code == 0, result.output
+    assert "converted in memory" in result.output and f"initialised from {pkl}" in result.output
+    run = next(out.iterdir())
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["network"]["preset"] == "nvidia" and saved["network"]["z_dim"] == 64
+    # A requeue resumes the same run with the network it saved.
+    again = CliRunner().invoke(main, [*base[:-3], "0.008", "--init", str(pkl), "--resume", "auto"])
+    assert again.exit_code == 0, again.output
+    assert "resumed from" in again.output
+    # Data the file's network cannot read is refused with the differing fields.
+    gray = make_dataset(tmp_path / "gray32", resolution=32, channels=1, num_images=8, num_classes=10, shards=1)
+    bad = CliRunner().invoke(main, ["--data", str(gray), "--init", str(pkl), "--dry-run"])
+    assert bad.exit_code == 2 and "--init" in bad.output and "img_channels: file 3, this run 1" in bad.output, bad.output

@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 import stylegan
 from ops.upfirdn2d import setup_filter
+from stylegan.config import NetworkConfig
 from training import grids
 from training.checkpoint import load_state, save_state
 from training.config import TrainConfig
@@ -265,14 +266,18 @@ def fit(
     stop: StopRequest | None = None,
     log: RunLog | None = None,
     progress_bar: bool = True,
+    net_config: NetworkConfig | None = None,
 ) -> FitResult:
-    """Train until ``cfg.kimg`` thousand images (or a stop request); ``cfg`` must be resolved."""
+    """Train until ``cfg.kimg`` thousand images (or a stop request); ``cfg`` must be resolved.
+    ``net_config`` is the run's network (:func:`training.resolve.resolve_run`); by default the
+    preset's for this data."""
     run_dir = Path(run_dir)
     log = log or RunLog(run_dir, enabled=False)
     stop = stop or StopRequest()
     info = load_dataset_info(cfg.data)
     c_dim = info.num_classes if cfg.cond else 0
-    session = build_session(cfg, dist, network_config(cfg, DataShape.of(info)), class_counts=info.class_counts)
+    net_config = net_config or network_config(cfg, DataShape.of(info))
+    session = build_session(cfg, dist, net_config, class_counts=info.class_counts)
     if state_dir is not None:
         for note in restore_session(session, load_state(state_dir, dist.device)):
             log.info(f"note: {note}")

@@ -106,6 +106,8 @@ def resolve_run(
     accelerate_precision: str | None = None,
     given: set[str] | None = None,
     file_options: dict[str, Any] | None = None,
+    file_network: NetworkConfig | None = None,
+    saved_network: NetworkConfig | None = None,
 ) -> ResolvedRun:
     """Fill every option of ``cfg`` that was not given and build the network configuration.
 
@@ -116,7 +118,10 @@ def resolve_run(
         device_type: ``'cuda'`` or ``'cpu'``; the presets' float16 needs CUDA.
         accelerate_precision: ``accelerate config``'s mixed precision (``no``/``fp16``/``bf16``).
         given: the names the user gave (default: those differing from the defaults).
-        file_options: what the ``--init`` file implies (``preset``, ``cond``), where not given.
+        file_options: what the ``--init`` file implies (``preset``, ``cond``, width), where not given.
+        file_network: the ``--init`` file's network when it is none of our presets (an NVIDIA
+            pickle): the run builds exactly that network, with its own growth and precision layout.
+        saved_network: a resumed run's network (``config.json``), built as it was saved.
 
     Raises:
         ConfigError: a value that cannot work with this data or these processes; the message
@@ -147,7 +152,10 @@ def resolve_run(
     preset = values.get("preset", cfg.preset)
     if preset is None:
         preset = "tiny" if cfg.data == DEMO_DATA and "data" not in given else "auto"
-        take("preset", preset, "derived", "the demo dataset" if preset == "tiny" else "--data without --preset")
+        why = "the demo dataset" if preset == "tiny" else "--data without --preset"
+        if file_network is not None:
+            why = f"the recipe for --init's {file_network.preset!r} network"
+        take("preset", preset, "derived", why)
 
     try:
         recipe = stylegan.preset_recipe(preset, shape.resolution, world_size)
@@ -193,7 +201,12 @@ def resolve_run(
     resolved = cfg.replace(**values)
     for name in sorted(f.name for f in fields(resolved)):
         sources.setdefault(name, "default")
-    network = network_config(resolved, shape)
+    if saved_network is not None:
+        network = saved_network
+    elif file_network is not None:
+        network = _network_from_file(file_network, resolved, shape)
+    else:
+        network = network_config(resolved, shape)
     _check_batches(resolved, network, world_size, shape.resolution)
     missing = resolved.unresolved()
     if missing:  # a programming error: every option must have a source
@@ -215,6 +228,22 @@ def network_config(cfg: TrainConfig, shape: DataShape) -> NetworkConfig:
             "--data", f"the dataset ({shape.resolution}x{shape.resolution}, {shape.channels} channels) does not fit "
             f"--preset={cfg.preset!r}: {err}",
         ) from None
+
+
+def _network_from_file(file_net: NetworkConfig, cfg: TrainConfig, shape: DataShape) -> NetworkConfig:
+    """The ``--init`` file's network for this run: its architecture as it is, this run's growth, and
+    the precision layout of this run (none in fp32; the preset's float16 blocks and clamp otherwise)."""
+    c_dim = shape.num_classes if cfg.cond else 0
+    wanted = {"resolution": shape.resolution, "img_channels": shape.channels, "c_dim": c_dim}
+    diff = [f"{k}: file {getattr(file_net, k)!r}, this run {v!r}" for k, v in wanted.items() if getattr(file_net, k) != v]
+    if diff:
+        raise ConfigError(
+            "--init", f"{cfg.init}: its networks differ from this run's ({', '.join(diff)}); use data of the "
+            f"file's resolution and channels, and --cond/--no-cond to match its classes",
+        )
+    layout = stylegan.preset_network(cfg.preset, shape.resolution)
+    fp16_res, clamp = (0, None) if cfg.precision == "fp32" else (layout["num_fp16_res"], layout["conv_clamp"])
+    return file_net.replace(growth=cfg.growth, num_fp16_res=fp16_res, conv_clamp=clamp)
 
 
 def _check_batches(cfg: TrainConfig, network: NetworkConfig, world_size: int, resolution: int) -> None:

@@ -32,7 +32,8 @@ import stylegan
 from training.checkpoint import find_resumable, read_progress, resolve_resume
 from training.config import ConfigError, TrainConfig
 from training.distributed import Dist
-from training.init_from import options_from_file, plan_init
+from stylegan.config import NetworkConfig
+from training.init_from import network_config_from_file, options_from_file, plan_init
 from training.loop import TrainingDiverged, fit
 from training.resolve import DataShape, ResolvedRun, resolve_run, with_network_fields
 from training.runlog import RunLog, next_run_dir, trim_stats, write_json_atomic
@@ -149,8 +150,9 @@ def main(**opts: Any) -> None:
     if outdir.exists() and not outdir.is_dir():
         raise click.BadParameter(f"{str(outdir)!r} exists and is not a folder", param_hint="--outdir")
     run_dir, state_dir = _find_resume(resume, opts["outdir"], dist)
-    cfg, given = _config_for(opts, given, run_dir)
-    run = _resolve(cfg, given, dist, new_run=run_dir is None, planned=planned, dry_run=dry_run)
+    cfg, given, saved_network = _config_for(opts, given, run_dir)
+    run = _resolve(cfg, given, dist, new_run=run_dir is None, planned=planned, dry_run=dry_run,
+                   saved_network=saved_network)
     cfg, info = run.train, run.info
     _set_threads(threads)
 
@@ -172,7 +174,7 @@ def main(**opts: Any) -> None:
             log.info(line)
         log.info(f"run folder: {run_dir}")
         with StopRequest() as stop:
-            result = fit(cfg, dist, run_dir, state_dir=state_dir, stop=stop, log=log)
+            result = fit(cfg, dist, run_dir, state_dir=state_dir, stop=stop, log=log, net_config=run.network)
         if result.status == "stopped":
             log.info(f"resume with: accelerate launch training/train.py --resume {run_dir}")
         else:
@@ -223,11 +225,13 @@ def _find_resume(resume: str | None, outdir: str, dist: Dist) -> tuple[Path | No
         raise click.BadParameter(f"{resume!r}: {err}; expected 'auto' or a run folder with state/", param_hint="--resume")
 
 
-def _config_for(opts: dict[str, Any], given: set[str], run_dir: Path | None) -> tuple[TrainConfig, set[str]]:
-    """The options and the names given: from the CLI, or for a resumed run the saved ones (all given
-    then) with the changes a resumed run allows."""
+def _config_for(
+    opts: dict[str, Any], given: set[str], run_dir: Path | None
+) -> tuple[TrainConfig, set[str], NetworkConfig | None]:
+    """The options, the names given and the network to build: from the CLI, or for a resumed run the
+    saved ones (all given then, the network as saved) with the changes a resumed run allows."""
     if run_dir is None:
-        return TrainConfig(**opts), given
+        return TrainConfig(**opts), given, None
     saved_json = json.loads((run_dir / "config.json").read_text())
     saved = TrainConfig.from_dict(with_network_fields(saved_json["train"], saved_json.get("network", {})))
     changes = {}
@@ -243,7 +247,8 @@ def _config_for(opts: dict[str, Any], given: set[str], run_dir: Path | None) -> 
             )
         changes[key] = opts[key]
     cfg = saved.replace(**changes)
-    return cfg, {name for name, value in cfg.to_dict().items() if value is not None}
+    network = NetworkConfig.from_dict(saved_json["network"]) if "network" in saved_json else None
+    return cfg, {name for name, value in cfg.to_dict().items() if value is not None}, network
 
 
 def _data_shape(cfg: TrainConfig, planned: dict[str, int | None], dry_run: bool):
@@ -270,7 +275,7 @@ def _data_shape(cfg: TrainConfig, planned: dict[str, int | None], dry_run: bool)
 
 
 def _resolve(cfg: TrainConfig, given: set[str], dist: Dist, *, new_run: bool, planned: dict[str, int | None],
-             dry_run: bool) -> "_Run":
+             dry_run: bool, saved_network: NetworkConfig | None = None) -> "_Run":
     """The run's complete configuration (:func:`training.resolve.resolve_run`), as CLI errors."""
     from training.precision import check_precision
 
@@ -279,11 +284,17 @@ def _resolve(cfg: TrainConfig, given: set[str], dist: Dist, *, new_run: bool, pl
     except ConfigError as err:
         raise click.BadParameter(err.detail, param_hint=err.option)
     shape, info = _data_shape(cfg, planned, dry_run)
-    file_options = options_from_file(cfg.init) if new_run and cfg.init is not None else {}
+    file_options, file_network = {}, None
+    if new_run and cfg.init is not None:
+        file_options = options_from_file(cfg.init)
+        file_network = network_config_from_file(cfg.init)
+        if file_network is not None and file_network.preset in stylegan.PRESETS:
+            file_network = None  # one of ours: the preset (taken from the file) rebuilds it
     try:
         run = resolve_run(
             cfg, shape, world_size=dist.world_size, device_type=dist.device.type,
             accelerate_precision=os.environ.get("ACCELERATE_MIXED_PRECISION"), given=given, file_options=file_options,
+            file_network=file_network, saved_network=saved_network,
         )
         check_precision(run.train.precision, dist.device)
     except ConfigError as err:
