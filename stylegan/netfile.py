@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import uuid
 import warnings
 from dataclasses import dataclass, field
@@ -108,19 +109,22 @@ def save_network(
         "metadata": meta_json,
     }
     path = Path(path)
+    # safetensors itself writes a private (0600) temporary file beside its target and renames it;
+    # giving it a target inside our own temporary folder keeps every partial file under one name
+    # a later clean-up recognises, ``.<name>.<hex>.tmp``.
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
-        save_file(tensors, str(tmp), metadata=header)
-        os.chmod(tmp, file_mode())  # safetensors writes 0600 (a private temporary file renamed)
-        os.replace(tmp, path)
+        tmp.mkdir()
+        save_file(tensors, str(tmp / "network.safetensors"), metadata=header)
+        os.chmod(tmp / "network.safetensors", file_mode())
+        os.replace(tmp / "network.safetensors", path)
     except SafetensorError as err:  # an I/O error inside the serialiser: keep its errno, drop the chain
         code = _errno_of(err)
         raise OSError(code, os.strerror(code) if code else str(err), str(path)) from None
     except OSError as err:
         raise OSError(err.errno, err.strerror or str(err), str(path)) from None
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _errno_of(err: Exception) -> int:

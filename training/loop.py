@@ -36,6 +36,7 @@ from training.ema import update_ema
 from training.feed import DataFeed
 from training.init_from import apply_init, plan_init
 from training.metrics import evaluate_snapshot
+from training.outputs import clean_leftovers, writing
 from training.precision import autocast
 from training.progressive import prepare_reals
 from training.runlog import RunLog
@@ -192,7 +193,8 @@ def write_snapshot(session: Session, run_dir: Path, run_name: str) -> Path:
     path = snapshot_path(run_dir, p.nimg, session.cfg)
     meta = {"kimg": p.nimg / 1000, "step": p.step, "phase": phase.name, "resolution": phase.resolution,
             "alpha": alpha, "run": run_name, "train_config": session.cfg.to_dict()}
-    stylegan.save_network(path, {"G": session.G, "D": session.D, "G_ema": session.G_ema}, session.net_config, meta)
+    with writing(path):
+        stylegan.save_network(path, {"G": session.G, "D": session.D, "G_ema": session.G_ema}, session.net_config, meta)
     return path
 
 
@@ -273,6 +275,8 @@ def fit(
     run_dir = Path(run_dir)
     log = log or RunLog(run_dir, enabled=False)
     stop = stop or StopRequest()
+    if dist.is_main and (removed := clean_leftovers(run_dir)):
+        log.info(f"removed {len(removed)} temporary file(s) an interrupted run left: {', '.join(removed)}")
     info = load_dataset_info(cfg.data)
     c_dim = info.num_classes if cfg.cond else 0
     session = build_session(cfg, dist, resolution=info.resolution, channels=info.channels, c_dim=c_dim)

@@ -20,6 +20,7 @@ if __package__ in (None, ""):
     sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _here]
     sys.path.insert(0, str(_here.parent))
 
+import contextlib
 import json
 import platform
 import time
@@ -34,6 +35,7 @@ from training.config import ConfigError, TrainConfig, micro_batch, parse_growth_
 from training.distributed import Dist
 from training.init_from import options_from_file, plan_init
 from training.loop import TrainingDiverged, fit
+from training.outputs import OutputError
 from training.runlog import RunLog, next_run_dir, trim_stats, write_json_atomic
 from training.signals import StopRequest
 
@@ -163,6 +165,12 @@ def main(**opts: Any) -> None:
     except TrainingDiverged as err:
         log.info(f"error: {err}")
         raise click.ClickException(str(err)) from None
+    except OutputError as err:  # a full disk or a read-only folder: one line; the last state/ is intact
+        with contextlib.suppress(OSError):
+            log.info(f"error: {err}")
+        saved = (run_dir / "state" / "progress.json").is_file()
+        then = f"state/ is as last saved: free space, then --resume {run_dir}" if saved else "no state was saved yet"
+        raise click.ClickException(f"{err} ({then})") from None
     finally:
         log.close()
         if dist.active and torch.distributed.is_initialized():
