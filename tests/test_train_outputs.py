@@ -100,7 +100,7 @@ def test_full_disk_stops_with_one_line_and_keeps_the_state(data, tmp_path, monke
     assert result.exit_code == 1, result.output
     errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
     assert len(errors) == 1 and "Traceback" not in result.output, result.output
-    assert errors[0].startswith(f"Error: cannot write {run / target}: {NOSPACE} (state/ is as last saved")
+    assert errors[0].startswith(f"Error: cannot write {run / target}: {NOSPACE} (state/ is as last saved;")
     assert {p.name: p.read_bytes() for p in (run / "state").iterdir()} == before
     assert not [p for p in run.rglob("*") if p.name.startswith((".state-tmp-", ".state-old-")) or p.suffix == ".tmp"]
     assert f"error: cannot write {run / target}: {NOSPACE}" in (run / "log.txt").read_text()

@@ -241,7 +241,7 @@ def tick_record(session: Session, tick: TickStats, feed: DataFeed) -> dict[str, 
         "tick": p.tick, "kimg": p.nimg / 1000, "step": p.step, "sec": sec, "total_sec": p.train_sec,
         "sec_per_kimg": sec / max(tick.nimg / 1000, 1e-9), "img_per_sec": tick.nimg / sec,
         "data_wait": (feed.wait_sec - tick.start_wait) / sec, **tick.means(), "pl_mean": float(session.pl_mean),
-        "skipped": tick.skipped, "skipped_total": p.skipped_total,
+        "skipped": tick.skipped, "skipped_total": p.skipped_total, "data_skipped": feed.take_skipped(),
         "glr": session.opt_G.param_groups[0]["lr"], "dlr": session.opt_D.param_groups[0]["lr"],
         "peak_mem_gb": peak_memory_gb(dist.device), "phase": name, "resolution": res,
         "alpha": alpha, "batch": tick.last.batch if tick.last else phase.batch, "processes": dist.world_size,
@@ -256,7 +256,7 @@ def format_tick(r: dict[str, Any]) -> str:
         f"tick {r['tick']:<4d} kimg {r['kimg']:<8.2f} {r['phase']:<9s} a={r['alpha']:.2f}  "
         f"sec/kimg {r['sec_per_kimg']:<7.2f} img/s {r['img_per_sec']:<7.1f} data {100 * r['data_wait']:4.1f}%  "
         f"G {f('loss_G', '.3f')} D {f('loss_D', '.3f')} R1 {f('r1_penalty', '.4f')} PL {f('pl_penalty', '.4f')}  "
-        f"skipped {r['skipped']}  mem {r['peak_mem_gb']:.2f}GB"
+        f"skipped {r['skipped']}  bad data {r.get('data_skipped', 0)}  mem {r['peak_mem_gb']:.2f}GB"
     )
 
 

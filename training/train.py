@@ -32,6 +32,7 @@ import torch
 import stylegan
 from training.checkpoint import find_resumable, read_progress, resolve_resume
 from training.config import ConfigError, TrainConfig, micro_batch, parse_growth_batch
+from training.data import DataError
 from training.distributed import Dist
 from training.init_from import options_from_file, plan_init
 from training.loop import TrainingDiverged, fit
@@ -165,11 +166,11 @@ def main(**opts: Any) -> None:
     except TrainingDiverged as err:
         log.info(f"error: {err}")
         raise click.ClickException(str(err)) from None
-    except OutputError as err:  # a full disk or a read-only folder: one line; the last state/ is intact
+    except (OutputError, DataError) as err:  # a full disk, data that cannot go on: one line, state/ as saved
         with contextlib.suppress(OSError):
             log.info(f"error: {err}")
         saved = (run_dir / "state" / "progress.json").is_file()
-        then = f"state/ is as last saved: free space, then --resume {run_dir}" if saved else "no state was saved yet"
+        then = f"state/ is as last saved; fix this, then --resume {run_dir}" if saved else "no state was saved yet"
         raise click.ClickException(f"{err} ({then})") from None
     finally:
         log.close()
