@@ -308,10 +308,16 @@ def load_network(path: str | os.PathLike, device: torch.device | str | None = No
     try:
         with safe_open(str(path), framework="pt") as f, torch.no_grad():
             for key in f.keys():  # one tensor at a time: the peak is the modules plus one tensor
+                target = targets.get(key)
+                sl = f.get_slice(key)
+                if target is None or tuple(sl.get_shape()) != tuple(target.shape) or sl.get_dtype() != _DTYPES.get(
+                    target.dtype
+                ):
+                    raise _fail(path, f"the file changed while being read (tensor {key!r} no longer fits its config)")
                 tensor = f.get_tensor(key)
                 if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
                     non_finite.append(key)
-                targets[key].copy_(tensor)
+                target.copy_(tensor)
                 del tensor
     except (SafetensorError, OSError) as err:
         raise _fail(path, f"could not read the tensors ({err})") from None

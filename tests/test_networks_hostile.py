@@ -282,3 +282,13 @@ def test_limits_admit_real_networks() -> None:
             stylegan.build_from_config(cfg)
     stylegan.resolve_config("stylegan2", 8192, 16, 100_000, channel_base=2**20, channel_max=8192, z_dim=8192,
                             w_dim=8192, mapping_layers=64)
+
+
+def test_a_file_swapped_between_header_check_and_read_is_refused(corpus: dict[str, Path], good: Path,
+                                                                 monkeypatch) -> None:
+    import stylegan.netfile as netfile
+
+    checked = netfile.read_network_info(good)
+    monkeypatch.setattr(netfile, "read_network_info", lambda path: checked)
+    with pytest.raises(NetworkFileError, match="changed while being read"):
+        stylegan.load_network(corpus["shape-flattened"])
