@@ -10,12 +10,34 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
 G_ARCHITECTURES = ("orig", "skip", "resnet")
 D_ARCHITECTURES = ("orig", "skip", "resnet")
 GROWTH_MODES = ("none", "progressive")
+
+# Upper bounds of every size, so that a config read from a stranger's file cannot ask for absurd
+# allocations (docs/networks.md, "Limits"). Each is far above any published network: config-f at
+# 1024x1024 uses resolution 1024, z/w 512, channel_base 32768 (ProGAN 1024: 65536), 512 channels,
+# 8 mapping layers and a 4-tap filter.
+LIMITS = {
+    "resolution": 8192,
+    "img_channels": 16,
+    "c_dim": 100_000,
+    "z_dim": 8192,
+    "w_dim": 8192,
+    "mapping_layers": 64,
+    "d_mapping_layers": 64,
+    "channel_base": 2**20,
+    "channel_max": 8192,
+    "num_fp16_res": 16,
+    "mbstd_group_size": 1024,
+    "mbstd_num_channels": 1024,
+    "resample_filter": 16,  # taps
+    "preset": 100,  # characters
+}
 
 
 def suggest(name: str, allowed: list[str] | tuple[str, ...]) -> str:
@@ -29,14 +51,30 @@ def is_power_of_two(value: Any) -> bool:
 
 
 def _check_int(name: str, value: Any, minimum: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"{name}={value!r}: expected an int >= {minimum}")
+    if not isinstance(value, int) or isinstance(value, bool) or not minimum <= value <= LIMITS[name]:
+        raise ValueError(f"{name}={_short(value)}: expected an int in [{minimum}, {LIMITS[name]}]")
+
+
+def _short(value: Any, width: int = 60) -> str:
+    """``repr(value)``, cut to ``width`` characters: a hostile file's value can be megabytes long."""
+    text = repr(value) if not isinstance(value, int) or abs(value) < 10**30 else f"<an int of {len(str(abs(value)))} digits>"
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def _finite_number(value: Any) -> bool:
+    """A real number (bool excluded) that converts to a finite float."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:
+        return False
 
 
 def _check_choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
         hint = suggest(value, allowed) if isinstance(value, str) else ""
-        raise ValueError(f"{name}={value!r}: expected one of {', '.join(map(repr, allowed))}{hint}")
+        raise ValueError(f"{name}={_short(value)}: expected one of {', '.join(map(repr, allowed))}{hint}")
 
 
 @dataclass(frozen=True)
@@ -70,10 +108,12 @@ class NetworkConfig:
     growth: str = "none"  # 'progressive' adds the ToRGB/FromRGB layers every stage needs
 
     def __post_init__(self) -> None:
-        if not isinstance(self.preset, str):
-            raise ValueError(f"preset={self.preset!r}: expected a string")
-        if not (is_power_of_two(self.resolution) and self.resolution >= 4):
-            raise ValueError(f"resolution={self.resolution!r}: expected a power of two >= 4")
+        if not isinstance(self.preset, str) or len(self.preset) > LIMITS["preset"]:
+            raise ValueError(f"preset={_short(self.preset)}: expected a string of at most {LIMITS['preset']} characters")
+        if not (is_power_of_two(self.resolution) and 4 <= self.resolution <= LIMITS["resolution"]):
+            raise ValueError(
+                f"resolution={_short(self.resolution)}: expected a power of two in [4, {LIMITS['resolution']}]"
+            )
         _check_int("img_channels", self.img_channels, 1)
         _check_int("c_dim", self.c_dim, 0)
         _check_int("z_dim", self.z_dim, 1)
@@ -98,28 +138,28 @@ class NetworkConfig:
             )
         for name in ("mapping_lr_multiplier", "w_avg_beta"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ValueError(f"{name}={value!r}: expected a number")
+            if not _finite_number(value):
+                raise ValueError(f"{name}={_short(value)}: expected a finite number")
         if not self.mapping_lr_multiplier > 0:
             raise ValueError(f"mapping_lr_multiplier={self.mapping_lr_multiplier!r}: expected a number > 0")
         if not 0 <= self.w_avg_beta <= 1:
             raise ValueError(f"w_avg_beta={self.w_avg_beta!r}: expected a number in [0, 1]")
-        if self.conv_clamp is not None and (
-            isinstance(self.conv_clamp, bool) or not isinstance(self.conv_clamp, (int, float)) or not self.conv_clamp > 0
-        ):
-            raise ValueError(f"conv_clamp={self.conv_clamp!r}: expected None (no clamping) or a number > 0")
+        if self.conv_clamp is not None and not (_finite_number(self.conv_clamp) and self.conv_clamp > 0):
+            raise ValueError(f"conv_clamp={_short(self.conv_clamp)}: expected None (no clamping) or a finite number > 0")
         _check_choice("g_architecture", self.g_architecture, G_ARCHITECTURES)
         _check_choice("d_architecture", self.d_architecture, D_ARCHITECTURES)
         _check_choice("growth", self.growth, GROWTH_MODES)
         if not isinstance(self.use_noise, bool):
-            raise ValueError(f"use_noise={self.use_noise!r}: expected True or False")
+            raise ValueError(f"use_noise={_short(self.use_noise)}: expected True or False")
         taps = self.resample_filter
-        if not isinstance(taps, tuple) or not taps or not all(
-            isinstance(t, (int, float)) and not isinstance(t, bool) for t in taps
-        ):
-            raise ValueError(f"resample_filter={taps!r}: expected a non-empty tuple of numbers")
+        if not isinstance(taps, tuple) or not 1 <= len(taps) <= LIMITS["resample_filter"]:
+            raise ValueError(
+                f"resample_filter={_short(taps)}: expected a tuple of 1 to {LIMITS['resample_filter']} numbers"
+            )
+        if not all(_finite_number(t) and abs(t) <= 1e6 for t in taps):
+            raise ValueError(f"resample_filter={_short(taps)}: expected finite numbers of magnitude <= 1e6")
         if sum(taps) == 0:
-            raise ValueError(f"resample_filter={taps!r}: the taps must not sum to zero")
+            raise ValueError(f"resample_filter={_short(taps)}: the taps must not sum to zero")
 
     # ----- derived quantities -------------------------------------------------------------------
 
@@ -159,7 +199,7 @@ class NetworkConfig:
         names = cls.field_names()
         for key in data:
             if key not in names:
-                raise ValueError(f"network config: unknown key {key!r}{suggest(str(key), names)}")
+                raise ValueError(f"network config: unknown key {_short(key)}{suggest(str(key), names)}")
         values = dict(data)
         if isinstance(values.get("resample_filter"), list):
             values["resample_filter"] = tuple(values["resample_filter"])

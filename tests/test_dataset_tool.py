@@ -7,6 +7,7 @@ import io
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import tarfile
@@ -328,3 +329,39 @@ def test_interrupted_run_leaves_no_dataset(tmp_path):
     run(["--source", small, "--dest", dest, "--resolution", 8, "--workers", 1])
     assert load_dataset_info(str(dest)).num_images == 1
     assert not list(dest.glob(".partial-*"))  # the killed run's working folder was cleaned up
+
+
+def test_resolution_must_be_a_power_of_two(tmp_path):
+    src = make_class_folders(tmp_path / "src", per_class=1)
+    for bad in (12, 100, 1000):
+        result = run(["--source", src, "--dest", tmp_path / "out", "--resolution", bad], ok=False)
+        errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
+        assert result.exit_code == 2 and len(errors) == 1, result.output
+        assert "--resolution" in errors[0] and f"{bad}: expected a power of two" in errors[0]
+    assert not (tmp_path / "out").exists()
+
+
+def test_fifos_devices_and_symlink_loops_are_listed_as_skipped(tmp_path):
+    src = make_class_folders(tmp_path / "src", per_class=2)
+    os.mkfifo(src / "red" / "pipe.png")  # opening it to read would block forever
+    (src / "red" / "loop.png").symlink_to("loop.png")
+    (src / "green" / "a.png").symlink_to("b.png")
+    (src / "green" / "b.png").symlink_to("a.png")
+    (src / "blue" / "gone.png").symlink_to("nowhere.png")
+    (src / "blue" / "again").symlink_to("..", target_is_directory=True)  # a folder loop: not followed
+    expected = {"red/pipe.png": ("not a regular file", "FIFO"), "red/loop.png": ("symlink loop", "itself"),
+                "green/a.png": ("symlink loop", "itself"), "green/b.png": ("symlink loop", "itself"),
+                "blue/gone.png": ("dangling symlink", "does not exist")}
+    try:
+        os.mknod(src / "blue" / "null.png", 0o600 | stat.S_IFCHR, os.makedev(1, 3))
+        expected["blue/null.png"] = ("not a regular file", "character device")
+    except PermissionError:  # creating device files needs root
+        pass
+    result = run(["--source", src, "--dest", tmp_path / "out", "--resolution", 8, "--labels", "folders",
+                  "--workers", 1])
+    info = json.loads((tmp_path / "out" / "dataset.json").read_text())
+    assert info["num_images"] == 6
+    skipped = {s["input"]: s for s in info["skipped"]}
+    for name, (reason, detail) in expected.items():
+        assert skipped[name]["reason"] == reason and detail in skipped[name]["detail"], skipped.get(name)
+    assert f"Skipped {len(expected)} inputs" in result.output

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import bz2
 import csv
+import errno
 import functools
 import gzip
 import json
 import lzma
 import os
 import shutil
+import stat
 import struct
 import tarfile
 import zipfile
@@ -53,6 +55,7 @@ class Listing:
     offsets: np.ndarray | None = None  # tar: data offset; zip: local header offset
     methods: np.ndarray | None = None  # zip: compression method
     input_bytes: int = 0
+    ignored: tuple[tuple[str, str, str], ...] = ()  # (name, reason, detail): FIFOs, devices, symlink loops
 
     def __len__(self) -> int:
         return len(self.names)
@@ -84,26 +87,54 @@ def source_kind(source: Path) -> str:
     raise ValueError(f"--source {source}: not a folder, a .zip or a .tar/.tar.gz archive")
 
 
-def _sorted_listing(kind: str, root: str, rows: list[tuple], input_bytes: int) -> Listing:
+def _sorted_listing(kind: str, root: str, rows: list[tuple], input_bytes: int,
+                    ignored: list[tuple[str, str, str]] | None = None) -> Listing:
     rows.sort(key=lambda r: r[0])
     cols = list(zip(*rows)) if rows else [[]] * 4
     extra = [np.asarray(c, dtype=np.int64) for c in cols[2:]]
-    return Listing(kind, root, list(cols[0]), np.asarray(cols[1], dtype=np.int64), *extra, input_bytes=input_bytes)
+    return Listing(kind, root, list(cols[0]), np.asarray(cols[1], dtype=np.int64), *extra, input_bytes=input_bytes,
+                   ignored=tuple(sorted(ignored or [])))
+
+
+_SPECIAL = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+            (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def special_file(path: str) -> tuple[str, str] | None:
+    """(reason, detail) when ``path`` is not something to read as an image file: a FIFO (reading
+    it would block), a device, a socket, a symlink loop or a dangling symlink; else None."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return "symlink loop", f"{path} -> {os.readlink(path)} leads back to itself"
+        if os.path.islink(path):
+            return "dangling symlink", f"{path} -> {os.readlink(path)}, which does not exist"
+        return "unreadable", e.strerror or str(e)
+    for test, what in _SPECIAL:
+        if test(mode):
+            return "not a regular file", what
+    return None
 
 
 def list_source(source: Path, workdir: Path) -> Listing:
     """The image files of a folder, zip or tar. `workdir` receives a decompressed copy of a tar.gz."""
     kind = source_kind(source)
     if kind == "folder":
-        rows = []
-        for root, dirs, files in os.walk(source):
+        rows, ignored = [], []
+        for root, dirs, files in os.walk(source):  # symlinked folders are not followed: no loops
             dirs.sort()
             for f in files:
                 path = os.path.join(root, f)
                 name = Path(path).relative_to(source).as_posix()
-                if _is_image_name(name) and os.path.isfile(path):
+                if any(p.startswith(".") for p in PurePosixPath(name).parts):
+                    continue
+                problem = special_file(path)
+                if problem is not None:
+                    ignored.append((name, *problem))
+                elif _is_image_name(name) and os.path.isfile(path):
                     rows.append((name, os.path.getsize(path)))
-        return _sorted_listing("folder", str(source), rows, sum(r[1] for r in rows))
+        return _sorted_listing("folder", str(source), rows, sum(r[1] for r in rows), ignored)
     if kind == "zip":
         with zipfile.ZipFile(source) as zf:
             rows = [(i.filename, i.compress_size, i.header_offset, -1 if i.flag_bits & 1 else i.compress_type)

@@ -5,8 +5,8 @@
 
 Images are decoded, converted and re-encoded as compressed PNG by `--workers` processes, in an
 order shuffled by `--seed` so that every shard mixes the classes. A bad input (empty, not an image,
-truncated, too small, unreadable) is skipped and recorded with its reason in dataset.json; the run
-fails only when nothing usable is left. Output appears in `--dest` atomically (tools/dataset_writer.py).
+truncated, too small, unreadable; a FIFO, device file, socket or symlink loop in a folder) is skipped
+and recorded with its reason in dataset.json; the run fails only when nothing usable is left. Output appears in `--dest` atomically (tools/dataset_writer.py).
 """
 
 from __future__ import annotations
@@ -136,6 +136,9 @@ def main(source: Path, dest: Path, resolution: int, transform: str, resize_filte
          labels: str | None, max_images: int | None, shard_size: int, workers: int | None, seed: int,
          min_size: int | None, prefix: str | None, source_name: str | None, overwrite: bool) -> None:
     """Convert images to WebDataset shards for training/data.py."""
+    if resolution & (resolution - 1):
+        raise click.BadParameter(f"{resolution}: expected a power of two (4, 8, ..., 256, 512, 1024): the networks "
+                                 "double the resolution from block to block", param_hint="--resolution")
     workers = workers or _default_workers()
     prefix = prefix if prefix is not None else (re.sub(r"[^A-Za-z0-9_.-]+", "_", dest.resolve().name) or "shard")
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", prefix):
@@ -199,6 +202,7 @@ def _convert(source: Path, dest: Path, work: Path, *, resolution: int, transform
     label_of, class_names = _labels(names, labels, source)
     skipped = [{"input": n, "reason": "no label", "detail": f"not matched by --labels {labels}"}
                for n in names if labels is not None and n not in label_of]
+    skipped += [{"input": n, "reason": reason, "detail": detail} for n, reason, detail in listing.ignored]
     usable = np.array([i for i, n in enumerate(names) if labels is None or n in label_of], dtype=np.int64)
     order = usable[np.random.default_rng(seed).permutation(len(usable))]  # mixes classes across shards
     how = "from --channels"

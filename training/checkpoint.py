@@ -13,7 +13,8 @@
 The folder is written under a temporary name beside ``state/`` and renamed into place; the previous
 state is moved aside first and deleted after. A crash at any moment leaves either the old or the new
 state complete (:func:`find_state` also accepts the moved-aside one if the crash fell between the
-two renames).
+two renames). A write that fails (a full disk) raises :class:`training.outputs.OutputError` naming
+``state/`` and leaves the previous state as it was.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import torch
 from safetensors.torch import load_file
 
 import stylegan
+from training.outputs import writing
 
 FORMAT = "stylegan-train-state/1"
 STATE = "state"
@@ -61,26 +63,35 @@ def save_state(
     """Write ``run_dir/state`` atomically (see the module docstring); returns its path."""
     run_dir = Path(run_dir)
     tmp = run_dir / f"{_TMP_PREFIX}{uuid.uuid4().hex}"
-    tmp.mkdir(parents=True)
     try:
-        stylegan.save_network(tmp / "networks.safetensors", modules, net_config, metadata={"kind": "train-state"})
-        _save_torch(tmp / "training.pt", dict(training))
-        _save_torch(tmp / "rng.pt", {"ranks": rng})
-        body = json.dumps({"format": FORMAT, "saved_at": time.time(), **progress}, indent=1, sort_keys=True)
-        (tmp / "progress.json").write_text(body + "\n", encoding="utf-8")
-        _fsync_dir(tmp)
-        final = run_dir / STATE
-        old = run_dir / f"{_OLD_PREFIX}{uuid.uuid4().hex}"
-        if final.exists():
-            os.replace(final, old)
-        os.replace(tmp, final)
-        _fsync_dir(run_dir)
+        with writing(run_dir / STATE):  # a full disk: one line naming state/, the old state kept
+            tmp.mkdir(parents=True)
+            _write_state(tmp, run_dir, modules, net_config, training, rng, progress)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     for stale in run_dir.glob(f"{_OLD_PREFIX}*"):
         shutil.rmtree(stale, ignore_errors=True)
-    return final
+    return run_dir / STATE
+
+
+def _write_state(
+    tmp: Path, run_dir: Path, modules: Mapping[str, torch.nn.Module], net_config: Any,
+    training: Mapping[str, Any], rng: list[dict[str, Any]], progress: Mapping[str, Any],
+) -> None:
+    """Fill ``tmp``, then swap it in for ``run_dir/state`` (two renames)."""
+    stylegan.save_network(tmp / "networks.safetensors", modules, net_config, metadata={"kind": "train-state"})
+    _save_torch(tmp / "training.pt", dict(training))
+    _save_torch(tmp / "rng.pt", {"ranks": rng})
+    body = json.dumps({"format": FORMAT, "saved_at": time.time(), **progress}, indent=1, sort_keys=True)
+    (tmp / "progress.json").write_text(body + "\n", encoding="utf-8")
+    _fsync_dir(tmp)
+    final = run_dir / STATE
+    old = run_dir / f"{_OLD_PREFIX}{uuid.uuid4().hex}"
+    if final.exists():
+        os.replace(final, old)
+    os.replace(tmp, final)
+    _fsync_dir(run_dir)
 
 
 def _save_torch(path: Path, obj: Any) -> None:

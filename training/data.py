@@ -24,7 +24,9 @@ import io
 import math
 import tarfile
 import warnings
+import zlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -32,17 +34,22 @@ import torch
 import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from training.data_info import DatasetInfo, load_dataset_info, url2path, _is_url
+from training.data_info import DatasetInfo, _is_url, load_dataset_info, open_url, url2path
 
 try:
     import pyspng
 except ImportError:  # pyspng is optional: Pillow decodes the same PNGs, slower
     pyspng = None
 
-__all__ = ["DatasetInfo", "load_dataset_info", "open_stream", "StreamPlan", "decode_png", "read_shard"]
+__all__ = ["DatasetInfo", "load_dataset_info", "open_stream", "StreamPlan", "decode_png", "read_shard", "scan_shard",
+           "Batches", "DataError"]
 
 Decoder = Literal["auto", "pyspng", "pillow"]
-_TAG_EPOCH, _TAG_GROUP = 0, 1
+_TAG_EPOCH, _TAG_GROUP, _TAG_STAND_IN = 0, 1, 2
+# A stream stops when this many shards in a row cannot be read at all (docs/data.md, "Bad data").
+UNREADABLE_IN_A_ROW = 3
+# Bad samples named one by one in warnings per stream; later ones are only counted.
+NAMED_BAD_SAMPLES = 20
 
 
 class StreamPlan:
@@ -96,11 +103,21 @@ class StreamPlan:
             j += 1
 
 
-def read_shard(url: str) -> list[tuple[str, dict[str, bytes]]]:
-    """All samples of one WebDataset shard as (key, {extension: bytes}), in tar order."""
-    samples: list[tuple[str, dict[str, bytes]]] = []
+@dataclass
+class ShardRead:
+    """What could be read of one shard: its samples in tar order, and why reading stopped early."""
+
+    samples: list[tuple[str, dict[str, bytes]]]
+    error: str | None = None  # None: the whole shard was read
+    last_member: str | None = None  # the last member read before the error
+
+
+def scan_shard(url: str) -> ShardRead:
+    """Read the samples of one WebDataset shard as (key, {extension: bytes}), keeping what was read
+    before an error (a truncated or damaged tar) instead of raising."""
+    out = ShardRead([])
     try:
-        stream = open(url2path(url), "rb") if not _is_url(url) or url.startswith("file:") else wds.gopen(url, "rb")
+        stream = open(url2path(url), "rb") if not _is_url(url) or url.startswith("file:") else open_url(url)
         with stream, tarfile.open(fileobj=stream, mode="r|*") as tar:
             for member in tar:
                 if not member.isfile():
@@ -111,12 +128,22 @@ def read_shard(url: str) -> list[tuple[str, dict[str, bytes]]]:
                     continue
                 key = f"{folder}/{stem}" if folder else stem
                 data = tar.extractfile(member).read()
-                if not samples or samples[-1][0] != key:
-                    samples.append((key, {}))
-                samples[-1][1][ext.lower()] = data
-    except (OSError, tarfile.TarError) as e:
-        raise OSError(f"cannot read shard {url!r}: {type(e).__name__}: {e}") from e
-    return samples
+                if not out.samples or out.samples[-1][0] != key:
+                    out.samples.append((key, {}))
+                out.samples[-1][1][ext.lower()] = data
+                out.last_member = member.name
+    except (OSError, tarfile.TarError, EOFError, zlib.error) as e:
+        out.error = f"{type(e).__name__}: {' '.join(str(e).split())[:300]}"
+    return out
+
+
+def read_shard(url: str) -> list[tuple[str, dict[str, bytes]]]:
+    """All samples of one WebDataset shard as (key, {extension: bytes}), in tar order; raises
+    ``OSError`` naming the shard if any part of it cannot be read."""
+    got = scan_shard(url)
+    if got.error is not None:
+        raise OSError(f"cannot read shard {url!r}: {got.error}")
+    return got.samples
 
 
 def decode_png(data: bytes, decoder: Decoder = "auto") -> np.ndarray:
@@ -135,8 +162,41 @@ def decode_png(data: bytes, decoder: Decoder = "auto") -> np.ndarray:
     return image[:, :, None] if image.ndim == 2 else image
 
 
+class DataError(OSError):
+    """The data stream cannot go on: shards unreadable several times in a row, or no usable image
+    left to stand in for bad ones. The message is one line naming the shards."""
+
+
+class _Bad:
+    """A slot of the plan whose sample could not be read; ``why`` names the shard and member."""
+
+    __slots__ = ("why",)
+
+    def __init__(self, why: str) -> None:
+        self.why = why
+
+
+class _Group:
+    """One group of the plan in memory: its slots (one per image dataset.json lists) and order."""
+
+    def __init__(self, slots: list, perm: np.ndarray, flips: np.ndarray) -> None:
+        self.slots, self.perm, self.flips = slots, perm, flips
+        self.bad: set[int] = set()  # slot indices known to be unusable
+
+    @property
+    def size(self) -> int:
+        return len(self.slots)
+
+
 class _Stream(IterableDataset):
-    """One rank's batches; inside a loader worker, that worker's share of them."""
+    """One rank's batches; inside a loader worker, that worker's share of them.
+
+    Bad data never shifts the plan: every image dataset.json lists keeps its slot. A slot whose
+    sample is unusable (corrupt PNG, wrong size, bad label, a member missing from a short or
+    truncated shard, an unreadable shard) is filled with a stand-in drawn deterministically from the
+    same group (or the next two), so batches stay reproducible and resumable; each batch carries the
+    number of slots filled this way. Each problem is one warning naming the shard and the member.
+    """
 
     def __init__(self, info: DatasetInfo, *, rank: int, seed: int, batch_size: int, num_workers: int, mirror: bool,
                  use_labels: bool, skip_batches: int, shuffle_buffer: int, decoder: Decoder):
@@ -145,7 +205,7 @@ class _Stream(IterableDataset):
         self.num_workers, self.mirror, self.use_labels = num_workers, mirror, use_labels
         self.skip_batches, self.shuffle_buffer, self.decoder = skip_batches, shuffle_buffer, decoder
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def __iter__(self) -> Iterator[tuple]:
         winfo = get_worker_info()
         loader_id = 0 if winfo is None else winfo.id
         W, K = self.num_workers, self.skip_batches
@@ -154,69 +214,178 @@ class _Stream(IterableDataset):
         w = (loader_id + K) % W
         done = max(0, -(-(K - w) // W))
         plan = StreamPlan(self.info.shard_counts, seed=self.seed, rank=self.rank, worker=w, shuffle_buffer=self.shuffle_buffer)
+        self._groups: dict[int, _Group] = {}
+        self._unreadable: list[str] = []  # shards unreadable in a row, in read order
+        self._named = 0  # bad samples named in a warning so far
         samples = self._samples(plan, *plan.locate(done * self.batch_size))
-        while True:
-            yield self._collate([next(samples) for _ in range(self.batch_size)])
+        try:
+            while True:
+                batch = [next(samples) for _ in range(self.batch_size)]
+                yield self._collate(batch)
+        except DataError as e:
+            # Handed over as data, not raised here: a loader worker's exception reaches the main
+            # process wrapped in its traceback, and the user should read one line.
+            yield (torch.empty(0), torch.empty(0), 0, str(e))
 
-    def _samples(self, plan: StreamPlan, j: int, pos: int) -> Iterator[tuple[str, dict[str, bytes], bool]]:
-        while True:
-            shard_ids = plan.group_shards(j)
+    # ----- reading groups -------------------------------------------------------------------
+    def _group(self, plan: StreamPlan, j: int) -> _Group:
+        if j not in self._groups:
+            slots = []
             cache: dict[int, list] = {}
-            items = []
-            for s in shard_ids:
+            for s in plan.group_shards(j):
                 if s not in cache:
-                    cache[s] = self._read_checked(s)
-                items.extend(cache[s])
-            perm, flips = plan.group_order(j, len(items))
-            for p in range(pos, len(items)):
-                key, fields = items[perm[p]]
-                yield key, fields, bool(flips[p]) and self.mirror
+                    cache[s] = self._read_slots(s)
+                slots.extend(cache[s])
+            perm, flips = plan.group_order(j, len(slots))
+            self._groups[j] = _Group(slots, perm, flips)
+        return self._groups[j]
+
+    def _read_slots(self, s: int) -> list:
+        """The ``count`` slots dataset.json promises for shard ``s``: samples, or :class:`_Bad`."""
+        url, expected = self.info.shards[s], self.info.shard_counts[s]
+        got = scan_shard(url)
+        samples = [(url, k, f) for k, f in got.samples if "png" in f]
+        if not samples:
+            why = got.error or f"it holds no images but dataset.json lists {expected}"
+            self._unreadable.append(url)
+            if len(self._unreadable) >= UNREADABLE_IN_A_ROW:
+                raise DataError(f"cannot read shard {url!r} ({why}): {len(self._unreadable)} shards in a row unreadable "
+                                f"({', '.join(map(repr, self._unreadable[-UNREADABLE_IN_A_ROW:]))}); stopping")
+            warnings.warn(f"shard {url!r} cannot be read ({why}): its {expected} images are skipped and replaced")
+            return [_Bad(f"shard {url!r} unreadable")] * expected
+        self._unreadable.clear()
+        if got.error is not None:
+            warnings.warn(f"shard {url!r} is damaged after member {got.last_member!r} ({got.error}): "
+                          f"{len(samples)} of {expected} images read, the rest are skipped and replaced")
+        elif len(samples) != expected:
+            extra = f", from member {samples[expected][1]!r} on" if len(samples) > expected else ""
+            warnings.warn(f"shard {url!r} holds {len(samples)} images but dataset.json lists {expected}: "
+                          f"{abs(len(samples) - expected)} skipped{extra}; rebuild dataset.json for these shards")
+        slots: list = samples[:expected]
+        slots += [_Bad(f"shard {url!r}: missing image {i + 1} of {expected}") for i in range(len(slots), expected)]
+        return slots
+
+    # ----- samples ------------------------------------------------------------------------------
+    def _samples(self, plan: StreamPlan, j: int, pos: int) -> Iterator[tuple[np.ndarray, int, bool, int]]:
+        """(image HWC, label, flip, 1 if a stand-in else 0) for every slot from (group j, pos) on."""
+        while True:
+            group = self._group(plan, j)
+            for p in range(pos, group.size):
+                flip = bool(group.flips[p]) and self.mirror
+                got = self._usable(group, int(group.perm[p]))
+                if got is not None:
+                    yield got[0], got[1], flip, 0
+                else:
+                    image, label = self._stand_in(plan, j, p)
+                    yield image, label, flip, 1
+            for old in [g for g in self._groups if g <= j]:
+                del self._groups[old]
             j, pos = j + 1, 0
 
-    def _read_checked(self, s: int) -> list:
-        url, expected = self.info.shards[s], self.info.shard_counts[s]
-        samples = [(f"{url}:{k}", f) for k, f in read_shard(url) if "png" in f]
-        if len(samples) != expected:
-            raise ValueError(f"shard {url!r} holds {len(samples)} images but dataset.json lists {expected}: "
-                             "the shard is damaged or dataset.json belongs to other shards")
-        return samples
+    def _stand_in(self, plan: StreamPlan, j: int, p: int) -> tuple[np.ndarray, int]:
+        """A usable sample for bad slot (j, p): seeded random tries in group j, then j+1, j+2,
+        then a scan of them, so stand-ins spread over the data and depend on the data alone."""
+        rng = np.random.default_rng(np.random.SeedSequence([*plan.key, _TAG_STAND_IN, j, p]))
+        for g in range(j, j + 3):
+            group = self._group(plan, g)
+            for slot in rng.integers(0, group.size, size=min(64, group.size)):
+                got = self._usable(group, int(slot))
+                if got is not None:
+                    return got
+        for g in range(j, j + 3):
+            group = self._group(plan, g)
+            for slot in range(group.size):
+                got = self._usable(group, slot)
+                if got is not None:
+                    return got
+        shards = sorted({self.info.shards[s] for g in range(j, j + 3) for s in plan.group_shards(g)})
+        raise DataError(f"no usable image in {len(shards)} shard(s) ({', '.join(map(repr, shards[:4]))}"
+                        f"{', ...' if len(shards) > 4 else ''}): every image or label is bad; stopping")
 
-    def _collate(self, batch: list[tuple[str, dict[str, bytes], bool]]) -> tuple[torch.Tensor, torch.Tensor]:
+    def _usable(self, group: _Group, slot: int) -> tuple[np.ndarray, int] | None:
+        """The decoded image and label of a slot, or None (warned once) when it is unusable."""
+        if slot in group.bad:
+            return None
+        item = group.slots[slot]
+        why = item.why if isinstance(item, _Bad) else None
+        if why is None:
+            url, key, fields = item
+            try:
+                return self._decode(url, key, fields)
+            except _BadSample as e:
+                why = str(e)
+                self._warn(why)
+        group.bad.add(slot)
+        return None
+
+    def _warn(self, why: str) -> None:
+        self._named += 1
+        if self._named <= NAMED_BAD_SAMPLES:
+            more = f" (further bad samples of this stream are counted, not named)" if self._named == NAMED_BAD_SAMPLES else ""
+            warnings.warn(f"skipping {why}; a stand-in from the same shards takes its place{more}")
+
+    def _decode(self, url: str, key: str, fields: dict[str, bytes]) -> tuple[np.ndarray, int]:
+        res, ch = self.info.resolution, self.info.channels
+        try:
+            image = decode_png(fields["png"], self.decoder)
+        except (OSError, ValueError, RuntimeError, SyntaxError, EOFError) as e:
+            raise _BadSample(f"shard {url!r} member {key + '.png'!r}: unreadable image ({e})") from None
+        if image.shape != (res, res, ch):
+            raise _BadSample(f"shard {url!r} member {key + '.png'!r}: {image.shape[1]}x{image.shape[0]}x{image.shape[2]} "
+                             f"pixels, dataset.json says {res}x{res}x{ch}")
+        return image, self._label(url, key, fields) if self.use_labels else -1
+
+    def _label(self, url: str, key: str, fields: dict[str, bytes]) -> int:
+        where = f"shard {url!r} member {key + '.cls'!r}"
+        if "cls" not in fields:
+            raise _BadSample(f"{where}: missing, but the dataset is labelled")
+        text = fields["cls"][:40].decode("utf-8", "replace").strip()
+        try:
+            c = int(text)
+        except ValueError:
+            raise _BadSample(f"{where}: label {text!r} is not a whole number") from None
+        if not 0 <= c < self.info.num_classes:
+            raise _BadSample(f"{where}: class {c} is outside 0..{self.info.num_classes - 1} (num_classes in dataset.json)")
+        return c
+
+    def _collate(self, batch: list[tuple[np.ndarray, int, bool, int]]) -> tuple:
         res, ch = self.info.resolution, self.info.channels
         images = np.empty((len(batch), res, res, ch), dtype=np.uint8)
-        labels = np.full(len(batch), -1, dtype=np.int64)
-        good = []
-        for i, (key, fields, flip) in enumerate(batch):
-            try:
-                image = decode_png(fields["png"], self.decoder)
-            except (OSError, ValueError, RuntimeError, SyntaxError, EOFError) as e:
-                # A corrupt sample is replaced by a neighbour of the same batch: the batch keeps its
-                # place in the plan, so resume stays exact; the warning names the sample.
-                warnings.warn(f"skipping unreadable image {key}.png ({e}); using another image of the batch instead")
-                continue
-            if image.shape != (res, res, ch):
-                raise ValueError(f"image {key}.png is {image.shape[1]}x{image.shape[0]}x{image.shape[2]} but dataset.json "
-                                 f"says {res}x{res}x{ch}: the shards do not match their dataset.json")
+        labels = np.empty(len(batch), dtype=np.int64)
+        for i, (image, label, flip, _) in enumerate(batch):
             images[i] = image[:, ::-1] if flip else image
-            if self.use_labels:
-                labels[i] = self._label(key, fields)
-            good.append(i)
-        if not good:
-            raise RuntimeError(f"no image of a batch could be decoded (first: {batch[0][0]}.png)")
-        good_set = set(good)
-        for i in range(len(batch)):
-            if i not in good_set:
-                src = max((g for g in good if g < i), default=good[0])
-                images[i], labels[i] = images[src], labels[src]
-        return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(labels)
+            labels[i] = label
+        stand_ins = sum(b[3] for b in batch)
+        return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(labels), stand_ins, None
 
-    def _label(self, key: str, fields: dict[str, bytes]) -> int:
-        if "cls" not in fields:
-            raise ValueError(f"sample {key} has no .cls label but the dataset is labelled")
-        c = int(fields["cls"].decode().strip())
-        if not 0 <= c < self.info.num_classes:
-            raise ValueError(f"sample {key}: class {c} is outside 0..{self.info.num_classes - 1}")
-        return c
+
+class _BadSample(ValueError):
+    """One sample is unusable; the message names its shard and member."""
+
+
+class Batches:
+    """An endless iterator of ``(uint8 images [N, C, H, W], int64 labels [N])``.
+
+    ``skipped`` counts the samples that were unusable and replaced by a stand-in, over all batches
+    delivered so far; the training loop reports it per tick. A stream that cannot go on raises
+    :class:`DataError` here, in the caller's process, with one line.
+    """
+
+    def __init__(self, batches: Iterator[tuple], pin_memory: bool = False) -> None:
+        self._batches, self._pin = batches, pin_memory
+        self.skipped = 0
+
+    def __iter__(self) -> "Batches":
+        return self
+
+    def __next__(self) -> tuple[torch.Tensor, torch.Tensor]:
+        images, labels, stand_ins, error = next(self._batches)
+        if error is not None:
+            raise DataError(error)
+        self.skipped += int(stand_ins)
+        if self._pin:
+            images, labels = images.pin_memory(), labels.pin_memory()
+        return images, labels
 
 
 def _check_args(info: DatasetInfo, source: str, *, rank: int, world_size: int, seed: int, batch_size: int,
@@ -246,11 +415,12 @@ def _check_args(info: DatasetInfo, source: str, *, rank: int, world_size: int, s
 def open_stream(source: str, *, rank: int, world_size: int, seed: int, batch_size: int, workers: int = 2,
                 mirror: bool = False, use_labels: bool = False, skip_batches: int = 0, shuffle_buffer: int = 1000,
                 resolution: int | None = None, channels: int | None = None, decoder: Decoder = "auto",
-                pin_memory: bool = False) -> tuple[DatasetInfo, Iterator[tuple[torch.Tensor, torch.Tensor]]]:
+                pin_memory: bool = False) -> tuple[DatasetInfo, Batches]:
     """Open one rank's endless, reproducible stream of (images, labels) batches.
 
-    Returns the dataset's metadata and an iterator of (uint8 [batch_size, C, H, W] contiguous CPU
-    tensor, int64 [batch_size] class indices, -1 when `use_labels` is False). For fixed (source,
+    Returns the dataset's metadata and an iterator (:class:`Batches`) of (uint8 [batch_size, C, H, W]
+    contiguous CPU tensor, int64 [batch_size] class indices, -1 when `use_labels` is False); its
+    `skipped` counts the bad samples replaced so far (docs/data.md, "Bad data"). For fixed (source,
     seed, rank, batch_size, workers, mirror, shuffle_buffer) the batches are identical across runs,
     and `skip_batches=K` starts at batch K of the fresh stream. `workers` loader processes
     (persistent) each decode whole batches; 0 reads in the calling process. Additions to the
@@ -264,11 +434,6 @@ def open_stream(source: str, *, rank: int, world_size: int, seed: int, batch_siz
     dataset = _Stream(info, rank=rank, seed=seed, batch_size=batch_size, num_workers=max(workers, 1), mirror=mirror,
                       use_labels=use_labels, skip_batches=skip_batches, shuffle_buffer=shuffle_buffer, decoder=decoder)
     if workers == 0:
-        batches = iter(dataset)
-        return info, (_pin(b) for b in batches) if pin_memory else batches
+        return info, Batches(iter(dataset), pin_memory=pin_memory)
     loader = DataLoader(dataset, batch_size=None, num_workers=workers, persistent_workers=True, pin_memory=pin_memory)
-    return info, iter(loader)
-
-
-def _pin(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    return batch[0].pin_memory(), batch[1].pin_memory()
+    return info, Batches(iter(loader))

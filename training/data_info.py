@@ -15,12 +15,14 @@ import difflib
 import json
 import os
 import re
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 import webdataset as wds
+from webdataset.gopen import rewrite_url
 from webdataset.shardlists import expand_urls
 
 FORMAT = "stylegan-dataset/1"
@@ -135,11 +137,78 @@ def _beside(url: str, name: str) -> str:
     return url[: m.start()] + name + url[m.end():]
 
 
+# How long an http(s) read may try before it fails (docs/data.md, "Unreachable shards"): curl
+# gives up connecting after CONNECT_TIMEOUT s, and a transfer that moves less than 1 byte/s for
+# STALL_TIMEOUT s; it tries 1 + RETRIES times, RETRY_DELAY s apart. At most
+# (1 + RETRIES) * (CONNECT_TIMEOUT + STALL_TIMEOUT) + RETRIES * RETRY_DELAY = 92 s per shard.
+# (WebDataset's own curl call: 30 s to connect, 30 retries 2 s apart, no stall limit: hangs forever
+# on a server that accepts and never answers.)
+CONNECT_TIMEOUT, STALL_TIMEOUT, RETRIES, RETRY_DELAY = 10, 20, 2, 1
+
+
+def curl_command(url: str, *, connect_timeout: float = CONNECT_TIMEOUT, stall_timeout: float = STALL_TIMEOUT,
+                 retries: int = RETRIES, retry_delay: float = RETRY_DELAY) -> list[str]:
+    """The bounded ``curl`` command that reads ``url`` to stdout (see the bound above)."""
+    return ["curl", "--fail", "--silent", "--location", "--connect-timeout", f"{connect_timeout:g}",
+            "--speed-limit", "1", "--speed-time", f"{stall_timeout:g}", "--retry", str(retries),
+            "--retry-delay", f"{retry_delay:g}", "--retry-connrefused", url]
+
+
+_CURL_EXIT = {
+    6: "the host name does not resolve", 7: "nothing answers at that address and port",
+    18: "the transfer ended early", 22: "the server answered with an HTTP error (404, 503, ...)",
+    28: f"timed out (no connection within {CONNECT_TIMEOUT} s, or no data for {STALL_TIMEOUT} s)",
+    35: "the TLS handshake failed", 56: "the connection broke off", 60: "the server's TLS certificate is not trusted",
+}
+
+
+class CurlStream:
+    """A URL's bytes from a bounded ``curl`` (:func:`curl_command`), as a readable stream; when the
+    transfer fails, reading raises ``OSError`` with one line: the URL and what went wrong."""
+
+    def __init__(self, url: str, command: list[str]) -> None:
+        self.url = url
+        try:
+            self._proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        except FileNotFoundError:
+            raise OSError(f"cannot read {url}: http(s) data is read with curl, which is not installed") from None
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._proc.stdout.read() if n is None or n < 0 else self._proc.stdout.read(n)
+        if n is None or n < 0 or len(data) < n:  # a blocking pipe returns short only at its end
+            code = self._proc.wait()
+            if code:
+                why = _CURL_EXIT.get(code, "see 'man curl', EXIT CODES")
+                raise OSError(f"cannot read {self.url}: curl exit {code}: {why} (tried {1 + RETRIES} times at most)")
+        return data
+
+    def close(self) -> None:
+        if self._proc.poll() is None:  # the reader stopped early: end the transfer
+            self._proc.kill()
+            self._proc.wait()
+        self._proc.stdout.close()
+
+    def __enter__(self) -> "CurlStream":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def open_url(url: str, **bounds: float) -> Any:
+    """A readable stream of ``url``: http(s) through :func:`curl_command` (failing within a bounded
+    time, with one line), other schemes (``pipe:``, ``s3:``, ...) through WebDataset's ``gopen``."""
+    url = rewrite_url(url)
+    if urlparse(url).scheme in ("http", "https"):
+        return CurlStream(url, curl_command(url, **bounds))
+    return wds.gopen(url, "rb")
+
+
 def _read_text(url: str) -> str:
     if not _is_url(url) or url.startswith("file:"):
         path = url2path(url)
         return Path(path).read_text(encoding="utf-8")
-    with wds.gopen(url, "rb") as stream:
+    with open_url(url) as stream:
         return stream.read().decode("utf-8")
 
 

@@ -31,6 +31,8 @@ class DataFeed:
         self.mirror, self.c_dim, self.progress, self.stop = mirror, c_dim, progress, stop
         self.wait_sec = 0.0
         self.reused_last_batch = False
+        self._skipped_closed = 0  # bad samples replaced by streams already closed (earlier segments)
+        self._skipped_taken = 0
         self._iter: Iterator[tuple[torch.Tensor, torch.Tensor]] | None = None
         self._last: tuple[torch.Tensor, torch.Tensor] | None = None
 
@@ -83,6 +85,16 @@ class DataFeed:
             c = torch.zeros([images.shape[0], 0], device=device)
         return images, c
 
+    def take_skipped(self) -> int:
+        """Bad samples the stream replaced (training.data, "stand-ins") since the last call, summed
+        over all processes: a collective, so every process calls it at the same point (a tick)."""
+        now = self._skipped_closed + getattr(self._iter, "skipped", 0)
+        count = torch.tensor([float(now - self._skipped_taken)])
+        self._skipped_taken = now
+        self.dist.sum_([count])
+        return int(count.item())
+
     def close(self) -> None:
         """Drop the stream; its loader workers exit when the iterator is collected."""
+        self._skipped_closed += getattr(self._iter, "skipped", 0)
         self._iter = None

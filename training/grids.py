@@ -22,6 +22,8 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 from PIL.PngImagePlugin import PngInfo
 
+from training.outputs import writing
+
 MAX_CLASS_ROWS = 16
 CLASS_COLS = 10
 UNCOND_SIZE = 8
@@ -139,16 +141,19 @@ def make_grid(
 
 
 def save_png(path: Path, image: np.ndarray, text: dict[str, str] | None = None) -> None:
-    """Write ``image`` as PNG through a temporary name; ``text`` goes into tEXt chunks."""
+    """Write ``image`` as PNG through a temporary name; ``text`` goes into tEXt chunks. A failed
+    write raises :class:`~training.outputs.OutputError` naming ``path``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    with writing(path.parent):
+        path.parent.mkdir(parents=True, exist_ok=True)
     info = PngInfo()
     for key, value in (text or {}).items():
         info.add_text(key, str(value))
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
-        Image.fromarray(image).save(tmp, format="PNG", pnginfo=info)
-        os.replace(tmp, path)
+        with writing(path):
+            Image.fromarray(image).save(tmp, format="PNG", pnginfo=info)
+            os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()

@@ -36,6 +36,7 @@ from training.ema import update_ema
 from training.feed import DataFeed
 from training.init_from import apply_init, plan_init
 from training.metrics import evaluate_snapshot
+from training.outputs import clean_leftovers, writing
 from training.progressive import prepare_reals
 from training.resolve import DataShape, network_config
 from training.runlog import RunLog
@@ -190,7 +191,8 @@ def write_snapshot(session: Session, run_dir: Path, run_name: str) -> Path:
     path = snapshot_path(run_dir, p.nimg, session.cfg)
     meta = {"kimg": p.nimg / 1000, "step": p.step, "phase": phase.name, "resolution": phase.resolution,
             "alpha": alpha, "run": run_name, "train_config": session.cfg.to_dict()}
-    stylegan.save_network(path, {"G": session.G, "D": session.D, "G_ema": session.G_ema}, session.net_config, meta)
+    with writing(path):
+        stylegan.save_network(path, {"G": session.G, "D": session.D, "G_ema": session.G_ema}, session.net_config, meta)
     return path
 
 
@@ -237,7 +239,7 @@ def tick_record(session: Session, tick: TickStats, feed: DataFeed) -> dict[str, 
         "tick": p.tick, "kimg": p.nimg / 1000, "step": p.step, "sec": sec, "total_sec": p.train_sec,
         "sec_per_kimg": sec / max(tick.nimg / 1000, 1e-9), "img_per_sec": tick.nimg / sec,
         "data_wait": (feed.wait_sec - tick.start_wait) / sec, **tick.means(), "pl_mean": float(session.pl_mean),
-        "skipped": tick.skipped, "skipped_total": p.skipped_total,
+        "skipped": tick.skipped, "skipped_total": p.skipped_total, "data_skipped": feed.take_skipped(),
         "glr": session.opt_G.param_groups[0]["lr"], "dlr": session.opt_D.param_groups[0]["lr"],
         "peak_mem_gb": peak_memory_gb(dist.device), "phase": name, "resolution": res,
         "alpha": alpha, "batch": tick.last.batch if tick.last else phase.batch, "processes": dist.world_size,
@@ -252,7 +254,7 @@ def format_tick(r: dict[str, Any]) -> str:
         f"tick {r['tick']:<4d} kimg {r['kimg']:<8.2f} {r['phase']:<9s} a={r['alpha']:.2f}  "
         f"sec/kimg {r['sec_per_kimg']:<7.2f} img/s {r['img_per_sec']:<7.1f} data {100 * r['data_wait']:4.1f}%  "
         f"G {f('loss_G', '.3f')} D {f('loss_D', '.3f')} R1 {f('r1_penalty', '.4f')} PL {f('pl_penalty', '.4f')}  "
-        f"skipped {r['skipped']}  mem {r['peak_mem_gb']:.2f}GB"
+        f"skipped {r['skipped']}  bad data {r.get('data_skipped', 0)}  mem {r['peak_mem_gb']:.2f}GB"
     )
 
 
@@ -274,6 +276,8 @@ def fit(
     run_dir = Path(run_dir)
     log = log or RunLog(run_dir, enabled=False)
     stop = stop or StopRequest()
+    if dist.is_main and (removed := clean_leftovers(run_dir)):
+        log.info(f"removed {len(removed)} temporary file(s) an interrupted run left: {', '.join(removed)}")
     info = load_dataset_info(cfg.data)
     c_dim = info.num_classes if cfg.cond else 0
     net_config = net_config or network_config(cfg, DataShape.of(info))

@@ -14,12 +14,14 @@ import math
 import os
 import re
 import uuid
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from training.metrics.specs import is_result_key
+from training.outputs import reason, writing
 
 _RUN_ID = re.compile(r"^(\d{5})-")
 
@@ -43,8 +45,9 @@ def write_json_atomic(path: Path, obj: Any) -> None:
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
+        with writing(path):
+            tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+            os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -63,8 +66,13 @@ def trim_stats(path: Path, max_kimg: float) -> None:
         except json.JSONDecodeError:  # a line cut short by a crash
             continue
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        with writing(path):
+            tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+            os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
 
 
 class RunLog:
@@ -89,14 +97,15 @@ class RunLog:
         from tqdm import tqdm
 
         tqdm.write(message)
-        self._log_file.write(message + "\n")
+        with writing(self.run_dir / "log.txt"):
+            self._log_file.write(message + "\n")
 
     def stats(self, record: dict[str, Any]) -> None:
         """Append one tick's numbers to ``stats.jsonl`` and to TensorBoard."""
         if not self.enabled:
             return
         clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}
-        with open(self.run_dir / "stats.jsonl", "a", encoding="utf-8") as f:
+        with writing(self.run_dir / "stats.jsonl"), open(self.run_dir / "stats.jsonl", "a", encoding="utf-8") as f:
             f.write(json.dumps(clean, sort_keys=True) + "\n")
         if self._writer is not None:
             step = int(round(record.get("kimg", 0) * 1000))
@@ -112,12 +121,17 @@ class RunLog:
             self._writer.flush()
 
     def close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
-        if self._log_file is not None:
-            self._log_file.close()
-            self._log_file = None
+        """Close TensorBoard and ``log.txt``. Runs on every exit, also after a full disk has stopped the
+        run: a failing flush then warns instead of hiding the error that stopped it."""
+        try:
+            if self._writer is not None:
+                self._writer.close()
+            if self._log_file is not None:
+                self._log_file.close()
+        except OSError as err:
+            warnings.warn(f"closing the logs of {self.run_dir}: {reason(err)}", stacklevel=2)
+        finally:
+            self._writer = self._log_file = None
 
 
 def _tb_tag(key: str) -> str:

@@ -20,6 +20,7 @@ if __package__ in (None, ""):
     sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _here]
     sys.path.insert(0, str(_here.parent))
 
+import contextlib
 import json
 import platform
 import time
@@ -29,12 +30,14 @@ import click
 import torch
 
 import stylegan
+from stylegan.config import NetworkConfig
 from training.checkpoint import find_resumable, read_progress, resolve_resume
 from training.config import ConfigError, TrainConfig
+from training.data import DataError
 from training.distributed import Dist
-from stylegan.config import NetworkConfig
 from training.init_from import network_config_from_file, options_from_file, plan_init
 from training.loop import TrainingDiverged, fit
+from training.outputs import OutputError, writing
 from training.resolve import DataShape, ResolvedRun, resolve_run, with_network_fields
 from training.runlog import RunLog, next_run_dir, trim_stats, write_json_atomic
 from training.signals import StopRequest
@@ -161,14 +164,22 @@ def main(**opts: Any) -> None:
         _dry_run(run, lines, dist)
         return
 
-    if run_dir is None:
-        run_dir = Path(dist.broadcast_object(str(next_run_dir(Path(cfg.outdir), _run_name(cfg))) if dist.is_main else None))
-    if dist.is_main:
-        _write_config(run_dir, run, info, dist, resumed=state_dir is not None)
-        if state_dir is not None:
-            trim_stats(run_dir / "stats.jsonl", read_progress(state_dir)["nimg"] / 1000)
-    dist.barrier()
-    log = RunLog(run_dir, enabled=dist.is_main)
+    try:  # a full disk or a read-only --outdir at start-up: one line, nothing half-written
+        if run_dir is None:
+            with writing(cfg.outdir):
+                name = str(next_run_dir(Path(cfg.outdir), _run_name(cfg))) if dist.is_main else None
+            run_dir = Path(dist.broadcast_object(name))
+        if dist.is_main:
+            with writing(run_dir / "config.json"):
+                _write_config(run_dir, run, info, dist, resumed=state_dir is not None)
+            if state_dir is not None:
+                with writing(run_dir / "stats.jsonl"):
+                    trim_stats(run_dir / "stats.jsonl", read_progress(state_dir)["nimg"] / 1000)
+        dist.barrier()
+        with writing(run_dir / "log.txt"):
+            log = RunLog(run_dir, enabled=dist.is_main)
+    except OutputError as err:
+        raise click.ClickException(str(err)) from None
     try:
         for line in lines:
             log.info(line)
@@ -186,6 +197,12 @@ def main(**opts: Any) -> None:
     except TrainingDiverged as err:
         log.info(f"error: {err}")
         raise click.ClickException(str(err)) from None
+    except (OutputError, DataError) as err:  # a full disk, data that cannot go on: one line, state/ as saved
+        with contextlib.suppress(OSError):
+            log.info(f"error: {err}")
+        saved = (run_dir / "state" / "progress.json").is_file()
+        then = f"state/ is as last saved; fix this, then --resume {run_dir}" if saved else "no state was saved yet"
+        raise click.ClickException(f"{err} ({then})") from None
     finally:
         log.close()
         if dist.active and torch.distributed.is_initialized():
