@@ -21,21 +21,11 @@ import torch
 import torch.nn.functional as F
 
 import stylegan
+from train_fixtures import RecordGrads
 from training.distributed import Dist, module_fingerprint
 from training.step import PHASES, LossSettings, MicroBatch, run_phase
 
 RES, C_DIM, N, ROUNDS = 8, 4, 4, 2
-
-
-class RecordGrads(torch.optim.Optimizer):
-    """An optimizer whose step only copies the gradients it is given."""
-
-    def __init__(self, params):
-        super().__init__(params, {})
-        self.grads: list[torch.Tensor | None] = []
-
-    def step(self, closure=None):
-        self.grads = [None if p.grad is None else p.grad.detach().clone() for g in self.param_groups for p in g["params"]]
 
 
 def global_micro_batches(world: int) -> list[MicroBatch]:

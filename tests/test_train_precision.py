@@ -10,22 +10,12 @@ import torch
 import torch.nn.functional as F
 
 import stylegan
+from train_fixtures import RecordGrads
 from training.distributed import Dist
 from training.precision import make_scaler, network_precision
 from training.step import PHASES, LossSettings, MicroBatch, run_phase
 
 LOW = {"fp16": torch.float16, "bf16": torch.bfloat16}
-
-
-class RecordGrads(torch.optim.Optimizer):
-    """An optimizer whose step only copies the (unscaled) gradients it is given."""
-
-    def __init__(self, params):
-        super().__init__(params, {})
-        self.grads: list[torch.Tensor | None] = []
-
-    def step(self, closure=None):
-        self.grads = [None if p.grad is None else p.grad.detach().clone() for g in self.param_groups for p in g["params"]]
 
 
 def _setup():

@@ -8,6 +8,7 @@ import tarfile
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 
 
@@ -62,3 +63,14 @@ def resolve_cfg(cfg, info, world_size: int = 1):
     if cfg.preset is None:
         cfg = cfg.replace(preset="tiny")
     return resolve_run(cfg, DataShape.of(info), world_size=world_size).train
+
+
+class RecordGrads(torch.optim.Optimizer):
+    """An optimizer whose step only copies the (unscaled) gradients it is given (``None`` where none)."""
+
+    def __init__(self, params):
+        super().__init__(params, {})
+        self.grads: list[torch.Tensor | None] = []
+
+    def step(self, closure=None):
+        self.grads = [None if p.grad is None else p.grad.detach().clone() for g in self.param_groups for p in g["params"]]
