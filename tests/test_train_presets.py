@@ -97,6 +97,9 @@ def test_precision_decides_float16_blocks_and_clamping():
     assert cpu.train.precision == "fp32" and "needs CUDA" in cpu.notes["precision"]
     accel = resolve_run(TrainConfig(preset="paper256"), shape, device_type="cuda", accelerate_precision="bf16")
     assert accel.train.precision == "bf16" and accel.notes["precision"] == "accelerate config"
+    # accelerate launch's default 'no' is no choice: the preset's fp16 stays.
+    default = resolve_run(TrainConfig(preset="paper256"), shape, device_type="cuda", accelerate_precision="no")
+    assert default.train.precision == "fp16" and default.sources["precision"] == "preset"
 
 
 @pytest.mark.parametrize("preset", sorted(ADA))

@@ -190,8 +190,10 @@ def resolve_run(
         raise ConfigError("--cond", f"the dataset {cfg.data!r} has no labels; use --no-cond")
 
     if cfg.precision is None:
+        # accelerate launch exports its mixed_precision even when nobody chose it ('no' by default):
+        # only fp16/bf16 there is a choice that overrides the preset.
         accel = ACCELERATE_PRECISIONS.get((accelerate_precision or "").lower())
-        if accel is not None:
+        if accel in ("fp16", "bf16"):
             take("precision", accel, "derived", "accelerate config")
         elif recipe.precision != "fp32" and device_type != "cuda":
             take("precision", "fp32", "derived", f"the preset's {recipe.precision} needs CUDA")
