@@ -335,13 +335,17 @@ class _Run:
 
 
 def _describe(run: _Run, dist: Dist) -> list[str]:
+    from training.precision import precision_warning
+
     cfg = run.train
     accumulate = cfg.batch // (cfg.batch_gpu * dist.world_size)
+    slow = precision_warning(cfg.precision, dist.device)
     return [
         "config: " + json.dumps(cfg.to_dict(), sort_keys=True),
         *run.resolved.describe(),
         f"processes: {dist.world_size} on {dist.device.type}, micro-batch {cfg.batch_gpu}, "
         f"{accumulate} accumulation round(s) per step, {torch.get_num_threads()} CPU threads per process",
+        *([slow] if slow else []),
     ]
 
 
