@@ -38,7 +38,7 @@ stage_tests() {
     output=$("$py" -m pytest -m gpu -q -p no:cacheprovider -rfEs tests/test_ops_cuda.py 2>&1)
     rc=$?
     echo "$output"
-    if ! grep -Eq '[0-9]+ passed' <<<"$output"; then
+    if ! grep -Eq '[0-9]+ (passed|failed|errors?)' <<<"$output"; then
         echo "tests: FAILED: no GPU test ran (all skipped or none collected; is CUDA visible to torch? see doctor)"
         return 1
     fi
