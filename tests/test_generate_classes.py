@@ -154,6 +154,7 @@ def test_generate_class_name_from_the_runs_config(tmp_path):
     result = invoke(generate, "--network", net, "--seeds", "1", "--outdir", tmp_path / "o", "--class", "two")
     assert result.exit_code == 0, result.output
     ref = invoke(generate, "--network", net, "--seeds", "1", "--outdir", tmp_path / "r", "--class", "2")
+    assert ref.exit_code == 0, ref.output
     assert np.array_equal(read(tmp_path / "o" / "seed0001.png"), read(tmp_path / "r" / "seed0001.png"))
 
 

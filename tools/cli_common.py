@@ -94,11 +94,6 @@ def load_checked(
     return G, class_idx
 
 
-def class_names_or_indices(G: nn.Module, network: str | Path) -> tuple[str, ...]:
-    """The class names of a conditional network (or ``'0'``, ``'1'``, ... when it stores none)."""
-    return genlib.read_class_names(network, G.c_dim) or tuple(str(k) for k in range(G.c_dim))
-
-
 def say(message: str) -> None:
     """One line on stderr (stdout keeps the tool's own result line)."""
     click.echo(message, err=True)
