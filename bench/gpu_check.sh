@@ -33,7 +33,16 @@ stage_doctor() {
 
 stage_tests() {
     # The GPU tests live in one module, so a missing optional package elsewhere cannot stop them.
-    "$py" -m pytest -m gpu -q -p no:cacheprovider -rfE tests/test_ops_cuda.py
+    # Without CUDA every one of them is skipped and pytest exits 0: a stage that ran nothing fails.
+    local output rc
+    output=$("$py" -m pytest -m gpu -q -p no:cacheprovider -rfEs tests/test_ops_cuda.py 2>&1)
+    rc=$?
+    echo "$output"
+    if ! grep -Eq '[0-9]+ (passed|failed|errors?)' <<<"$output"; then
+        echo "tests: FAILED: no GPU test ran (all skipped or none collected; is CUDA visible to torch? see doctor)"
+        return 1
+    fi
+    return $rc
 }
 
 stage_ops() {

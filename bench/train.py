@@ -1,8 +1,9 @@
 """Benchmark training throughput: sec/kimg and img/s of full training steps.
 
     python bench/train.py                                   # tiny, 32x32, batch 32, CPU: fp32/bf16 x 1/2 processes
+    python bench/train.py --append                          # the same, and add the table to docs/benchmarks.md
     python bench/train.py --device cuda --preset paper256 --batch 32 --precision fp32 --precision fp16
-    python bench/train.py --processes 1 --steps 32 --no-append
+    python bench/train.py --processes 1 --steps 32
     python bench/train.py --device cuda --preset stylegan2 --batch 4 --ops cuda --ops ref   # fused kernels vs reference
 
 A step is exactly what ``training/train.py`` runs (``training.loop.train_step``: G_main, G_reg,
@@ -13,8 +14,8 @@ length are counted at their real frequency. ``--ops`` runs each case with ``STYL
 ``cuda`` (the fused kernels; a case fails, and says why, if they cannot be used) or ``ref`` (the
 PyTorch reference), so the two compare in one table. Each case runs in fresh processes (``torchrun`` for
 more than one); CPU threads are split evenly between the processes of a case. Warm-up steps are
-not timed; CUDA is synchronised before reading the clock. The table is printed and appended to
-docs/benchmarks.md with the date and machine. Nothing is asserted.
+not timed; CUDA is synchronised before reading the clock. The table is printed, and with ``--append``
+also appended to docs/benchmarks.md with the date and machine. Nothing is asserted.
 """
 
 from __future__ import annotations
@@ -150,7 +151,8 @@ def run_case(spec: dict) -> dict:
 @click.option("--warmup", type=int, default=2, show_default=True, help="Untimed steps first.")
 @click.option("--ops", "ops_impls", multiple=True, type=click.Choice(["auto", "cuda", "ref"]),
               help="STYLEGAN_OPS per case, repeatable.  [default: cuda and ref on CUDA, ref on CPU]")
-@click.option("--append/--no-append", default=True, show_default=True, help="Append the table to docs/benchmarks.md.")
+@click.option("--append/--no-append", default=False, show_default=True,
+              help="Also append the table to docs/benchmarks.md (with the date and machine).")
 @click.option("--worker", default=None, hidden=True)
 def main(preset, resolution, channels, c_dim, batch, batch_gpu, device, precisions, process_counts, threads, steps,
          warmup, ops_impls, append, worker) -> None:

@@ -8,7 +8,8 @@ Format ``stylegan-net/1``: one ``.safetensors`` file. Tensor names are ``<module
 * ``config``: the :class:`~stylegan.config.NetworkConfig` as JSON;
 * ``modules``: JSON object, module name to kind (``"generator"`` or ``"discriminator"``);
 * ``growth``: JSON object, module name to ``[resolution, alpha]``, the progressive stage it was in;
-* ``metadata``: the caller's JSON object (kimg, run name, ...).
+* ``metadata``: the caller's JSON object (kimg, run name, ...); a ``class_names`` list there (one
+  name per class) is what the generation tools accept as ``--class NAME``.
 
 Loading parses JSON and reads raw tensors only: nothing is unpickled and no code runs. Every size a
 file can ask for is bounded (``MAX_*`` here, ``LIMITS`` in :mod:`stylegan.config`) and every

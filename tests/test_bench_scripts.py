@@ -41,3 +41,29 @@ def test_train_bench_reports_a_case_that_cannot_run(tmp_path: Path) -> None:
     assert ref[6].strip() == "ref" and float(ref[8]) > 0  # sec/kimg measured
     assert cuda[6].strip() == "cuda" and cuda[8].strip() == "failed"
     assert "CUDA devices only" in run.stderr and "1 of 2 cases failed" in run.stderr
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+def test_gpu_check_tests_stage_fails_when_no_gpu_test_ran(tmp_path: Path) -> None:
+    """Without CUDA every GPU test is skipped and pytest exits 0; the stage must say so and fail."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here: the GPU tests run")
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHON": sys.executable}
+    run = subprocess.run(["bash", str(GPU_CHECK), str(out), "tests"], capture_output=True, text=True, env=env,
+                         timeout=600)
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert "no GPU test ran" in (out / "tests.log").read_text()
+    assert "| tests | 1 |" in (out / "summary.md").read_text()
+
+
+def test_train_bench_appends_to_the_docs_only_when_asked() -> None:
+    sys.path.insert(0, str(ROOT))
+    try:
+        from bench.train import main
+    finally:
+        sys.path.remove(str(ROOT))
+    append = next(p for p in main.params if p.name == "append")
+    assert append.default is False and "--append" in append.opts

@@ -365,3 +365,16 @@ def test_fifos_devices_and_symlink_loops_are_listed_as_skipped(tmp_path):
     for name, (reason, detail) in expected.items():
         assert skipped[name]["reason"] == reason and detail in skipped[name]["detail"], skipped.get(name)
     assert f"Skipped {len(expected)} inputs" in result.output
+
+
+def test_nvidia_spellings_get_one_line(tmp_path):
+    """NVIDIA's --width/--height and a zip --dest: one line naming what to use here, nothing written."""
+    src = make_class_folders(tmp_path / "src", per_class=1)
+    for flag in ("--width", "--height"):
+        result = run(["--source", src, "--dest", tmp_path / "out", flag, 256], ok=False)
+        assert result.exit_code == 2 and f"{flag} is NVIDIA's dataset_tool flag" in result.output
+        assert "--resolution 256" in result.output and "Traceback" not in result.output
+    result = run(["--source", src, "--dest", tmp_path / "ffhq.zip", "--resolution", 8], ok=False)
+    assert result.exit_code == 2 and "--dest" in result.output and "folder" in result.output
+    assert f"--dest {tmp_path / 'ffhq'}" in result.output
+    assert not (tmp_path / "ffhq.zip").exists() and not (tmp_path / "out").exists()

@@ -187,12 +187,17 @@ def test_conditional_labels(G_cond):
     torch.testing.assert_close(mixed[1], img2[1], atol=FLOAT_TOL, rtol=0)
 
 
-@pytest.mark.parametrize(
-    "class_idx, fragment", [(None, "required"), (3, "out of range"), (-1, "out of range"), ([0], "2 images")]
-)
+@pytest.mark.parametrize("class_idx, fragment", [(3, "out of range"), (-1, "out of range"), ([0], "2 images")])
 def test_conditional_label_errors(G_cond, class_idx, fragment):
     with pytest.raises(ArgumentError, match=fragment) as info:
         genlib.generate(G_cond, [0, 1], class_idx=class_idx)
+    assert info.value.arg == "class_idx"
+
+
+def test_latents_without_seeds_need_a_class(G_cond):
+    # map_latents has no seeds to take a class from: a conditional network still needs one there.
+    with pytest.raises(ArgumentError, match="required") as info:
+        genlib.map_latents(G_cond, torch.zeros(2, G_cond.z_dim))
     assert info.value.arg == "class_idx"
 
 

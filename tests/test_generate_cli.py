@@ -114,7 +114,6 @@ def _text_file(tmp_path):
         ("bad seeds", "--seeds", "'x'"),
         ("backwards seeds", "--seeds", "backwards"),
         ("class out of range", "--class", "out of range"),
-        ("class missing", "--class", "conditional"),
         ("class on unconditional", "--class", "unconditional"),
         ("cutoff beyond layers", "--truncation-cutoff", "6 layers"),
         ("negative cutoff", "--truncation-cutoff", "-1"),
@@ -137,8 +136,6 @@ def test_errors_name_the_option_without_traceback(files, tmp_path, case, option,
         seeds = "9-2"
     elif case == "class out of range":
         net, extra = files["cond"], ["--class", "3"]
-    elif case == "class missing":
-        net = files["cond"]
     elif case == "class on unconditional":
         extra = ["--class", "0"]
     elif case == "cutoff beyond layers":

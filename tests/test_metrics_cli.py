@@ -78,3 +78,24 @@ def test_missing_inception_weights_is_one_clear_error(setup, tmp_path, monkeypat
     assert "Error: " in result.output and inception.WEIGHTS_URL in result.output
     assert str(tmp_path / "cache" / "weights-inception-2015-12-05-6726825d.pth") in result.output
     assert "Traceback" not in result.output
+
+
+def test_data_and_mirror_default_to_the_runs(tmp_path, monkeypatch):
+    """As NVIDIA's calc_metrics: a snapshot in a run folder takes --data and --mirror from config.json,
+    a relative data path from where the run was started; given options win."""
+    write_dataset(tmp_path / "ds", random_images(12, res=16, channels=1), per_shard=6)
+    run_dir = tmp_path / "runs" / "00000-ds-tiny-uncond-b32"
+    run_dir.mkdir(parents=True)
+    net = make_network_file(run_dir / "network-snapshot-000000.safetensors", img_channels=1)
+    (run_dir / "config.json").write_text(json.dumps({"train": {"data": "ds", "outdir": "runs", "mirror": True}}))
+    monkeypatch.chdir(run_dir)  # not where the run was started: "ds" is found from the run's outdir
+    common = ("--network", net, "--metrics", "fid50k_full", "--num-gen", 8, "--features", "random",
+              "--cache-dir", tmp_path / "c", "--device", "cpu")
+    result = run(*common)
+    assert result.exit_code == 0, result.output
+    assert f"--data {tmp_path / 'ds'} --mirror: from {run_dir / 'config.json'}" in result.stderr
+    line = json.loads(next(x for x in result.stdout.splitlines() if x.startswith("{")))
+    assert line["num_real"] == 24  # 12 images and their mirror images
+    given = run(*common, "--no-mirror")
+    assert given.exit_code == 0, given.output
+    assert json.loads(next(x for x in given.stdout.splitlines() if x.startswith("{")))["num_real"] == 12

@@ -109,6 +109,40 @@ def test_dry_run_prints_config_parameters_and_memory(datasets, tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
+def test_nvidia_spellings_are_accepted_or_get_one_line(datasets, tmp_path):
+    base = ["--data", str(datasets["labelled"]), "--outdir", str(tmp_path / "runs"), "--dry-run"]
+
+    def config(*args: str) -> str:
+        result = invoke([*base, *args])
+        assert result.exit_code == 0, result.output
+        return next(line for line in result.output.splitlines() if line.startswith("config: "))
+
+    assert '"mirror": true' in config("--mirror=1") and '"mirror": true' in config("--mirror", "true")
+    off = config("--mirror=0", "--cond=0", "--metrics=none")
+    assert '"mirror": false' in off and '"cond": false' in off and '"metrics": ""' in off
+    assert '"cond": true' in config("--cond=1") and '"mirror": true' in config("--mirror")  # ours still work
+    assert '"mirror": false' in config("--no-mirror")
+    for args, text in [(["--mirror=maybe"], "expected 1/0"), (["--aug=ada"], "not available yet"),
+                       (["--target=0.6"], "not available yet"), (["--preset", "tiyn"], "did you mean 'tiny'?")]:
+        result = invoke([*base, *args])
+        assert result.exit_code == 2 and text in result.output, result.output
+        assert "Traceback" not in result.output and len(result.output.strip().splitlines()[-1]) > 0
+    assert not (tmp_path / "runs").exists()
+
+
+def test_bf16_on_a_cpu_without_native_bf16_warns_at_start_up(datasets, tmp_path, monkeypatch):
+    import training.precision
+
+    args = ["--data", str(datasets["labelled"]), "--outdir", str(tmp_path / "runs"), "--precision", "bf16", "--dry-run"]
+    monkeypatch.setattr(training.precision, "cpu_has_native_bf16", lambda: False)
+    result = invoke(args)
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.output.splitlines() if line.startswith("warning: --precision bf16")]
+    assert len(warnings) == 1 and "slower than fp32" in warnings[0]
+    monkeypatch.setattr(training.precision, "cpu_has_native_bf16", lambda: True)
+    assert "warning: --precision bf16" not in invoke(args).output
+
+
 def test_resume_refuses_changes_that_define_the_run(datasets, tmp_path):
     out = tmp_path / "runs"
     base = ["--data", str(datasets["labelled"]), "--outdir", str(out), "--batch", "8", "--workers", "0",

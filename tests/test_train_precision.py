@@ -93,3 +93,34 @@ def test_only_fp16_gets_a_loss_scaler():
     scaler = make_scaler("fp16", cpu)
     assert isinstance(scaler, torch.amp.GradScaler) and scaler.get_scale() == 2.0**10
     assert make_scaler("bf16", cpu) is None and make_scaler("fp32", cpu) is None
+
+
+# ----- bf16 on a CPU without native bfloat16 -------------------------------------------------------------
+
+AVX2_ONLY = "processor\t: 0\nflags\t\t: fpu sse sse2 avx avx2 fma bmi2\n"
+AVX512_BF16 = "processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512bw avx512_bf16 amx_tile\n"
+ARM_BF16 = "processor\t: 0\nFeatures\t: fp asimd sve bf16 i8mm\n"
+
+
+def test_cpu_native_bf16_from_the_flags():
+    from training.precision import cpu_has_native_bf16
+
+    assert cpu_has_native_bf16(AVX2_ONLY) is False
+    assert cpu_has_native_bf16(AVX512_BF16) is True
+    assert cpu_has_native_bf16(ARM_BF16) is True
+    assert cpu_has_native_bf16("model name\t: something\n") is None  # cannot tell: no warning
+
+
+def test_bf16_warning_only_for_a_cpu_without_native_bf16(monkeypatch):
+    import training.precision
+    from training.precision import precision_warning
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    line = precision_warning("bf16", cpu, native_bf16=False)
+    assert line.startswith("warning: --precision bf16") and "slower than fp32" in line and "\n" not in line
+    assert precision_warning("bf16", cpu, native_bf16=True) is None
+    assert precision_warning("fp32", cpu, native_bf16=False) is None
+    assert precision_warning("bf16", cuda, native_bf16=False) is None
+    for detected, warns in ((False, True), (True, False), (None, False)):  # by default: this CPU's flags
+        monkeypatch.setattr(training.precision, "cpu_has_native_bf16", lambda: detected)
+        assert (precision_warning("bf16", cpu) is not None) == warns

@@ -74,19 +74,24 @@ def finite_float(ctx: click.Context, param: click.Parameter, value: float | None
 def load_checked(
     network: str | Path,
     device: str,
-    class_idx: int | None,
+    class_value: str | int | None,
     truncation_psi: float,
     truncation_cutoff: int | None,
     noise_mode: str,
-) -> nn.Module:
-    """Load the generator and check every option against it before any image is made. A ``.pkl``
-    (NVIDIA's snapshot, converted in memory) is announced in one line on stderr."""
+) -> tuple[nn.Module, int | None]:
+    """``(G, class index or None)``: load the generator and check every option against it before any
+    image is made. ``--class`` is an index or a name (:func:`tools.genlib.parse_class`, names from
+    the file or its run's ``config.json``). A ``.pkl`` (NVIDIA's snapshot, converted in memory) is
+    announced in one line on stderr, and so is a class number that is also another class's name."""
     with flags():
         G = genlib.load_generator(network, device=genlib.resolve_device(device), log=say)
-        genlib.make_labels(G, class_idx, 1)
+        names = genlib.read_class_names(network, G.c_dim) if class_value is not None and G.c_dim else None
+        class_idx, note = genlib.parse_class(class_value, G.c_dim, names)
+        if note:
+            say(f"note: {note}")
         genlib.check_truncation(G, truncation_psi, truncation_cutoff)
         genlib.check_noise_mode(noise_mode)
-    return G
+    return G, class_idx
 
 
 def say(message: str) -> None:
@@ -126,8 +131,9 @@ def network_options(fn):
                      help="Truncation psi: 1 = none, 0 = the average image (w_avg). --trunc is NVIDIA's name for it."),
         click.option("--truncation-cutoff", type=click.IntRange(min=0), default=None,
                      help="Truncate only the first N layers (ws); default: all."),
-        click.option("--class", "class_idx", type=int, default=None,
-                     help="Class index; required for conditional networks, refused for unconditional ones."),
+        click.option("--class", "class_idx", default=None, metavar="INDEX|NAME",
+                     help="Class index or name (names: from dataset.json, stored by training). Conditional networks "
+                          "without it: seed N gets class N mod the number of classes. Refused for unconditional ones."),
         click.option("--noise-mode", type=click.Choice(genlib.NOISE_MODES), default="const", show_default=True,
                      help="Noise inputs: const (fixed, stored in the network), random (per seed), none."),
         click.option("--batch", "batch_size", type=click.IntRange(min=1), default=16, show_default=True,

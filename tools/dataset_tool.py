@@ -116,6 +116,17 @@ def _results(listing: Listing, order: np.ndarray, spec: ImageSpec, workers: int)
                 future.cancel()
 
 
+def _nvidia_size(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    if value is not None:
+        raise click.UsageError(
+            f"{param.opts[0]} is NVIDIA's dataset_tool flag; here images are square: --resolution {value} "
+            "(and --transform center-crop|center-crop-wide|resize|pad for how they become square)", ctx=ctx)
+
+
+# Archive suffixes NVIDIA's dataset_tool writes with --dest; ours writes a folder of tar shards.
+_ARCHIVE_DEST = (".zip", ".tar", ".tar.gz", ".tgz")
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
 @click.option("--source", required=True, type=click.Path(exists=True, path_type=Path), help="Folder (recursive), .zip, or .tar/.tar.gz of images.")
 @click.option("--dest", required=True, type=click.Path(path_type=Path), help="Output folder for the shards and dataset.json.")
@@ -132,10 +143,18 @@ def _results(listing: Listing, order: np.ndarray, spec: ImageSpec, workers: int)
 @click.option("--prefix", default=None, help="Shard name prefix: <prefix>-000000.tar  [default: the --dest folder name]")
 @click.option("--source-name", default=None, help="Source recorded in dataset.json  [default: the --source path]")
 @click.option("--overwrite", is_flag=True, help="Replace a dataset already in --dest.")
+@click.option("--width", hidden=True, expose_value=False, callback=_nvidia_size, is_eager=True)
+@click.option("--height", hidden=True, expose_value=False, callback=_nvidia_size, is_eager=True)
 def main(source: Path, dest: Path, resolution: int, transform: str, resize_filter: str, channels: str | None,
          labels: str | None, max_images: int | None, shard_size: int, workers: int | None, seed: int,
          min_size: int | None, prefix: str | None, source_name: str | None, overwrite: bool) -> None:
     """Convert images to WebDataset shards for training/data.py."""
+    if dest.name.lower().endswith(_ARCHIVE_DEST) and not dest.is_dir():
+        folder = dest.with_name(re.sub(r"(\.tar\.gz|\.tgz|\.zip|\.tar)$", "", dest.name, flags=re.I) or "dataset")
+        raise click.BadParameter(
+            f"{str(dest)!r} names an archive (NVIDIA's dataset_tool writes one zip); here --dest is a folder that gets "
+            f"the shards (tar files, one per --shard-size images) and dataset.json, e.g. --dest {folder}",
+            param_hint="--dest")
     if resolution & (resolution - 1):
         raise click.BadParameter(f"{resolution}: expected a power of two (4, 8, ..., 256, 512, 1024): the networks "
                                  "double the resolution from block to block", param_hint="--resolution")

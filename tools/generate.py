@@ -8,6 +8,8 @@ NVIDIA's (``np.random.RandomState(N).randn(z_dim)``), so such a file gives NVIDI
 same seed, truncation and class. Seeds are rendered in batches; each seed's latent and noise are
 its own (tools/genlib.py), so the image for a seed does not depend on the batch size or the device.
 Files are ``seed<NNNN>.<format>`` (uint8; grayscale, RGB or RGBA as the network's channels).
+``--class`` takes an index or a class name; without it a conditional network gives seed N class
+``N mod C``, and the grid has one row per class.
 """
 
 from __future__ import annotations
@@ -31,6 +33,18 @@ def seed_filename(seed: int, fmt: str) -> str:
     return f"seed{seed:04d}.{fmt}"
 
 
+def rows_by_class(images: np.ndarray, classes: list[int]) -> np.ndarray:
+    """A grid with one row per class that occurs (in class order), each row its images in list order
+    (``images`` uint8 [N, H, W, C], ``classes[i]`` the class of image i); short rows end in blanks."""
+    order = sorted(set(classes))
+    rows = [[i for i, c in enumerate(classes) if c == k] for k in order]
+    cols = max(len(r) for r in rows)
+    tiles = np.zeros((len(rows) * cols, *images.shape[1:]), dtype=images.dtype)
+    for r, members in enumerate(rows):
+        tiles[r * cols : r * cols + len(members)] = images[members]
+    return make_grid(tiles, cols=cols)
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
 @network_options
 @click.option("--seeds", type=SEEDS, required=True, help="Seeds: numbers and inclusive ranges, e.g. 0-15,20,30-35.")
@@ -45,7 +59,7 @@ def main(
     seeds: list[int],
     truncation_psi: float,
     truncation_cutoff: int | None,
-    class_idx: int | None,
+    class_idx: str | None,
     noise_mode: str,
     outdir: Path,
     batch_size: int,
@@ -54,7 +68,8 @@ def main(
     fmt: str,
 ) -> None:
     """Generate one image per seed from a trained network file."""
-    G = load_checked(network, device, class_idx, truncation_psi, truncation_cutoff, noise_mode)
+    G, class_idx = load_checked(network, device, class_idx, truncation_psi, truncation_cutoff, noise_mode)
+    cycled = genlib.seed_classes(G, seeds) if class_idx is None else None  # conditional, no --class
     try:
         check_channels(G.img_channels, fmt)
     except ValueError as exc:
@@ -75,10 +90,15 @@ def main(
                 kept.append(images)
             bar.update(len(batch_seeds))
 
-    message = f"Wrote {len(seeds)} image{'s' if len(seeds) != 1 else ''} to {outdir}"
+    message = f"Wrote {len(seeds)} image{'s' if len(seeds) != 1 else ''}"
+    if cycled is not None:
+        message += f" (no --class: seed N has class N mod {G.c_dim})"
+    message += f" to {outdir}"
     if kept is not None:
-        grid_path = save_image(make_grid(np.concatenate(kept)), outdir / f"grid.{fmt}", fmt)
-        message += f", and their grid to {grid_path}"
+        images = np.concatenate(kept)
+        grid = make_grid(images) if cycled is None else rows_by_class(images, cycled)
+        grid_path = save_image(grid, outdir / f"grid.{fmt}", fmt)
+        message += f", and their grid{' (one row per class)' if cycled is not None else ''} to {grid_path}"
     click.echo(message)
 
 

@@ -4,7 +4,7 @@ This is the library behind ``tools/generate.py``, ``tools/style_mixing.py`` and 
 and it is usable on its own::
 
     from tools.genlib import load_generator, parse_seeds, generate
-    G = load_generator("network-snapshot-000200.safetensors", device="cuda")
+    G = load_generator("network-snapshot-000080.safetensors", device="auto")   # CUDA when present
     images = generate(G, parse_seeds("0-7"), truncation_psi=0.7)   # [8, C, H, W] float in [-1, 1]
 
 It knows the networks only through their public interface (``G.mapping``, ``G.synthesis``,
@@ -27,6 +27,7 @@ a CLI can point at its own option name.
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
 from pathlib import Path
@@ -172,6 +173,68 @@ def check_truncation(G: nn.Module, truncation_psi: float, truncation_cutoff: int
         )
 
 
+def seed_classes(G: nn.Module, seeds: Sequence[int]) -> list[int] | None:
+    """The classes seeds get when none is given: seed N gets class ``N mod c_dim`` (``None`` for an
+    unconditional network). So ``--seeds 0-15`` of a digit network shows every digit, and a seed's
+    image still depends on the seed alone, not on the other seeds of the list."""
+    return None if G.c_dim == 0 else [int(s) % G.c_dim for s in seeds]
+
+
+def read_class_names(path: str | Path, c_dim: int) -> tuple[str, ...] | None:
+    """The class names of a network file: its metadata's ``class_names``, else those of the training
+    run it lies in (``config.json`` beside it, ``dataset.class_names``); ``None`` when neither has
+    ``c_dim`` of them. Only JSON is read."""
+    import json
+
+    import stylegan
+
+    path = Path(path)
+    candidates = []
+    if not path.name.endswith(".pkl"):
+        try:
+            candidates.append(stylegan.read_network_info(path).metadata.get("class_names"))
+        except (stylegan.NetworkFileError, OSError):
+            pass
+    config = path.parent / "config.json"
+    if config.is_file():
+        try:
+            candidates.append((json.loads(config.read_text()).get("dataset") or {}).get("class_names"))
+        except (OSError, ValueError, AttributeError):
+            pass
+    for names in candidates:
+        if isinstance(names, list) and len(names) == c_dim and c_dim > 0:
+            return tuple(str(n) for n in names)
+    return None
+
+
+def parse_class(value: str | int | None, c_dim: int, names: Sequence[str] | None = None) -> tuple[int | None, str | None]:
+    """``(class index or None, a note or None)`` for ``--class``: a number is an index, anything
+    else a name in ``names``. When a number is also the name of another class, the index wins and
+    the note says so (an index always works, as in NVIDIA's tools)."""
+    if value is None:
+        return None, None
+    if c_dim == 0:
+        raise ArgumentError(
+            "class_idx", f"{value!r} given, but this network is unconditional (it has no classes); omit the class"
+        )
+    text = str(value).strip()
+    known = f"names: {', '.join(names)}" if names else "no class names stored in the network or its run"
+    if re.fullmatch(r"-?\d+", text):
+        idx = int(text)
+        if not 0 <= idx < c_dim:
+            raise ArgumentError("class_idx", f"{idx} is out of range; this network has {c_dim} classes: 0-{c_dim - 1}")
+        note = None
+        if names and text in names and names.index(text) != idx:
+            note = (f"--class {text}: taken as the index of class {names[idx]!r}; the class named {text!r} is "
+                    f"index {names.index(text)}")
+        return idx, note
+    if names and text in names:
+        return list(names).index(text), None
+    close = difflib.get_close_matches(text, list(names or []), n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    raise ArgumentError("class_idx", f"{text!r} is not a class index (0-{c_dim - 1}) or name ({known}){hint}")
+
+
 def make_labels(G: nn.Module, class_idx: int | Sequence[int] | None, n: int) -> torch.Tensor | None:
     """One-hot labels ``[n, c_dim]`` for ``class_idx`` (one int for all, or one per image).
 
@@ -186,7 +249,8 @@ def make_labels(G: nn.Module, class_idx: int | Sequence[int] | None, n: int) -> 
         return None
     if class_idx is None:
         raise ArgumentError(
-            "class_idx", f"required: this network is conditional with {G.c_dim} classes; give one in [0, {G.c_dim - 1}]"
+            "class_idx", f"required: this network is conditional with {G.c_dim} classes; give one in [0, {G.c_dim - 1}] "
+            f"(the functions that take seeds default to class seed mod {G.c_dim})"
         )
     indices = [class_idx] * n if isinstance(class_idx, int) else list(class_idx)
     if len(indices) != n:
@@ -272,7 +336,10 @@ def map_seeds(
     truncation_cutoff: int | None = None,
     batch_size: int = 16,
 ) -> torch.Tensor:
-    """``ws`` [len(seeds), num_ws, w_dim] for seeds (see :func:`map_latents`)."""
+    """``ws`` [len(seeds), num_ws, w_dim] for seeds (see :func:`map_latents`); without ``class_idx`` a
+    conditional network gives seed N class ``N mod c_dim`` (:func:`seed_classes`)."""
+    if class_idx is None:
+        class_idx = seed_classes(G, seeds)
     return map_latents(G, latents(seeds, G.z_dim), class_idx, truncation_psi, truncation_cutoff, batch_size)
 
 
@@ -320,12 +387,15 @@ def iter_generate(
     """Yield ``(seeds_of_batch, images)`` with images float [B, C, H, W] in [-1, 1] on the CPU.
 
     Mapping and synthesis run batch by batch, so memory stays bounded for any number of seeds.
-    All arguments are checked before the first batch runs.
+    All arguments are checked before the first batch runs. Without ``class_idx`` a conditional
+    network gives seed N class ``N mod c_dim`` (:func:`seed_classes`).
     """
     seeds = list(seeds)
     check_noise_mode(noise_mode)
     check_truncation(G, truncation_psi, truncation_cutoff)
     _check_batch_size(batch_size)
+    if class_idx is None:
+        class_idx = seed_classes(G, seeds)
     labels = class_idx if class_idx is None or isinstance(class_idx, int) else list(class_idx)
     make_labels(G, labels, len(seeds))  # validate all labels up front
     for i in range(0, len(seeds), batch_size):

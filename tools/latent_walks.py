@@ -63,7 +63,8 @@ def style_mixing_figure(
 
     Top row: the column seeds; left column: the row seeds; cell (r, c): row seed r's ws with
     ``layers`` (default: the fine half) from column seed c. The top-left cell is empty (zeros).
-    Random noise, when asked for, is the row seed's in every cell of its row.
+    Random noise, when asked for, is the row seed's in every cell of its row. Without ``class_idx``
+    a conditional network gives each seed class ``seed mod c_dim`` (:func:`tools.genlib.seed_classes`).
     """
     if not row_seeds or not col_seeds:
         raise ArgumentError("row_seeds" if not row_seeds else "col_seeds", "empty; expected at least one seed")
@@ -159,7 +160,9 @@ def iter_video_frames(
     """Yield uint8 [rows * H, cols * W, C] frames of ``grid = (cols, rows)`` walks through ``seeds``.
 
     ``space='w'`` lerps the keyframes' (truncated) ws; ``space='z'`` slerps their z and maps each
-    frame. Random noise, when asked for, stays the cell's first seed's for the whole walk.
+    frame. Random noise, when asked for, stays the cell's first seed's for the whole walk, and so
+    does the class of a conditional network when ``class_idx`` is ``None`` (seed N: class
+    ``N mod c_dim``, :func:`tools.genlib.seed_classes`), so a walk never changes class.
     """
     if space not in SPACES:
         raise ArgumentError("space", f"{space!r}; expected one of {', '.join(map(repr, SPACES))}")
@@ -168,9 +171,11 @@ def iter_video_frames(
     cols, rows = grid
     walks = split_cells(list(seeds), cols * rows)
     positions = walk_positions(len(walks[0]), frames_per_transition, loop)
-    kw = dict(class_idx=class_idx, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff, batch_size=batch_size)
+    kw = dict(truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff, batch_size=batch_size)
+    first = genlib.seed_classes(G, [walk[0] for walk in walks])
+    cell_class = [class_idx if class_idx is not None or first is None else first[k] for k in range(len(walks))]
     keys_z = [genlib.latents(walk, G.z_dim) for walk in walks]  # per cell [K, z_dim]
-    keys_ws = [genlib.map_latents(G, z, **kw) for z in keys_z] if space == "w" else None
+    keys_ws = [genlib.map_latents(G, z, cell_class[k], **kw) for k, z in enumerate(keys_z)] if space == "w" else None
     noise_seeds = [walk[0] for walk in walks]
     frames_per_batch = max(1, batch_size // len(walks))
     for start in range(0, len(positions), frames_per_batch):
@@ -185,7 +190,7 @@ def iter_video_frames(
                 ws.append(lerp(kws[ia.to(kws.device)], kws[ib.to(kws.device)], t.to(kws.device)))
             else:
                 z = slerp(keys_z[cell][ia], keys_z[cell][ib], t)
-                ws.append(genlib.map_latents(G, z, **kw))
+                ws.append(genlib.map_latents(G, z, cell_class[cell], **kw))
         ws = torch.stack(ws, dim=1).flatten(0, 1)  # [F * cells, num_ws, w_dim]
         seeds_per_ws = noise_seeds * len(chunk)
         images = torch.cat(list(genlib.iter_synthesize(G, ws, seeds_per_ws, noise_mode, batch_size)))

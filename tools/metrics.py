@@ -40,6 +40,28 @@ def _metrics_option(ctx: click.Context, param: click.Parameter, value: str) -> s
     return value
 
 
+def run_defaults(network: Path) -> tuple[str | None, bool | None, Path | None]:
+    """``(data, mirror, config.json)`` of the training run a snapshot lies in (``config.json``
+    beside it), as NVIDIA's calc_metrics takes them from the run's options; ``None``s elsewhere.
+    A relative data path is taken from where the run was started when it is not found from here."""
+    config = network.parent / "config.json"
+    try:
+        train = json.loads(config.read_text()).get("train") or {}
+    except (OSError, ValueError, AttributeError):
+        return None, None, None
+    data, mirror = train.get("data"), train.get("mirror")
+    data = data if isinstance(data, str) and data else None
+    if data is not None and "://" not in data and ":" not in data.split("/")[0] and not Path(data).is_absolute():
+        outdir = Path(str(train.get("outdir") or "."))
+        started = network.resolve().parent.parent  # the run's --outdir ...
+        if not outdir.is_absolute():
+            for _ in outdir.parts:  # ... and the folder the run was started from
+                started = started.parent
+        if not Path(data).exists() and (started / data).exists():
+            data = str(started / data)
+    return data, mirror if isinstance(mirror, bool) else None, config
+
+
 def _init_processes(device: str) -> tuple[M.Ranks, torch.device]:
     """Join the process group torchrun describes (if any); the device of this process."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -62,8 +84,11 @@ def _init_processes(device: str) -> tuple[M.Ranks, torch.device]:
               help="Generated images per metric, replacing the count in the names (fid50k_full -> fid2k_full).")
 @click.option("--metrics", "metric_names", default="fid50k_full", callback=_metrics_option,
               help="Comma-separated: fid50k_full, kid50k_full, pr50k3_full, is50k (or smaller: fid2k_full, ...).")
-@click.option("--data", default=None, help="Dataset directory or shard pattern (reals; required except for is*).")
-@click.option("--mirror/--no-mirror", default=False, help="Add the x-flip of every real image (as training --mirror).")
+@click.option("--data", default=None,
+              help="Dataset directory or shard pattern (reals; required except for is*).  [default: the run's, from "
+                   "config.json beside --network]")
+@click.option("--mirror/--no-mirror", default=False,
+              help="Add the x-flip of every real image (as training --mirror).  [default: the run's, else off]")
 @click.option("--truncation", "truncation_psi", type=float, default=1.0, callback=finite_float,
               help="Truncation psi of the generated images (1 = none, as published metrics).")
 @click.option("--noise-mode", type=click.Choice(["random", "const", "none"]), default="random",
@@ -88,6 +113,16 @@ def main(network: Path, num_gen: int | None, metric_names: str, data: str | None
          cache: bool, batch_size: int, device: str, outdir: Path | None) -> None:
     """Compute quality metrics of a trained network against its dataset."""
     specs = M.parse_metrics(metric_names, num_gen)
+    run_data, run_mirror, run_config = run_defaults(network)
+    taken = []
+    if data is None and run_data is not None and any(s.needs_reals for s in specs):
+        data = run_data
+        taken.append(f"--data {data}")
+    if click.get_current_context().get_parameter_source("mirror") is click.core.ParameterSource.DEFAULT and run_mirror:
+        mirror = True
+        taken.append("--mirror")
+    if taken and int(os.environ.get("RANK", "0")) == 0:
+        say(f"{' '.join(taken)}: from {run_config}")
     if data is None and any(s.needs_reals for s in specs):
         needs = ", ".join(s.name for s in specs if s.needs_reals)
         raise click.BadParameter(f"required for {needs} (they compare with the real images)", param_hint="'--data'")

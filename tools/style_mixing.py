@@ -40,7 +40,7 @@ def main(
     layers: list[int] | None,
     truncation_psi: float,
     truncation_cutoff: int | None,
-    class_idx: int | None,
+    class_idx: str | None,
     noise_mode: str,
     batch_size: int,
     device: str,
@@ -50,7 +50,7 @@ def main(
     fmt = out.suffix.lower().lstrip(".").replace("jpeg", "jpg")
     if fmt not in IMAGE_FORMATS:
         raise click.BadParameter(f"{str(out)!r} has suffix {out.suffix!r}; expected .png or .jpg", param_hint="'--out'")
-    G = load_checked(network, device, class_idx, truncation_psi, truncation_cutoff, noise_mode)
+    G, class_idx = load_checked(network, device, class_idx, truncation_psi, truncation_cutoff, noise_mode)
     try:
         check_channels(G.img_channels, fmt)
     except ValueError as exc:
@@ -70,7 +70,8 @@ def main(
     used = layers if layers is not None else default_mix_layers(G.num_ws)
     click.echo(
         f"Wrote a {len(row_seeds)}x{len(col_seeds)} style-mixing figure (column layers "
-        f"{','.join(map(str, used))} of {G.num_ws}) to {out}"
+        f"{','.join(map(str, used))} of {G.num_ws}"
+        f"{f'; no --class: seed N has class N mod {G.c_dim}' if class_idx is None and G.c_dim else ''}) to {out}"
     )
 
 

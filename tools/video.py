@@ -57,7 +57,7 @@ def main(
     loop: bool,
     truncation_psi: float,
     truncation_cutoff: int | None,
-    class_idx: int | None,
+    class_idx: str | None,
     noise_mode: str,
     batch_size: int,
     device: str,
@@ -74,7 +74,7 @@ def main(
                 "seeds", f"{len(seeds)} seeds for {len(cells)} grid cells give each walk {len(cells[0])} keyframe; "
                 f"expected at least 2 per cell ({2 * len(cells)} seeds)"
             )
-    G = load_checked(network, device, class_idx, truncation_psi, truncation_cutoff, noise_mode)
+    G, class_idx = load_checked(network, device, class_idx, truncation_psi, truncation_cutoff, noise_mode)
     try:
         check_channels(G.img_channels, fmt)
     except ValueError as exc:
@@ -108,7 +108,8 @@ def main(
             first = next(frames_iter)  # the encoder needs the frame size up front
             size = (first.shape[1], first.shape[0])
             save_mp4(itertools.chain([first], frames_iter), out, fps, size, first.shape[2])
-    click.echo(f"Wrote {total} frames ({grid[0]}x{grid[1]} walks in {space}, {fps:g} fps) to {out}")
+    classes = f"; no --class: each walk has its first seed's class, seed mod {G.c_dim}" if class_idx is None and G.c_dim else ""
+    click.echo(f"Wrote {total} frames ({grid[0]}x{grid[1]} walks in {space}, {fps:g} fps{classes}) to {out}")
 
 
 if __name__ == "__main__":

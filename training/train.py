@@ -37,6 +37,7 @@ from training.data import DataError
 from training.distributed import Dist
 from training.init_from import network_config_from_file, options_from_file, plan_init
 from training.loop import TrainingDiverged, fit
+from training.nvidia_cli import NvidiaSpellings, PresetChoice, metrics_none
 from training.outputs import OutputError, writing
 from training.resolve import DataShape, ResolvedRun, resolve_run, with_network_fields
 from training.runlog import RunLog, next_run_dir, trim_stats, write_json_atomic
@@ -68,10 +69,10 @@ def _nvidia_flag(ours: str):
 _FROM_PRESET = "[default: from --preset, printed at start]"
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.command(cls=NvidiaSpellings, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @_opt("--data", default=_DEFAULT.data, help="Dataset: a folder with dataset.json + shards, or a shard pattern/URL.")
 @_opt("--outdir", default=_DEFAULT.outdir, help="Where run folders <NNNNN>-<name>/ are created.")
-@_opt("--preset", type=click.Choice(stylegan.PRESETS), default=None,
+@_opt("--preset", type=PresetChoice(stylegan.PRESETS), default=None,
       help="Network and training recipe (StyleGAN2-ADA's configurations; see docs/training.md).  "
            "[default: auto with --data, tiny for the demo]")
 @_opt("--cond/--no-cond", default=None, help="Condition on the class labels.  [default: on when the dataset has labels]")
@@ -116,7 +117,7 @@ _FROM_PRESET = "[default: from --preset, printed at start]"
 @_opt("--workers", type=int, default=_DEFAULT.workers, help="Data loader processes per training process.")
 @_opt("--max-skipped", type=int, default=_DEFAULT.max_skipped,
       help="Stop after this many steps in a row with a non-finite loss.")
-@_opt("--metrics", default=_DEFAULT.metrics, show_default="none",
+@_opt("--metrics", default=_DEFAULT.metrics, show_default="none", callback=metrics_none,
       help="Metrics at each snapshot, comma-separated (fid50k_full,kid50k_full,pr50k3_full,is50k; smaller "
            "counts like fid2k_full). Empty: none. See docs/metrics.md.")
 @_opt("--metrics-features", type=click.Choice(["inception", "random"]), default=_DEFAULT.metrics_features,
@@ -139,6 +140,10 @@ _FROM_PRESET = "[default: from --preset, printed at start]"
     expose_value=False)
 @click.option("--fp32", hidden=True, callback=_nvidia_flag("--precision fp32"), expose_value=False)
 @click.option("--batch-size", hidden=True, callback=_nvidia_flag("--batch {value}"), expose_value=False)
+@click.option("--aug", hidden=True, expose_value=False, callback=_nvidia_flag(
+    "augmentation (ADA) is not available yet; runs have none but --mirror's x-flips, so leave --aug out"))
+@click.option("--target", hidden=True, expose_value=False, callback=_nvidia_flag(
+    "ADA's target needs augmentation (ADA), which is not available yet; leave --target out"))
 def main(**opts: Any) -> None:
     """Train a StyleGAN2 / ProGAN generator (see docs/training.md)."""
     ctx = click.get_current_context()
@@ -335,13 +340,17 @@ class _Run:
 
 
 def _describe(run: _Run, dist: Dist) -> list[str]:
+    from training.precision import precision_warning
+
     cfg = run.train
     accumulate = cfg.batch // (cfg.batch_gpu * dist.world_size)
+    slow = precision_warning(cfg.precision, dist.device)
     return [
         "config: " + json.dumps(cfg.to_dict(), sort_keys=True),
         *run.resolved.describe(),
         f"processes: {dist.world_size} on {dist.device.type}, micro-batch {cfg.batch_gpu}, "
         f"{accumulate} accumulation round(s) per step, {torch.get_num_threads()} CPU threads per process",
+        *([slow] if slow else []),
     ]
 
 
