@@ -185,6 +185,8 @@ def test_non_finite_loss_skips_the_step_and_is_counted(data8, tmp_path, monkeypa
     monkeypatch.setattr(L, "g_main_loss", _nan_on({2, 3}))
     result = run_fit(data8, tmp_path / "run", kimg=0.048)
     assert result.status == "done"
+    # Snapshots carry the dataset's class names (generate.py --class NAME reads them).
+    assert stylegan.read_network_info(result.snapshot).metadata["class_names"] == ["c0", "c1", "c2", "c3"]
     stats = read_stats(tmp_path / "run")
     assert sum(s["skipped"] for s in stats) == 2 and stats[-1]["skipped_total"] == 2
     state = load_state(result.state_dir)

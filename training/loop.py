@@ -19,7 +19,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 from tqdm import tqdm
@@ -184,13 +184,14 @@ def snapshot_path(run_dir: Path, nimg: int, cfg: TrainConfig) -> Path:
     return Path(run_dir) / f"network-snapshot-{kimg_label(nimg, cfg)}.safetensors"
 
 
-def write_snapshot(session: Session, run_dir: Path, run_name: str) -> Path:
+def write_snapshot(session: Session, run_dir: Path, run_name: str, class_names: Sequence[str] | None = None) -> Path:
     """``network-snapshot-<kimg>.safetensors`` with G, D, G_ema, their config and the progress."""
     p = session.progress
     phase, alpha = session.schedule.at(p.nimg)
     path = snapshot_path(run_dir, p.nimg, session.cfg)
     meta = {"kimg": p.nimg / 1000, "step": p.step, "phase": phase.name, "resolution": phase.resolution,
-            "alpha": alpha, "run": run_name, "train_config": session.cfg.to_dict()}
+            "alpha": alpha, "run": run_name, "train_config": session.cfg.to_dict(),
+            "class_names": list(class_names) if class_names and session.G.c_dim else None}
     with writing(path):
         stylegan.save_network(path, {"G": session.G, "D": session.D, "G_ema": session.G_ema}, session.net_config, meta)
     return path
@@ -312,7 +313,7 @@ def fit(
         payload = state_payload(session)  # collective: every process takes part
         if dist.is_main:
             phase, alpha = session.schedule.at(p.nimg)
-            last_snapshot = write_snapshot(session, run_dir, run_dir.name)
+            last_snapshot = write_snapshot(session, run_dir, run_dir.name, info.class_names)
             samples.write_fakes(p.nimg, phase.name, alpha)
             last_state = save_state(run_dir, **payload)
             log.info(f"{'final ' if final else ''}snapshot {last_snapshot.name}, state saved")
