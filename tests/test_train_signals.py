@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -219,3 +220,103 @@ def test_two_processes_group_sigterm_then_resume_on_one(data8, tmp_path):
     kimgs = [s["kimg"] for s in stats]
     assert kimgs == sorted(kimgs) and len(kimgs) == len(set(kimgs)) and stats[-1]["processes"] == 1
     assert load_state(run / "state").progress["nimg"] == stopped["nimg"] + 16
+
+
+# ---------------------------------------------------------------------------------------- elastic
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (from /proc)."""
+    kids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            kids.append(int(stat.parent.name))
+    return kids
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="finds torchrun's workers through /proc")
+def test_torchrun_elastic_restart_after_a_rank_is_killed(data8, tmp_path):
+    """torchrun --max-restarts with c10d rendezvous: SIGKILL one of two ranks mid-run; the group
+    restarts, --resume auto continues from the last state/ (kimg never goes back), the run finishes."""
+    out = tmp_path / "runs"
+    cmd = [str(BIN / "torchrun"), "--nnodes", "1:2", "--nproc-per-node", "2", "--max-restarts", "3",
+           "--rdzv-backend", "c10d", "--rdzv-endpoint", "localhost:0", "--rdzv-id", "elastic-test",
+           "--rdzv-conf", "last_call_timeout=1",  # do not wait 30 s for a second node that will not come
+           *train_args(data8, out, "--resume", "auto", "--kimg", "0.4", "--tick", "0.016", "--snap", "10",
+                       "--workers", "1", "--state-every", "0.02")]
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    progress = lambda: next(out.glob("*/state/progress.json"), None)  # noqa: E731
+    wait_for(lambda: progress() is not None and stats_lines(out) >= 6, proc, what="a state and six ticks")
+    saved = json.loads(progress().read_text())["nimg"]
+    ranks = _children(proc.pid)
+    assert len(ranks) == 2, ranks
+    os.kill(ranks[1], signal.SIGKILL)
+    output, _ = proc.communicate(timeout=400)
+    assert proc.returncode == 0, output[-6000:]
+    (run,) = out.iterdir()
+    text = (run / "log.txt").read_text()
+    # The surviving rank wrote why it stopped (rank 0 as 'error: ...', rank 1 as 'error (process 1): ...').
+    assert any(line.startswith("error") and "RuntimeError" in line for line in text.splitlines()), text[-3000:]
+    resumed = [line for line in text.splitlines() if line.startswith("resumed from")]
+    assert len(resumed) == 1, output[-4000:]
+    resumed_nimg = round(float(resumed[0].split(" at kimg ")[1].split()[0]) * 1000)
+    assert resumed_nimg >= saved  # nothing lost before the last state
+    stats = read_stats(run)
+    kimgs = [s["kimg"] for s in stats]
+    assert kimgs == sorted(kimgs) and len(kimgs) == len(set(kimgs)) and kimgs[-1] == pytest.approx(0.4)
+    assert load_state(run / "state").progress["nimg"] == 400
+    for snap in run.glob("network-snapshot-*.safetensors"):
+        nets = stylegan.load_network(snap)
+        assert all(torch.isfinite(p).all() for p in nets["G_ema"].parameters()), snap.name
+
+
+# ---------------------------------------------------------------------------------------- chaos
+KILLS = (("SIGTERM", "process"), ("SIGTERM", "group"), ("SIGKILL", "process"), ("SIGINT", "group"))
+
+
+@pytest.mark.slow
+def test_chaos_ten_kills_at_random_moments_end_bit_identical(data8, tmp_path):
+    """Ten kills at random moments (start-up, steps, state writes): SIGTERM to the process or to its
+    group, SIGKILL, a group SIGINT; each time the same command resumes with --resume auto. The end
+    state equals that of an uninterrupted run bit for bit. Prints the figures docs/reliability.md quotes."""
+    from test_train_loop import assert_same_state
+
+    rng = random.Random(14)
+    args = ["--kimg", "2", "--tick", "0.016", "--snap", "8", "--workers", "1", "--state-every", "0.01"]
+    out = tmp_path / "runs"
+    cmd = [sys.executable, *train_args(data8, out, *args, "--resume", "auto")]
+    tried, outcomes = 0, []
+    while tried < 10:
+        proc = subprocess.Popen(cmd, cwd=REPO, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True)
+        try:
+            proc.wait(timeout=rng.uniform(2.0, 12.0))
+            break  # finished before this kill: the run is complete
+        except subprocess.TimeoutExpired:
+            pass
+        name, target = KILLS[rng.randrange(len(KILLS))]
+        sig = getattr(signal, name)
+        os.killpg(proc.pid, sig) if target == "group" else proc.send_signal(sig)
+        outcomes.append((name, target, proc.wait(timeout=120)))
+        tried += 1
+    final = subprocess.run(cmd, cwd=REPO, env=env(), capture_output=True, text=True, timeout=600)
+    assert final.returncode == 0, final.stdout[-3000:] + final.stderr[-3000:]
+    ref_out = tmp_path / "ref"
+    ref = subprocess.run([sys.executable, *train_args(data8, ref_out, *args)], cwd=REPO, env=env(),
+                         capture_output=True, text=True, timeout=600)
+    assert ref.returncode == 0, ref.stdout[-3000:] + ref.stderr[-3000:]
+
+    runs = [r for r in out.iterdir() if (r / "state").is_dir()]
+    assert len(runs) == 1, [p.name for p in out.iterdir()]  # a kill before the first state may leave a stub
+    (run,) = runs
+    assert_same_state(next(ref_out.iterdir()) / "state", run / "state")
+    kimgs = [s["kimg"] for s in read_stats(run)]
+    assert kimgs == sorted(kimgs) and len(kimgs) == len(set(kimgs)) and kimgs[-1] == pytest.approx(2.0)
+    assert tried == 10, f"the run finished after {tried} kills; make it longer"
+    clean = sum(rc == 0 for *_, rc in outcomes)
+    resumes = (run / "log.txt").read_text().count("resumed from")
+    print(f"\nchaos: {tried} kills tried, {tried} survived (end state bit-identical); {clean} ended in a clean stop "
+          f"(exit 0), {resumes} resumes; kills: {outcomes}")
