@@ -320,3 +320,13 @@ def test_chaos_ten_kills_at_random_moments_end_bit_identical(data8, tmp_path):
     resumes = (run / "log.txt").read_text().count("resumed from")
     print(f"\nchaos: {tried} kills tried, {tried} survived (end state bit-identical); {clean} ended in a clean stop "
           f"(exit 0), {resumes} resumes; kills: {outcomes}")
+
+
+def test_stop_labels_are_exact_and_marked():
+    from training.config import TrainConfig
+    from training.loop import kimg_label, snapshot_path
+
+    coarse, fine = TrainConfig(tick=4, snap=50), TrainConfig(tick=0.016, snap=2)
+    assert kimg_label(1280, coarse, stop=True) == kimg_label(1280, fine, stop=True) == "000001.280-stop"
+    assert kimg_label(1280, coarse) == "000001"  # the regular name it must not replace
+    assert snapshot_path(Path("run"), 200_032, coarse, stop=True).name == "network-snapshot-000200.032-stop.safetensors"
