@@ -88,7 +88,7 @@ def test_help_lists_every_option_with_its_default():
     options = ["--data", "--outdir", "--preset", "--cond", "--kimg", "--batch", "--batch-gpu", "--gamma",
                "--r1-interval", "--pl-weight", "--pl-interval", "--mixing", "--ema-kimg", "--ema-rampup", "--glr",
                "--dlr", "--cbase", "--cmax", "--map", "--mbstd-group", "--mirror", "--growth", "--growth-start", "--fade-kimg", "--stable-kimg", "--growth-batch",
-               "--precision", "--tick", "--snap", "--resume", "--init", "--seed", "--workers", "--max-skipped", "--metrics",
+               "--precision", "--tick", "--snap", "--state-every", "--resume", "--init", "--seed", "--workers", "--max-skipped", "--metrics",
                "--metrics-features", "--inception-weights", "--threads", "--dry-run",
                "--resolution", "--channels", "--classes"]
     for opt in options:

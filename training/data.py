@@ -35,6 +35,7 @@ import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from training.data_info import DatasetInfo, _is_url, load_dataset_info, open_url, url2path
+from training.signals import forking_loader_workers, ignore_stop_signals
 
 try:
     import pyspng
@@ -435,5 +436,10 @@ def open_stream(source: str, *, rank: int, world_size: int, seed: int, batch_siz
                       use_labels=use_labels, skip_batches=skip_batches, shuffle_buffer=shuffle_buffer, decoder=decoder)
     if workers == 0:
         return info, Batches(iter(dataset), pin_memory=pin_memory)
-    loader = DataLoader(dataset, batch_size=None, num_workers=workers, persistent_workers=True, pin_memory=pin_memory)
-    return info, Batches(iter(loader))
+    # The workers ignore SIGTERM / SIGINT: a scheduler signals the whole process group, and the
+    # training process must finish its step and save instead of losing a worker (training.signals).
+    loader = DataLoader(dataset, batch_size=None, num_workers=workers, persistent_workers=True, pin_memory=pin_memory,
+                        worker_init_fn=ignore_stop_signals)
+    with forking_loader_workers():
+        batches = iter(loader)
+    return info, Batches(batches)

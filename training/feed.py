@@ -68,9 +68,10 @@ class DataFeed:
         try:
             images, labels = next(self._iter)
         except Exception:
-            # Ctrl-C reaches the loader workers too (the whole process group), and they exit. While a
-            # stop is under way, finish the last step with the previous batch instead of failing:
-            # the other processes are waiting for this one in the step's all-reduce.
+            # The loader workers ignore SIGTERM / SIGINT (training.signals), but one may still die
+            # (a SIGKILL to the group, the OOM killer). While a stop is under way, finish the last
+            # step with the previous batch instead of failing: the other processes are waiting for
+            # this one in the step's all-reduce.
             if self.stop is None or not self.stop.requested or self._last is None:
                 raise
             images, labels = self._last

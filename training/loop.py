@@ -9,7 +9,9 @@ Every ``--snap`` ticks (and at the end) the main process writes a network snapsh
 Failures: a non-finite loss skips that optimizer step on every process (:func:`run_phase`); after
 ``--max-skipped`` steps in a row with skips the run stops with :class:`TrainingDiverged`, leaving the
 last good ``state/`` untouched. A stop request (SIGTERM / SIGINT, :mod:`training.signals`) ends the
-run after the current step, with ``state/`` written.
+run after the current step, with ``state/`` written and a snapshot and grid named ``...-stop`` (never
+overwriting a regular one). Every ``--state-every`` minutes (the main process's clock, shared through
+the step's all-reduce so that every process saves at the same step) ``state/`` alone is written too.
 """
 
 from __future__ import annotations
@@ -67,6 +69,7 @@ class StepOutcome:
     batch: int
     skipped: int
     stop: bool
+    save: bool  # write state/ after this step (--state-every), agreed by every process
     phase: str
     resolution: int
     alpha: float
@@ -101,8 +104,10 @@ class TickStats:
 
 
 # ---------------------------------------------------------------------------------------- steps
-def train_step(session: Session, feed: DataFeed, stop: StopRequest, resample_filter: torch.Tensor) -> StepOutcome:
-    """One iteration: every phase of :func:`phases_for_step`, then the EMA update."""
+def train_step(session: Session, feed: DataFeed, stop: StopRequest, resample_filter: torch.Tensor,
+               save_due: bool = False) -> StepOutcome:
+    """One iteration: every phase of :func:`phases_for_step`, then the EMA update. ``save_due``: this
+    process asks for a state save after the step (only the main process asks; all learn of it)."""
     cfg, dist, p = session.cfg, session.dist, session.progress
     phase, alpha = session.schedule.at(p.nimg)
     session.set_growth(phase.resolution, alpha)
@@ -124,6 +129,7 @@ def train_step(session: Session, feed: DataFeed, stop: StopRequest, resample_fil
             name, session.G, session.D, session.opt_G if on_G else session.opt_D, micro,
             settings=session.settings, dist=dist, pl_mean=session.pl_mean,
             scaler=session.scaler_G if on_G else session.scaler_D, stop_requested=stop.requested,
+            save_requested=save_due,
         )
         if result.pl_mean is not None:
             # The running mean of the path lengths (StyleGAN2 sec. 3.2), updated by G_reg before its penalty.
@@ -137,7 +143,8 @@ def train_step(session: Session, feed: DataFeed, stop: StopRequest, resample_fil
     p.skipped_total += skipped
     p.bad_in_row = p.bad_in_row + 1 if skipped else 0
     stop_all = any(r.stop_requested for r in results)
-    return StepOutcome(results, phase.batch, skipped, stop_all, phase.name, phase.resolution, alpha)
+    save_all = any(r.save_requested for r in results)
+    return StepOutcome(results, phase.batch, skipped, stop_all, save_all, phase.name, phase.resolution, alpha)
 
 
 # ---------------------------------------------------------------------------------------- outputs
@@ -159,13 +166,13 @@ class Samples:
         images = grids.collect_reals(batches, self.layout)
         grids.save_png(self.dir / "reals.png", grids.make_grid(images, self.layout, tile=self.tile, header="reals"))
 
-    def write_fakes(self, nimg: int, phase_name: str, alpha: float) -> Path:
+    def write_fakes(self, nimg: int, phase_name: str, alpha: float, stop: bool = False) -> Path:
         G_ema = self.session.G_ema
         images = grids.generate_images(G_ema, self.z, self.c, self.session.dist.device,
                                        precision=self.session.settings.precision)
         header = f"kimg {nimg / 1000:.1f}  {phase_name}  alpha {alpha:.2f}  {G_ema.growth_resolution}px"
         grid = grids.make_grid(images, self.layout, tile=self.tile, header=header)
-        path = self.dir / f"fakes{kimg_label(nimg, self.session.cfg)}.png"
+        path = self.dir / f"fakes{kimg_label(nimg, self.session.cfg, stop)}.png"
         text = {"kimg": f"{nimg / 1000:.3f}", "phase": phase_name, "alpha": f"{alpha:.4f}",
                 "resolution": str(G_ema.growth_resolution)}
         grids.save_png(path, grid, text)
@@ -173,24 +180,30 @@ class Samples:
         return path
 
 
-def kimg_label(nimg: int, cfg: TrainConfig) -> str:
+def kimg_label(nimg: int, cfg: TrainConfig, stop: bool = False) -> str:
     """The kimg in snapshot and grid names: ``000200`` as in StyleGAN2's runs, or ``000000.256``
-    when snapshots come more often than once per kimg, so that no snapshot overwrites another."""
+    when snapshots come more often than once per kimg, so that no snapshot overwrites another.
+    A stop's (SIGTERM / SIGINT) is always exact and marked, ``000001.280-stop``: it falls between
+    the regular ones and must not replace ``000001`` (the snapshot of kimg 1.024, say)."""
+    if stop:
+        return f"{nimg // 1000:06d}.{nimg % 1000:03d}-stop"
     fine = cfg.tick * cfg.snap < 1
     return f"{nimg // 1000:06d}" + (f".{nimg % 1000:03d}" if fine else "")
 
 
-def snapshot_path(run_dir: Path, nimg: int, cfg: TrainConfig) -> Path:
-    return Path(run_dir) / f"network-snapshot-{kimg_label(nimg, cfg)}.safetensors"
+def snapshot_path(run_dir: Path, nimg: int, cfg: TrainConfig, stop: bool = False) -> Path:
+    return Path(run_dir) / f"network-snapshot-{kimg_label(nimg, cfg, stop)}.safetensors"
 
 
-def write_snapshot(session: Session, run_dir: Path, run_name: str, class_names: Sequence[str] | None = None) -> Path:
-    """``network-snapshot-<kimg>.safetensors`` with G, D, G_ema, their config and the progress."""
+def write_snapshot(session: Session, run_dir: Path, run_name: str, stop: bool = False,
+                   class_names: Sequence[str] | None = None) -> Path:
+    """``network-snapshot-<kimg>.safetensors`` with G, D, G_ema, their config and the progress
+    (``<kimg>-stop`` for a stop's, see :func:`kimg_label`), and the dataset's class names."""
     p = session.progress
     phase, alpha = session.schedule.at(p.nimg)
-    path = snapshot_path(run_dir, p.nimg, session.cfg)
+    path = snapshot_path(run_dir, p.nimg, session.cfg, stop)
     meta = {"kimg": p.nimg / 1000, "step": p.step, "phase": phase.name, "resolution": phase.resolution,
-            "alpha": alpha, "run": run_name, "train_config": session.cfg.to_dict(),
+            "alpha": alpha, "run": run_name, "train_config": session.cfg.to_dict(), "stopped": stop,
             "class_names": list(class_names) if class_names and session.G.c_dim else None}
     with writing(path):
         stylegan.save_network(path, {"G": session.G, "D": session.D, "G_ema": session.G_ema}, session.net_config, meta)
@@ -230,7 +243,9 @@ def check_replicas(session: Session) -> None:
         )
 
 
-def tick_record(session: Session, tick: TickStats, feed: DataFeed) -> dict[str, Any]:
+def tick_record(session: Session, tick: TickStats, feed: DataFeed, state_age: float | None = None) -> dict[str, Any]:
+    """One tick's ``stats.jsonl`` record; ``state_age``: seconds since ``state/`` was last written (or
+    the run resumed from it), ``None`` before the first."""
     p, dist = session.progress, session.dist
     sec = max(time.perf_counter() - tick.start_time, 1e-9)
     phase, alpha = session.schedule.at(p.nimg)
@@ -244,6 +259,7 @@ def tick_record(session: Session, tick: TickStats, feed: DataFeed) -> dict[str, 
         "glr": session.opt_G.param_groups[0]["lr"], "dlr": session.opt_D.param_groups[0]["lr"],
         "peak_mem_gb": peak_memory_gb(dist.device), "phase": name, "resolution": res,
         "alpha": alpha, "batch": tick.last.batch if tick.last else phase.batch, "processes": dist.world_size,
+        "state_age_sec": state_age,
     }
 
 
@@ -255,8 +271,18 @@ def format_tick(r: dict[str, Any]) -> str:
         f"tick {r['tick']:<4d} kimg {r['kimg']:<8.2f} {r['phase']:<9s} a={r['alpha']:.2f}  "
         f"sec/kimg {r['sec_per_kimg']:<7.2f} img/s {r['img_per_sec']:<7.1f} data {100 * r['data_wait']:4.1f}%  "
         f"G {f('loss_G', '.3f')} D {f('loss_D', '.3f')} R1 {f('r1_penalty', '.4f')} PL {f('pl_penalty', '.4f')}  "
-        f"skipped {r['skipped']}  bad data {r.get('data_skipped', 0)}  mem {r['peak_mem_gb']:.2f}GB"
+        f"skipped {r['skipped']}  bad data {r.get('data_skipped', 0)}  mem {r['peak_mem_gb']:.2f}GB  "
+        f"state {format_age(r.get('state_age_sec'))}"
     )
+
+
+def format_age(seconds: float | None) -> str:
+    """``'42s ago'``, ``'12.5min ago'``, ``'3.2h ago'``; ``'none yet'`` before the first state."""
+    if seconds is None:
+        return "none yet"
+    if seconds < 60:
+        return f"{seconds:.0f}s ago"
+    return f"{seconds / 60:.1f}min ago" if seconds < 3600 else f"{seconds / 3600:.1f}h ago"
 
 
 # ---------------------------------------------------------------------------------------- fit
@@ -300,33 +326,18 @@ def fit(
     resample_filter = setup_filter([1, 3, 3, 1], device=dist.device)
     total = int(round(cfg.kimg * 1000))
     tick = TickStats(start_wait=feed.wait_sec)
-    last_state, last_snapshot, signal_name = state_dir, None, None
-    saved_nimg = -1  # the same on every process, unlike the paths (only the main process writes)
+    saver = Saver(session, run_dir, samples, log, state_dir, info.class_names)
+    signal_name = None
     bar = tqdm(total=total / 1000, initial=p.nimg / 1000, unit="kimg", disable=not (progress_bar and dist.is_main),
                bar_format="{l_bar}{bar}| {n:.1f}/{total:.1f} kimg [{elapsed}<{remaining}]", dynamic_ncols=True,
                mininterval=1.0)
     clock = time.perf_counter()
-
-    def save(final: bool, metrics: bool = True) -> None:
-        nonlocal last_state, last_snapshot, saved_nimg
-        saved_nimg = p.nimg
-        payload = state_payload(session)  # collective: every process takes part
-        if dist.is_main:
-            phase, alpha = session.schedule.at(p.nimg)
-            last_snapshot = write_snapshot(session, run_dir, run_dir.name, info.class_names)
-            samples.write_fakes(p.nimg, phase.name, alpha)
-            last_state = save_state(run_dir, **payload)
-            log.info(f"{'final ' if final else ''}snapshot {last_snapshot.name}, state saved")
-        dist.barrier()
-        if metrics and cfg.metrics.strip():
-            evaluate_metrics(session, cfg, dist, run_dir, log, progress=progress_bar)
-
     try:
         while p.nimg < total:
             if stop.requested and not dist.active:
                 signal_name = stop.signal_name
                 break
-            outcome = train_step(session, feed, stop, resample_filter)
+            outcome = train_step(session, feed, stop, resample_filter, save_due=saver.state_due())
             now = time.perf_counter()
             p.train_sec += now - clock
             clock = now
@@ -336,39 +347,103 @@ def fit(
                 raise TrainingDiverged(
                     f"{p.bad_in_row} optimizer steps in a row had a non-finite loss (at kimg {p.nimg / 1000:.3f}, "
                     f"{p.skipped_total} skipped in all); stopping. The last good state is "
-                    f"{last_state if last_state else '(none saved yet)'}; try a lower --glr/--dlr or a higher --gamma"
+                    f"{saver.last_state if saver.last_state else '(none saved yet)'}; try a lower --glr/--dlr or a higher --gamma"
                 )
             if outcome.stop:
                 signal_name = stop.signal_name or "a stop request on another process"
                 break
             if p.nimg >= p.tick_start_nimg + cfg.tick * 1000 or p.nimg >= total:
-                end_tick(session, tick, feed, log)
+                end_tick(session, tick, feed, log, saver.state_age())
                 if p.tick % cfg.snap == 0 or p.nimg >= total:
-                    save(final=p.nimg >= total)
+                    saver.save(final=p.nimg >= total, metrics=True, progress=progress_bar)
                 tick = TickStats(start_wait=feed.wait_sec)
-                clock = time.perf_counter()
+            if outcome.save and saver.saved_nimg != p.nimg:
+                took = saver.save_state()
+                tick.start_time += took  # the tick's sec/kimg is training, not saving
+            clock = time.perf_counter()
         if signal_name is not None:
             if tick.nimg:
-                end_tick(session, tick, feed, log)
-            save(final=False, metrics=False)  # a stop request wants a quick exit, not minutes of metrics
+                end_tick(session, tick, feed, log, saver.state_age())
+            if saver.saved_nimg != p.nimg:
+                saver.save(final=False, metrics=False, stop=True)  # a stop wants a quick exit, not metrics
             if feed.reused_last_batch:
                 log.info("note: the data loader stopped with the signal; the last step reused its previous batch")
-            log.info(f"stopped by {signal_name} at kimg {p.nimg / 1000:.3f}; state saved in {last_state}")
-            return FitResult("stopped", p.nimg, run_dir, last_state, last_snapshot, signal_name)
-        if saved_nimg != p.nimg:
-            save(final=True)  # resumed at (or past) the end: still leave a final snapshot
-        return FitResult("done", p.nimg, run_dir, last_state, last_snapshot)
+            log.info(f"stopped by {signal_name} at kimg {p.nimg / 1000:.3f}; state saved in {saver.last_state}")
+            return FitResult("stopped", p.nimg, run_dir, saver.last_state, saver.last_snapshot, signal_name)
+        if saver.saved_nimg != p.nimg:
+            saver.save(final=True, metrics=True, progress=progress_bar)  # resumed at (or past) the end: still a final snapshot
+        return FitResult("done", p.nimg, run_dir, saver.last_state, saver.last_snapshot)
     finally:
         bar.close()
         feed.close()
 
 
-def end_tick(session: Session, tick: TickStats, feed: DataFeed, log: RunLog) -> None:
+class Saver:
+    """Writes snapshots, grids and ``state/`` for :func:`fit`, and keeps ``--state-every``'s clock.
+
+    Every method is a collective (every process calls it at the same step); only the main process
+    writes. The clock is the main process's: it alone asks for a timed save (:meth:`state_due`), and
+    the request reaches the others through the step's all-reduce (``StepOutcome.save``).
+    """
+
+    def __init__(self, session: Session, run_dir: Path, samples: Samples | None, log: RunLog,
+                 state_dir: Path | None, class_names: Sequence[str] | None = None) -> None:
+        self.session, self.run_dir, self.samples, self.log = session, run_dir, samples, log
+        self.class_names = class_names
+        self.last_state, self.last_snapshot = state_dir, None
+        self.saved_nimg = -1  # of the last snapshot: the same on every process, unlike the paths
+        self._started = time.monotonic()
+        # When state/ was last written, or the run resumed from it.
+        self._state_clock = self._started if state_dir is not None else None
+
+    def state_age(self) -> float | None:
+        """Seconds since ``state/`` was last written (or resumed from); ``None`` before the first."""
+        return None if self._state_clock is None else time.monotonic() - self._state_clock
+
+    def state_due(self) -> bool:
+        """Whether ``--state-every`` minutes have passed since the last state (or the start)."""
+        every = self.session.cfg.state_every
+        if not self.session.dist.is_main or not every:
+            return False
+        since = self._state_clock if self._state_clock is not None else self._started
+        return time.monotonic() - since >= every * 60
+
+    def save_state(self) -> float:
+        """``state/`` alone (``--state-every``); returns the seconds it took."""
+        t0 = time.monotonic()
+        p, dist = self.session.progress, self.session.dist
+        payload = state_payload(self.session)  # collective: every process takes part
+        if dist.is_main:
+            self.last_state = save_state(self.run_dir, **payload)
+            self.log.info(f"state saved at kimg {p.nimg / 1000:.3f} (--state-every {self.session.cfg.state_every:g} min)")
+        dist.barrier()
+        self._state_clock = time.monotonic()
+        return self._state_clock - t0
+
+    def save(self, *, final: bool, metrics: bool, stop: bool = False, progress: bool = False) -> None:
+        """A network snapshot, a sample grid and ``state/`` (``-stop`` names for a stop); then the
+        metrics unless ``metrics`` is false."""
+        session, p, dist, cfg = self.session, self.session.progress, self.session.dist, self.session.cfg
+        self.saved_nimg = p.nimg
+        payload = state_payload(session)  # collective: every process takes part
+        if dist.is_main:
+            phase, alpha = session.schedule.at(p.nimg)
+            self.last_snapshot = write_snapshot(session, self.run_dir, self.run_dir.name, stop, self.class_names)
+            self.samples.write_fakes(p.nimg, phase.name, alpha, stop)
+            self.last_state = save_state(self.run_dir, **payload)
+            self.log.info(f"{'final ' if final else ''}snapshot {self.last_snapshot.name}, state saved")
+        dist.barrier()
+        self._state_clock = time.monotonic()
+        if metrics and cfg.metrics.strip():
+            evaluate_metrics(session, cfg, dist, self.run_dir, self.log, progress=progress)
+
+
+def end_tick(session: Session, tick: TickStats, feed: DataFeed, log: RunLog, state_age: float | None = None) -> None:
     """Close a tick: replica check, ``stats.jsonl`` record, log line."""
     p = session.progress
     p.tick += 1
     p.tick_start_nimg = p.nimg
     check_replicas(session)
-    record = tick_record(session, tick, feed)
+    record = tick_record(session, tick, feed, state_age)
     log.stats(record)
     log.info(format_tick(record))

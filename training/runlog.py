@@ -9,6 +9,7 @@ sample grids as images.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -120,6 +121,19 @@ class RunLog:
             self._writer.add_image(tag, image, global_step=nimg, dataformats="HWC")
             self._writer.flush()
 
+    def crash(self, err: BaseException, rank: int = 0) -> None:
+        """Record in ``log.txt`` the one line :func:`crash_line` makes of what ended the run. Every
+        process records its own (the cause is often on one that does not log otherwise): a single
+        short append, which the operating system does not interleave with the main process's lines."""
+        if self.run_dir is None:
+            return
+        line = crash_line(err, rank)
+        if self.enabled:
+            self.info(line)
+            return
+        with contextlib.suppress(OSError), open(self.run_dir / "log.txt", "a", encoding="utf-8") as f:
+            f.write(line + "\n")
+
     def close(self) -> None:
         """Close TensorBoard and ``log.txt``. Runs on every exit, also after a full disk has stopped the
         run: a failing flush then warns instead of hiding the error that stopped it."""
@@ -132,6 +146,18 @@ class RunLog:
             warnings.warn(f"closing the logs of {self.run_dir}: {reason(err)}", stacklevel=2)
         finally:
             self._writer = self._log_file = None
+
+
+def crash_line(err: BaseException, rank: int = 0) -> str:
+    """``error: RuntimeError: <first line of the message>`` (at most 300 characters), naming the
+    process when it is not the main one: a run that ends in an exception or out of memory says why
+    in ``log.txt``, not only on a console that may be gone."""
+    who = f" (process {rank})" if rank else ""
+    if isinstance(err, KeyboardInterrupt):
+        return f"interrupted{who}: a second Ctrl-C (KeyboardInterrupt); state/ is as last saved"
+    text = next((line.strip() for line in str(err).splitlines() if line.strip()), "")
+    text = text if len(text) <= 300 else text[:297] + "..."
+    return f"error{who}: {type(err).__name__}" + (f": {text}" if text else "") + "; state/ is as last saved"
 
 
 def _tb_tag(key: str) -> str:

@@ -5,20 +5,31 @@ agree to stop (the flag rides in the step's all-reduce), the main process writes
 run exits cleanly. A second SIGINT restores Python's default and interrupts at once, for people who
 really mean it. Handlers are installed for the duration of a ``with`` block and the previous ones are
 restored on exit; outside the main thread (where Python allows no handlers) the block does nothing.
+
+Schedulers (SLURM's ``scancel``, Kubernetes, a terminal's Ctrl-C, ``torchrun`` passing a signal on)
+signal the whole process group, data-loader workers included. PyTorch's workers die of SIGTERM, and
+the main process then raises "DataLoader worker is killed by signal" from its SIGCHLD handler,
+anywhere in the step. So only the training process decides: :func:`forking_loader_workers` blocks
+the stop signals while workers are forked, and :func:`ignore_stop_signals` (their
+``worker_init_fn``) ignores them before unblocking, so no signal reaches a worker in between.
+Workers still end with the training process (PyTorch's shutdown, or its watchdog within 5 s).
 """
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
 from types import FrameType
-from typing import Any
+from typing import Any, Iterator
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 class StopRequest:
     """Context manager that turns SIGTERM / SIGINT into :attr:`requested`."""
 
-    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+    SIGNALS = STOP_SIGNALS
 
     def __init__(self) -> None:
         self.signal_name: str | None = None
@@ -50,3 +61,26 @@ class StopRequest:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         self._previous.clear()
+
+
+@contextlib.contextmanager
+def forking_loader_workers() -> Iterator[None]:
+    """Block SIGTERM / SIGINT in this thread while data-loader workers are forked from it (they
+    inherit the mask); a signal that comes meanwhile waits, and is handled here once unblocked."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def ignore_stop_signals(worker_id: int = 0) -> None:
+    """``worker_init_fn`` of data-loader workers: ignore SIGTERM / SIGINT (a pending one is dropped),
+    then unblock them; the training process alone decides when to stop."""
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)

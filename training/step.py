@@ -71,6 +71,7 @@ class PhaseResult:
     sums: dict[str, float] = field(default_factory=dict)
     skipped: bool = False
     stop_requested: bool = False
+    save_requested: bool = False  # the main process asked for a state save (--state-every)
     pl_mean: float | None = None  # G_reg: the path-length running mean after this phase
 
     def mean(self, key: str) -> float:
@@ -204,11 +205,13 @@ def run_phase(
     pl_mean: torch.Tensor,
     scaler: torch.amp.GradScaler | None = None,
     stop_requested: bool = False,
+    save_requested: bool = False,
 ) -> PhaseResult:
     """Run phase ``name`` over this process's micro-batches and take one optimizer step.
 
     Gradients are accumulated locally, then summed over processes together with the statistics,
-    the changes of G's float buffers (``w_avg``) and the stop flag, in one flat all-reduce. If any
+    the changes of G's float buffers (``w_avg``) and two flags (a stop request, a state save that the
+    main process asks for), in one flat all-reduce, so every process decides alike. If any
     summed loss (or, without a loss scaler, any gradient) is not finite, the step is skipped and
     G's buffers are restored: every process sees the same sums, so all skip together.
     """
@@ -217,7 +220,7 @@ def run_phase(
     sizes = [mb.real.shape[0] for mb in micro_batches]
     count = phase_count(name, sizes, dist.world_size, settings)
     keys = PHASE_STATS[name]
-    stats = torch.zeros(len(keys) + 1, dtype=torch.float64, device=device)
+    stats = torch.zeros(len(keys) + 2, dtype=torch.float64, device=device)  # + the two flags
     grad_scale = 1.0 if scaler is None else float(scaler.get_scale())
     # Every phase that runs G's mapping moves its w_avg (as StyleGAN2-ADA): keep it in step across processes.
     bufs = [b for b in G.buffers() if b.is_floating_point()] if name != "D_reg" else []
@@ -236,7 +239,7 @@ def run_phase(
                 (loss if scaler is None else scaler.scale(loss)).backward()
                 for i, v in enumerate(per_sample):
                     stats[i] += v.double().sum()
-    stats[-1] = float(stop_requested)
+    stats[-2], stats[-1] = float(stop_requested), float(save_requested)
 
     params = [p for p in trained.parameters() if p.grad is not None]
     grads = [p.grad for p in params]
@@ -252,7 +255,8 @@ def run_phase(
         count=count,
         sums={k: float(stats[i]) for i, k in enumerate(keys)},
         skipped=not finite,
-        stop_requested=bool(stats[-1] > 0),
+        stop_requested=bool(stats[-2] > 0),
+        save_requested=bool(stats[-1] > 0),
         pl_mean=float(new_pl_mean) if new_pl_mean is not None and finite else None,
     )
     with torch.no_grad():

@@ -46,7 +46,7 @@ from training.signals import StopRequest
 _DEFAULT = TrainConfig()
 # Options a resumed run may change; the others define the run and must stay as saved.
 RESUME_MAY_CHANGE = (
-    "kimg", "tick", "snap", "workers", "batch_gpu", "max_skipped", "metrics", "metrics_features", "inception_weights",
+    "kimg", "tick", "snap", "state_every", "workers", "batch_gpu", "max_skipped", "metrics", "metrics_features", "inception_weights",
 )
 
 
@@ -109,6 +109,9 @@ _FROM_PRESET = "[default: from --preset, printed at start]"
            "preset's (fp16 on CUDA for the paper presets), else fp32]")
 @_opt("--tick", type=float, default=_DEFAULT.tick, help="Progress report (stats.jsonl line) every this many kimg.")
 @_opt("--snap", type=int, default=None, help=f"Snapshot, sample grid and state every this many ticks.  {_FROM_PRESET}")
+@_opt("--state-every", type=float, default=_DEFAULT.state_every, metavar="MINUTES",
+      help="Also write state/ every this many minutes of wall-clock time, so that a SIGKILL or a lost node costs at "
+           "most that much (0: only with the snapshots).")
 @_opt("--resume", default=None, help="'auto' (newest run in --outdir with a state, else start anew) or a run folder.  [default: none, a new run]")
 @_opt("--init", default=None, type=click.Path(dir_okay=False),
       help="Start this new run from the weights (G, D, G_ema) of a network file, e.g. a network-snapshot-*."
@@ -208,6 +211,9 @@ def main(**opts: Any) -> None:
         saved = (run_dir / "state" / "progress.json").is_file()
         then = f"state/ is as last saved; fix this, then --resume {run_dir}" if saved else "no state was saved yet"
         raise click.ClickException(f"{err} ({then})") from None
+    except BaseException as err:  # an exception, out of memory, a second Ctrl-C: one line in log.txt, then the traceback
+        log.crash(err, dist.rank)
+        raise
     finally:
         log.close()
         if dist.active and torch.distributed.is_initialized():
