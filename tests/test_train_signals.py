@@ -80,13 +80,36 @@ def test_loader_workers_ignore_stop_signals(data8):
     next(batches)
     workers = batches._batches._workers  # the DataLoader iterator's worker processes
     assert len(workers) == 2
-    for w, sig in zip(workers, STOP_SIGNALS):
-        os.kill(w.pid, sig)
+    for w, sig in zip(workers, STOP_SIGNALS):  # sent by another process, as a group signal is
+        subprocess.run(["kill", f"-{signal.Signals(sig).name[3:]}", str(w.pid)], check=True)
     time.sleep(0.5)
     for _ in range(6):
         images, _ = next(batches)
         assert images.shape == (4, 1, 8, 8)
     assert all(w.is_alive() for w in workers)
+
+
+def test_a_loader_worker_still_ends_on_its_parents_terminate(data8):
+    """multiprocessing's exit handler and PyTorch's shutdown end workers with terminate() (SIGTERM
+    from the parent): that must still work, or Python's exit hangs on a live loader."""
+    _, batches = open_stream(str(data8), rank=0, world_size=1, seed=0, batch_size=4, workers=2)
+    next(batches)
+    workers = batches._batches._workers
+    t0 = time.monotonic()
+    for w in workers:
+        w.terminate()
+    for w in workers:
+        w.join(timeout=10)
+    assert not any(w.is_alive() for w in workers) and time.monotonic() - t0 < 10
+
+
+def test_a_script_that_leaves_a_loader_open_exits(data8):
+    """The docs' open_stream snippet: one batch, then the script ends without closing the loader."""
+    code = (f"from training.data import open_stream\n_, b = open_stream({str(data8)!r}, rank=0, world_size=1, seed=0, "
+            "batch_size=4, workers=2)\nnext(b)\nprint('ok')\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          cwd=str(Path(__file__).resolve().parents[1]))
+    assert done.returncode == 0 and "ok" in done.stdout, done.stderr
 
 
 # ---------------------------------------------------------------------------------------- one process

@@ -18,6 +18,7 @@ Workers still end with the training process (PyTorch's shutdown, or its watchdog
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import threading
 from types import FrameType
@@ -78,9 +79,28 @@ def forking_loader_workers() -> Iterator[None]:
 
 
 def ignore_stop_signals(worker_id: int = 0) -> None:
-    """``worker_init_fn`` of data-loader workers: ignore SIGTERM / SIGINT (a pending one is dropped),
-    then unblock them; the training process alone decides when to stop."""
-    for sig in STOP_SIGNALS:
-        signal.signal(sig, signal.SIG_IGN)
-    if hasattr(signal, "pthread_sigmask"):
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+    """``worker_init_fn`` of data-loader workers: the training process alone decides when to stop.
+
+    SIGINT is ignored. SIGTERM stays blocked and a small thread takes each one with ``sigwaitinfo``:
+    from the parent (PyTorch's and multiprocessing's ``terminate()`` when the loader shuts down or
+    Python exits) the worker exits at once, as it would by default; from anyone else (a group signal
+    of SLURM, Kubernetes or a shell) it is dropped. Ignoring SIGTERM outright would make Python's exit
+    hang on a worker that ``terminate()`` can no longer end.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if not hasattr(signal, "sigwaitinfo"):  # not Linux: ignore both, as well as we can
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        if hasattr(signal, "pthread_sigmask"):
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+        return
+    parent = os.getppid()
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})  # every later thread inherits the mask
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+    def wait_for_parent_sigterm() -> None:
+        while True:
+            info = signal.sigwaitinfo({signal.SIGTERM})
+            if info.si_pid == parent:
+                os._exit(0)
+
+    threading.Thread(target=wait_for_parent_sigterm, name="sigterm-from-parent", daemon=True).start()
