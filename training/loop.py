@@ -108,7 +108,7 @@ def train_step(session: Session, feed: DataFeed, stop: StopRequest, resample_fil
                save_due: bool = False) -> StepOutcome:
     """One iteration: every phase of :func:`phases_for_step`, then the EMA update. ``save_due``: this
     process asks for a state save after the step (only the main process asks; all learn of it)."""
-    cfg, dist, p = session.cfg, session.dist, session.progress
+    dist, p = session.dist, session.progress
     phase, alpha = session.schedule.at(p.nimg)
     session.set_growth(phase.resolution, alpha)
     batch_gpu = session.micro_batch(phase.batch)
