@@ -150,7 +150,7 @@ def test_resume_refuses_changes_that_define_the_run(datasets, tmp_path):
     first = invoke([*base, "--kimg", "0.008"])
     assert first.exit_code == 0, first.output
     run = next(out.iterdir())
-    assert "done: 0.0 kimg" in first.output and str(run) in first.output
+    assert "done: 0.008 kimg" in first.output and str(run) in first.output
     for args, option in ((["--preset", "cifar"], "--preset"), (["--glr", "0.01"], "--glr")):
         bad = invoke([*base, "--resume", str(run), *args])
         assert bad.exit_code == 2 and option in bad.output and "differs from the run being resumed" in bad.output

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -25,7 +26,7 @@ from train_fixtures import make_dataset
 from training import loss as L
 from training.checkpoint import load_state
 from training.data import open_stream
-from training.runlog import crash_line
+from training.runlog import crash_line, unstamped
 from training.signals import STOP_SIGNALS
 from training.train import main
 
@@ -69,7 +70,10 @@ def read_stats(run: Path) -> list[dict]:
 
 
 def log_lines(run: Path) -> list[str]:
-    return (run / "log.txt").read_text().splitlines()
+    """The messages of log.txt; each line must carry its time stamp."""
+    lines = (run / "log.txt").read_text().splitlines()
+    assert all(unstamped(line) != line for line in lines), [line for line in lines if unstamped(line) == line][:3]
+    return [unstamped(line) for line in lines]
 
 
 # ---------------------------------------------------------------------------------------- workers
@@ -199,7 +203,8 @@ def test_state_every_writes_state_between_snapshots(data8, tmp_path):
     assert stats[0]["state_age_sec"] is None or stats[0]["state_age_sec"] < 60
     assert stats[-1]["state_age_sec"] is not None
     ticks = [line for line in log_lines(run) if line.startswith("tick")]
-    assert all(line.endswith((" ago", "state none yet")) for line in ticks) and ticks[-1].endswith(" ago")
+    ages = [re.search(r"  state (.*?)  elapsed ", line).group(1) for line in ticks]
+    assert all(a.endswith(" ago") or a == "none yet" for a in ages) and ages[-1].endswith(" ago")
 
 
 def test_state_every_is_checked(data8, tmp_path):
@@ -283,8 +288,8 @@ def test_torchrun_elastic_restart_after_a_rank_is_killed(data8, tmp_path):
     (run,) = out.iterdir()
     text = (run / "log.txt").read_text()
     # The surviving rank wrote why it stopped (rank 0 as 'error: ...', rank 1 as 'error (process 1): ...').
-    assert any(line.startswith("error") and "RuntimeError" in line for line in text.splitlines()), text[-3000:]
-    resumed = [line for line in text.splitlines() if line.startswith("resumed from")]
+    assert any(line.startswith("error") and "RuntimeError" in line for line in log_lines(run)), text[-3000:]
+    resumed = [line for line in log_lines(run) if line.startswith("resumed from")]
     assert len(resumed) == 1, output[-4000:]
     resumed_nimg = round(float(resumed[0].split(" at kimg ")[1].split()[0]) * 1000)
     assert resumed_nimg >= saved  # nothing lost before the last state

@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from training import checkpoint, grids
+from training import checkpoint, grids, runs
 from training import loss as L
 from training.config import ConfigError, TrainConfig, parse_growth_batch
 from training.resolve import DataShape, resolve_run
@@ -211,13 +211,15 @@ def test_state_survives_a_crash_between_the_two_renames(tmp_path, monkeypatch):
         checkpoint.resolve_resume(tmp_path)
 
 
-def test_find_resumable_picks_the_most_recently_saved_run(tmp_path, monkeypatch):
+def test_resume_auto_picks_the_most_recently_saved_run(tmp_path, monkeypatch):
     for name in ("00000-a", "00001-b", "00002-c"):
         (tmp_path / name).mkdir()
+        (tmp_path / name / "config.json").write_text(json.dumps({"train": {"gamma": 1.0}}))
     _fake_save(tmp_path / "00001-b", 1.0, monkeypatch)
     _fake_save(tmp_path / "00000-a", 2.0, monkeypatch)  # saved later, lower number
-    assert checkpoint.find_resumable(tmp_path) == tmp_path / "00000-a"
-    assert checkpoint.find_resumable(tmp_path / "missing") is None
+    chosen, _ = runs.choose_run(runs.candidates(tmp_path, {}, (), None))
+    assert chosen.run_dir == tmp_path / "00000-a"
+    assert runs.choose_run(runs.candidates(tmp_path / "missing", {}, (), None))[0] is None
 
 
 # ---------------------------------------------------------------------------------------- grids

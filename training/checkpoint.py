@@ -129,24 +129,6 @@ def find_state(run_dir: Path) -> Path | None:
     return max(aside, key=lambda p: p.stat().st_mtime) if aside else None
 
 
-def find_resumable(outdir: Path) -> Path | None:
-    """The run folder in ``outdir`` whose state was saved most recently, or ``None``."""
-    outdir = Path(outdir)
-    if not outdir.is_dir():
-        return None
-    best: tuple[float, Path] | None = None
-    for run in outdir.iterdir():
-        if not run.is_dir():
-            continue
-        state = find_state(run)
-        if state is None:
-            continue
-        saved = read_progress(state).get("saved_at", 0.0)
-        if best is None or saved > best[0]:
-            best = (saved, run)
-    return None if best is None else best[1]
-
-
 def resolve_resume(path: Path) -> tuple[Path, Path]:
     """``(run_dir, state_dir)`` for ``--resume PATH`` given a run folder or its ``state/``."""
     path = Path(path)

@@ -243,11 +243,14 @@ def check_replicas(session: Session) -> None:
         )
 
 
-def tick_record(session: Session, tick: TickStats, feed: DataFeed, state_age: float | None = None) -> dict[str, Any]:
+def tick_record(session: Session, tick: TickStats, feed: DataFeed, state_age: float | None = None,
+                elapsed: float = 0.0) -> dict[str, Any]:
     """One tick's ``stats.jsonl`` record; ``state_age``: seconds since ``state/`` was last written (or
-    the run resumed from it), ``None`` before the first."""
+    the run resumed from it), ``None`` before the first; ``elapsed``: wall seconds since this process
+    started training. ``eta_sec`` is the rest of ``--kimg`` at this tick's speed."""
     p, dist = session.progress, session.dist
     sec = max(time.perf_counter() - tick.start_time, 1e-9)
+    left = max(round(session.cfg.kimg * 1000) - p.nimg, 0)
     phase, alpha = session.schedule.at(p.nimg)
     # The phase, resolution and alpha of the tick's last step (not of the step to come).
     name, res, alpha = (tick.last.phase, tick.last.resolution, tick.last.alpha) if tick.last else (phase.name, phase.resolution, alpha)
@@ -259,7 +262,8 @@ def tick_record(session: Session, tick: TickStats, feed: DataFeed, state_age: fl
         "glr": session.opt_G.param_groups[0]["lr"], "dlr": session.opt_D.param_groups[0]["lr"],
         "peak_mem_gb": peak_memory_gb(dist.device), "phase": name, "resolution": res,
         "alpha": alpha, "batch": tick.last.batch if tick.last else phase.batch, "processes": dist.world_size,
-        "state_age_sec": state_age,
+        "state_age_sec": state_age, "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "elapsed_sec": elapsed,
+        "eta_sec": left / max(tick.nimg / sec, 1e-9),
     }
 
 
@@ -272,8 +276,29 @@ def format_tick(r: dict[str, Any]) -> str:
         f"sec/kimg {r['sec_per_kimg']:<7.2f} img/s {r['img_per_sec']:<7.1f} data {100 * r['data_wait']:4.1f}%  "
         f"G {f('loss_G', '.3f')} D {f('loss_D', '.3f')} R1 {f('r1_penalty', '.4f')} PL {f('pl_penalty', '.4f')}  "
         f"skipped {r['skipped']}  bad data {r.get('data_skipped', 0)}  mem {r['peak_mem_gb']:.2f}GB  "
-        f"state {format_age(r.get('state_age_sec'))}"
+        f"state {format_age(r.get('state_age_sec'))}  elapsed {format_duration(r['elapsed_sec'])}  "
+        f"eta {format_duration(r['eta_sec'])}{_clock_after(r['eta_sec'])}"
     )
+
+
+def format_duration(seconds: float) -> str:
+    """``'42s'``, ``'12m05s'``, ``'3h07m'``, ``'2d04h'``."""
+    s = int(round(max(seconds, 0.0)))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+
+
+def _clock_after(seconds: float) -> str:
+    """`` (at 14:05)`` when that is within a day, else the date too; nothing at the end."""
+    if seconds <= 0:
+        return ""
+    when = time.time() + seconds
+    return time.strftime(" (at %H:%M)" if seconds < 86400 else " (at %Y-%m-%d %H:%M)", time.localtime(when))
 
 
 def format_age(seconds: float | None) -> str:
@@ -328,9 +353,10 @@ def fit(
     tick = TickStats(start_wait=feed.wait_sec)
     saver = Saver(session, run_dir, samples, log, state_dir, info.class_names)
     signal_name = None
-    bar = tqdm(total=total / 1000, initial=p.nimg / 1000, unit="kimg", disable=not (progress_bar and dist.is_main),
-               bar_format="{l_bar}{bar}| {n:.1f}/{total:.1f} kimg [{elapsed}<{remaining}]", dynamic_ncols=True,
-               mininterval=1.0)
+    # Whole images (an int never overshoots total as a float sum of kimg did: tqdm's clamping warning).
+    bar = tqdm(total=total, initial=min(p.nimg, total), unit="img", unit_scale=1 / 1000,
+               disable=not (progress_bar and dist.is_main), dynamic_ncols=True, mininterval=1.0,
+               bar_format="{l_bar}{bar}| {n:.1f}/{total:.1f} kimg [{elapsed}<{remaining}]")
     clock = time.perf_counter()
     try:
         while p.nimg < total:
@@ -342,7 +368,7 @@ def fit(
             p.train_sec += now - clock
             clock = now
             tick.add(outcome)
-            bar.update(min(outcome.batch, max(total - round(bar.n * 1000), 0)) / 1000)  # the last step may overshoot
+            bar.update(min(outcome.batch, max(total - bar.n, 0)))  # the last step may overshoot
             if p.bad_in_row >= cfg.max_skipped:
                 raise TrainingDiverged(
                     f"{p.bad_in_row} optimizer steps in a row had a non-finite loss (at kimg {p.nimg / 1000:.3f}, "
@@ -353,7 +379,7 @@ def fit(
                 signal_name = stop.signal_name or "a stop request on another process"
                 break
             if p.nimg >= p.tick_start_nimg + cfg.tick * 1000 or p.nimg >= total:
-                end_tick(session, tick, feed, log, saver.state_age())
+                end_tick(session, tick, feed, log, saver)
                 if p.tick % cfg.snap == 0 or p.nimg >= total:
                     saver.save(final=p.nimg >= total, metrics=True, progress=progress_bar)
                 tick = TickStats(start_wait=feed.wait_sec)
@@ -363,7 +389,7 @@ def fit(
             clock = time.perf_counter()
         if signal_name is not None:
             if tick.nimg:
-                end_tick(session, tick, feed, log, saver.state_age())
+                end_tick(session, tick, feed, log, saver)
             if saver.saved_nimg != p.nimg:
                 saver.save(final=False, metrics=False, stop=True)  # a stop wants a quick exit, not metrics
             if feed.reused_last_batch:
@@ -393,12 +419,17 @@ class Saver:
         self.last_state, self.last_snapshot = state_dir, None
         self.saved_nimg = -1  # of the last snapshot: the same on every process, unlike the paths
         self._started = time.monotonic()
+        self.expectation_said = False
         # When state/ was last written, or the run resumed from it.
         self._state_clock = self._started if state_dir is not None else None
 
     def state_age(self) -> float | None:
         """Seconds since ``state/`` was last written (or resumed from); ``None`` before the first."""
         return None if self._state_clock is None else time.monotonic() - self._state_clock
+
+    def elapsed(self) -> float:
+        """Wall seconds since this process started training (saving included)."""
+        return time.monotonic() - self._started
 
     def state_due(self) -> bool:
         """Whether ``--state-every`` minutes have passed since the last state (or the start)."""
@@ -438,12 +469,18 @@ class Saver:
             evaluate_metrics(session, cfg, dist, self.run_dir, self.log, progress=progress)
 
 
-def end_tick(session: Session, tick: TickStats, feed: DataFeed, log: RunLog, state_age: float | None = None) -> None:
-    """Close a tick: replica check, ``stats.jsonl`` record, log line."""
+def end_tick(session: Session, tick: TickStats, feed: DataFeed, log: RunLog, saver: "Saver") -> None:
+    """Close a tick: replica check, ``stats.jsonl`` record, log line; after this process's first
+    tick, a line with the time the run is expected to take (the speed depends on the machine)."""
     p = session.progress
     p.tick += 1
     p.tick_start_nimg = p.nimg
     check_replicas(session)
-    record = tick_record(session, tick, feed, state_age)
+    record = tick_record(session, tick, feed, saver.state_age(), saver.elapsed())
     log.stats(record)
     log.info(format_tick(record))
+    if not saver.expectation_said and record["eta_sec"] > 0:
+        saver.expectation_said = True
+        log.info(f"expected: {format_duration(record['eta_sec'])} more{_clock_after(record['eta_sec'])} at "
+                 f"{record['img_per_sec']:.0f} img/s to --kimg {session.cfg.kimg:g}; the speed depends on the "
+                 f"device and on other work sharing it (the ETA on each tick line follows it)")

@@ -103,6 +103,34 @@ class GrowthSchedule:
         """Images until the final phase starts (0 for a fixed schedule)."""
         return self.phases[-1].start_nimg
 
+    def describe(self, kimg: float) -> list[str]:
+        """The schedule as a person reads it (``--dry-run`` and the first lines of ``log.txt``), and a
+        warning when a run of ``kimg`` thousand images ends before the final resolution."""
+        last = self.phases[-1]
+        if len(self.phases) == 1:
+            return [f"growth: none, {last.resolution}x{last.resolution} from the first image, batch {last.batch}"]
+        parts = [f"{ph.name} {_kimg(ph.start_nimg)}-{_kimg(ph.end_nimg)}" for ph in self.phases[:-1]]
+        parts.append(f"{last.name} from {_kimg(last.start_nimg)}")
+        batches = sorted({ph.batch for ph in self.phases})
+        batch = f"batch {batches[0]}" if len(batches) == 1 else "batch " + ", ".join(
+            f"{ph.resolution}: {ph.batch}" for ph in self.phases if ph.kind == "stable")
+        lines = [f"growth: progressive, {', '.join(parts)} kimg ({batch})"]
+        if kimg * 1000 <= last.start_nimg:
+            ends, _ = self.at(kimg * 1000 - 1)
+            lines.append(
+                f"warning: --kimg {kimg:g} ends in {ends.name} ({ends.resolution}x{ends.resolution}); reaching "
+                f"{last.resolution}x{last.resolution} needs --kimg above {_kimg(last.start_nimg)}, or shorter "
+                f"--fade-kimg / --stable-kimg (now {_kimg(self._fade_nimg())} / {_kimg(self.phases[0].end_nimg)})")
+        return lines
+
+    def _fade_nimg(self) -> float:
+        fades = [ph.end_nimg - ph.start_nimg for ph in self.phases if ph.kind == "fade"]
+        return fades[0] if fades else 0.0
+
+
+def _kimg(nimg: float) -> str:
+    return f"{nimg / 1000:g}"
+
 
 def prepare_reals(images: torch.Tensor, resolution: int, alpha: float, f: torch.Tensor | None = None) -> torch.Tensor:
     """uint8 ``[N, C, H, W]`` (on the target device) -> float in [-1, 1] at ``resolution``, faded by ``alpha``."""

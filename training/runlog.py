@@ -14,6 +14,7 @@ import json
 import math
 import os
 import re
+import time
 import uuid
 import warnings
 from pathlib import Path
@@ -92,14 +93,15 @@ class RunLog:
                 self._writer = SummaryWriter(log_dir=str(self.run_dir))
 
     def info(self, message: str) -> None:
-        """Print ``message`` and append it to ``log.txt``."""
+        """Print ``message`` and append it to ``log.txt`` after the time it was written
+        (:func:`stamped`: a log read the next morning says when each line happened)."""
         if not self.enabled:
             return
         from tqdm import tqdm
 
         tqdm.write(message)
         with writing(self.run_dir / "log.txt"):
-            self._log_file.write(message + "\n")
+            self._log_file.write(stamped(message) + "\n")
 
     def stats(self, record: dict[str, Any]) -> None:
         """Append one tick's numbers to ``stats.jsonl`` and to TensorBoard."""
@@ -132,7 +134,7 @@ class RunLog:
             self.info(line)
             return
         with contextlib.suppress(OSError), open(self.run_dir / "log.txt", "a", encoding="utf-8") as f:
-            f.write(line + "\n")
+            f.write(stamped(line) + "\n")
 
     def close(self) -> None:
         """Close TensorBoard and ``log.txt``. Runs on every exit, also after a full disk has stopped the
@@ -146,6 +148,19 @@ class RunLog:
             warnings.warn(f"closing the logs of {self.run_dir}: {reason(err)}", stacklevel=2)
         finally:
             self._writer = self._log_file = None
+
+
+def stamped(message: str) -> str:
+    """``message`` as a ``log.txt`` line: local date and time, two spaces, the message."""
+    return f"{time.strftime('%Y-%m-%d %H:%M:%S')}  {message}"
+
+
+def unstamped(line: str) -> str:
+    """The message of a ``log.txt`` line (:func:`stamped`); a line without the stamp as it is."""
+    return _STAMP.sub("", line, count=1)
+
+
+_STAMP = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d  ")
 
 
 def crash_line(err: BaseException, rank: int = 0) -> str:

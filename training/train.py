@@ -31,7 +31,7 @@ import torch
 
 import stylegan
 from stylegan.config import NetworkConfig
-from training.checkpoint import find_resumable, read_progress, resolve_resume
+from training.checkpoint import read_progress, resolve_resume
 from training.config import ConfigError, TrainConfig
 from training.data import DataError
 from training.distributed import Dist
@@ -41,6 +41,8 @@ from training.nvidia_cli import NvidiaSpellings, PresetChoice, metrics_none
 from training.outputs import OutputError, writing
 from training.resolve import DataShape, ResolvedRun, resolve_run, with_network_fields
 from training.runlog import RunLog, next_run_dir, trim_stats, write_json_atomic
+from training.runs import candidates, choose_run, data_location, dataset_fingerprint, fingerprint_differences
+from training.session import make_schedule
 from training.signals import StopRequest
 
 _DEFAULT = TrainConfig()
@@ -130,6 +132,8 @@ _FROM_PRESET = "[default: from --preset, printed at start]"
       help="Path of the Inception weights file.  [default: $STYLEGAN_INCEPTION_WEIGHTS, else the cache folder]")
 @_opt("--threads", type=int, default=None,
       help="CPU threads per process.  [default: this machine's cores / its training processes]")
+@_opt("--no-progress", is_flag=True, default=False,
+      help="No progress bar (for batch logs: SLURM's output file, CI); the tick lines still say kimg, elapsed and ETA")
 @_opt("--dry-run", is_flag=True, default=False,
       help="Print the resolved config (what came from the preset, what was derived), parameter counts and a memory "
            "estimate, then exit.  [default: off]")
@@ -151,6 +155,7 @@ def main(**opts: Any) -> None:
     """Train a StyleGAN2 / ProGAN generator (see docs/training.md)."""
     ctx = click.get_current_context()
     threads, dry_run, resume = opts.pop("threads"), opts.pop("dry_run"), opts.pop("resume")
+    no_progress = opts.pop("no_progress")
     planned = {k: opts.pop(k) for k in ("resolution", "channels", "classes")}
     if threads is not None and threads < 1:
         raise click.BadParameter(f"{threads}: expected an integer >= 1", param_hint="--threads")
@@ -160,14 +165,18 @@ def main(**opts: Any) -> None:
     outdir = Path(opts["outdir"])
     if outdir.exists() and not outdir.is_dir():
         raise click.BadParameter(f"{str(outdir)!r} exists and is not a folder", param_hint="--outdir")
-    run_dir, state_dir = _find_resume(resume, opts["outdir"], dist)
+    run_dir, state_dir, found_line = _find_resume(resume, opts, given, dist)
     cfg, given, saved_network = _config_for(opts, given, run_dir)
     run = _resolve(cfg, given, dist, new_run=run_dir is None, planned=planned, dry_run=dry_run,
                    saved_network=saved_network)
     cfg, info = run.train, run.info
+    if run_dir is not None:
+        _check_same_data(run_dir, info)
+        if _report_complete(run_dir, state_dir, cfg, dist, found_line):
+            return
     _set_threads(threads)
 
-    lines = _describe(run, dist)
+    lines = ([found_line] if found_line else []) + _describe(run, dist)
     if dry_run:
         _dry_run(run, lines, dist)
         return
@@ -193,12 +202,13 @@ def main(**opts: Any) -> None:
             log.info(line)
         log.info(f"run folder: {run_dir}")
         with StopRequest() as stop:
-            result = fit(cfg, dist, run_dir, state_dir=state_dir, stop=stop, log=log, net_config=run.network)
+            result = fit(cfg, dist, run_dir, state_dir=state_dir, stop=stop, log=log, net_config=run.network,
+                         progress_bar=not no_progress)
         if result.status == "stopped":
             log.info(f"resume with: accelerate launch training/train.py --resume {run_dir}")
         else:
             log.info(
-                f"done: {result.nimg / 1000:.1f} kimg. Run folder {run_dir}: final network {result.snapshot}, "
+                f"done: {result.nimg / 1000:g} kimg. Run folder {run_dir}: final network {result.snapshot}, "
                 f"samples in {run_dir / 'samples'}, stats in {run_dir / 'stats.jsonl'}, state in {result.state_dir}; "
                 f"TensorBoard: tensorboard --logdir {run_dir}"
             )
@@ -233,14 +243,18 @@ def _set_threads(threads: int | None) -> None:
     torch.set_num_threads(threads)
 
 
-def _find_resume(resume: str | None, outdir: str, dist: Dist) -> tuple[Path | None, Path | None]:
-    """``(run_dir, state_dir)`` to continue, or ``(None, None)`` for a new run."""
+def _find_resume(
+    resume: str | None, opts: dict[str, Any], given: set[str], dist: Dist
+) -> tuple[Path | None, Path | None, str | None]:
+    """``(run_dir, state_dir, line)`` to continue, or ``(None, None, line)`` for a new run; ``line``
+    says what ``--resume auto`` chose and why (:mod:`training.runs`)."""
     if resume is None:
-        return None, None
+        return None, None, None
+    found_line = None
     if resume == "auto":
-        found = dist.broadcast_object(str(find_resumable(Path(outdir)) or "") if dist.is_main else None)
+        found, found_line = dist.broadcast_object(_auto_resume(opts, given) if dist.is_main else None)
         if not found:
-            return None, None
+            return None, None, found_line
         resume = found
     if Path(resume).is_file() and resume.endswith((".safetensors", ".pkl")):
         raise click.BadParameter(
@@ -248,9 +262,52 @@ def _find_resume(resume: str | None, outdir: str, dist: Dist) -> tuple[Path | No
             f"from this network's weights (NVIDIA's --resume=PKL), use --init {resume}", param_hint="--resume",
         )
     try:
-        return resolve_resume(Path(resume))
+        return (*resolve_resume(Path(resume)), found_line)
     except (FileNotFoundError, ValueError) as err:
         raise click.BadParameter(f"{resume!r}: {err}; expected 'auto' or a run folder with state/", param_hint="--resume")
+
+
+def _auto_resume(opts: dict[str, Any], given: set[str]) -> tuple[str, str]:
+    """The newest run in ``--outdir`` that matches the options given (``''`` for none) and a line."""
+    from training.data import load_dataset_info
+
+    fingerprint = None
+    if "data" in given:
+        try:
+            fingerprint = dataset_fingerprint(load_dataset_info(opts["data"]))
+        except (OSError, ValueError) as err:
+            raise click.BadParameter(str(err), param_hint="--data")
+    chosen, line = choose_run(candidates(Path(opts["outdir"]), {k: opts[k] for k in given}, RESUME_MAY_CHANGE, fingerprint))
+    return (str(chosen.run_dir) if chosen else ""), line
+
+
+def _check_same_data(run_dir: Path, info: Any) -> None:
+    """A resumed run reads the data it started with: the same shards (names and counts) at any path."""
+    if info is None:
+        return
+    saved = json.loads((run_dir / "config.json").read_text()).get("dataset", {})
+    if saved.get("fingerprint") is None:
+        return  # a run from before fingerprints were recorded
+    diffs = fingerprint_differences(saved["fingerprint"], dataset_fingerprint(info))
+    if diffs:
+        raise click.BadParameter(
+            f"not the data {run_dir.name} was trained on (recorded: {saved.get('location') or saved.get('source')}): "
+            f"{'; '.join(diffs)}. Give --data where that dataset is now, or start a new run", param_hint="--data")
+
+
+def _report_complete(run_dir: Path, state_dir: Path, cfg: TrainConfig, dist: Dist, found_line: str | None) -> bool:
+    """Say so and do nothing when the run already reached ``--kimg`` (a requeued job after the end)."""
+    nimg = read_progress(state_dir)["nimg"]
+    if nimg < round(cfg.kimg * 1000):
+        return False
+    if dist.is_main:
+        snaps = sorted(run_dir.glob("network-snapshot-*.safetensors"), key=lambda p: p.stat().st_mtime)
+        final = f"; final network {snaps[-1]}" if snaps else ""
+        if found_line:
+            click.echo(found_line)
+        click.echo(f"{run_dir} is complete: {nimg / 1000:g} of --kimg {cfg.kimg:g} trained{final}. Nothing to do; "
+                   f"to train on, --resume {run_dir} --kimg N with N > {cfg.kimg:g}")
+    return True
 
 
 def _config_for(
@@ -266,7 +323,7 @@ def _config_for(
     for key in sorted(given):
         if key == "outdir" or opts[key] == getattr(saved, key):
             continue
-        if key not in RESUME_MAY_CHANGE:
+        if key not in RESUME_MAY_CHANGE and key != "data":  # data: the same shards at another path (_check_same_data)
             flag = "--" + key.replace("_", "-")
             raise click.BadParameter(
                 f"{opts[key]!r} differs from the run being resumed ({getattr(saved, key)!r}); a resumed run may "
@@ -279,7 +336,7 @@ def _config_for(
     return cfg, {name for name, value in cfg.to_dict().items() if value is not None}, network
 
 
-def _data_shape(cfg: TrainConfig, planned: dict[str, int | None], dry_run: bool):
+def _data_shape(cfg: TrainConfig, planned: dict[str, int | None], dry_run: bool, resumed: bool = False):
     """``(DataShape, DatasetInfo or None)``: the dataset's, or for ``--dry-run`` without one the planned."""
     from training.data import load_dataset_info
 
@@ -290,7 +347,9 @@ def _data_shape(cfg: TrainConfig, planned: dict[str, int | None], dry_run: bool)
         try:
             info = load_dataset_info(cfg.data)
         except (OSError, ValueError) as err:
-            raise click.BadParameter(str(err), param_hint="--data")
+            moved = ("; resuming a run: if its data moved, give --data where it is now "
+                     "(the same shards are recognised by their names and counts)") if resumed else ""
+            raise click.BadParameter(str(err) + moved, param_hint="--data")
         return DataShape.of(info), info
     if not dry_run:
         raise click.BadParameter("only with --dry-run (a run takes the dataset's resolution)", param_hint="--resolution")
@@ -311,7 +370,7 @@ def _resolve(cfg: TrainConfig, given: set[str], dist: Dist, *, new_run: bool, pl
         cfg.validate()
     except ConfigError as err:
         raise click.BadParameter(err.detail, param_hint=err.option)
-    shape, info = _data_shape(cfg, planned, dry_run)
+    shape, info = _data_shape(cfg, planned, dry_run, resumed=not new_run)
     file_options, file_network = {}, None
     if new_run and cfg.init is not None:
         file_options = options_from_file(cfg.init)
@@ -351,12 +410,14 @@ def _describe(run: _Run, dist: Dist) -> list[str]:
     cfg = run.train
     accumulate = cfg.batch // (cfg.batch_gpu * dist.world_size)
     slow = precision_warning(cfg.precision, dist.device)
+    schedule = make_schedule(cfg, run.network.resolution)
     return [
         "config: " + json.dumps(cfg.to_dict(), sort_keys=True),
         *run.resolved.describe(),
         f"processes: {dist.world_size} on {dist.device.type}, micro-batch {cfg.batch_gpu}, "
         f"{accumulate} accumulation round(s) per step, {torch.get_num_threads()} CPU threads per process",
         *([slow] if slow else []),
+        *schedule.describe(cfg.kimg),
     ]
 
 
@@ -394,7 +455,8 @@ def _write_config(run_dir: Path, run: _Run, info, dist: Dist, resumed: bool) -> 
         "train": run.train.to_dict(),
         "network": run.network.to_dict(),
         "resolution": resolution,
-        "dataset": {"source": run.train.data, "resolution": info.resolution, "channels": info.channels,
+        "dataset": {"source": run.train.data, "location": data_location(run.train.data),
+                    "fingerprint": dataset_fingerprint(info), "resolution": info.resolution, "channels": info.channels,
                     "num_images": info.num_images, "num_classes": info.num_classes,
                     "class_names": list(info.class_names) if info.class_names else None,
                     "class_counts": list(info.class_counts) if info.class_counts else None},
