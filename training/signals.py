@@ -27,14 +27,41 @@ from typing import Any, Iterator
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
+class EarlySignals:
+    """SIGTERM / SIGINT that arrive while the trainer is still starting (importing torch, reading the
+    data's metadata, building networks: seconds on a busy node), before :class:`StopRequest` is in
+    place. Installed first thing by ``training/train.py`` run as a script; they are handed on to the
+    :class:`StopRequest`, so the run stops at its first step with ``state/`` written and exits 0,
+    instead of dying of the default action. A second SIGINT interrupts at once."""
+
+    def __init__(self) -> None:
+        self.caught: list[str] = []
+
+    @classmethod
+    def install(cls) -> "EarlySignals":
+        early = cls()
+        if threading.current_thread() is threading.main_thread():
+            for sig in STOP_SIGNALS:
+                signal.signal(sig, early._handle)
+        return early
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.caught and signum == signal.SIGINT:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            raise KeyboardInterrupt
+        self.caught.append(signal.Signals(signum).name)
+
+
 class StopRequest:
-    """Context manager that turns SIGTERM / SIGINT into :attr:`requested`."""
+    """Context manager that turns SIGTERM / SIGINT into :attr:`requested`; ``early``: the signals
+    that came before it (:class:`EarlySignals`) count as if they came now."""
 
     SIGNALS = STOP_SIGNALS
 
-    def __init__(self) -> None:
+    def __init__(self, early: EarlySignals | None = None) -> None:
         self.signal_name: str | None = None
         self._previous: dict[int, Any] = {}
+        self._early = early
 
     @property
     def requested(self) -> bool:
@@ -56,6 +83,8 @@ class StopRequest:
         if threading.current_thread() is threading.main_thread():
             for sig in self.SIGNALS:
                 self._previous[sig] = signal.signal(sig, self._handle)
+        if self._early is not None and self._early.caught:
+            self.request(f"{self._early.caught[0]} (during start-up)")
         return self
 
     def __exit__(self, *exc: Any) -> None:

@@ -20,6 +20,15 @@ if __package__ in (None, ""):
     sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _here]
     sys.path.insert(0, str(_here.parent))
 
+if __name__ == "__main__":
+    # First, before the imports that take seconds: a SIGTERM / SIGINT from now on stops the run
+    # cleanly (training.signals.EarlySignals) instead of killing it half-started.
+    from training.signals import EarlySignals
+
+    _EARLY_SIGNALS: "EarlySignals | None" = EarlySignals.install()
+else:
+    _EARLY_SIGNALS = None
+
 import contextlib
 import json
 import platform
@@ -201,7 +210,7 @@ def main(**opts: Any) -> None:
         for line in lines:
             log.info(line)
         log.info(f"run folder: {run_dir}")
-        with StopRequest() as stop:
+        with StopRequest(early=_EARLY_SIGNALS) as stop:
             result = fit(cfg, dist, run_dir, state_dir=state_dir, stop=stop, log=log, net_config=run.network,
                          progress_bar=not no_progress)
         if result.status == "stopped":
