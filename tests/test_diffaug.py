@@ -92,7 +92,8 @@ def test_translation_is_an_integer_shift_with_zeros_entering(size):
     out = diff_augment(x, ["translation"], _gen(21))
     seen = set()
     for n in range(64):
-        matches = [(ty, tx) for ty in range(-sy, sy + 1) for tx in range(-sx, sx + 1) if torch.equal(out[n], _shift(x[n], ty, tx))]
+        shifts = [(ty, tx) for ty in range(-sy, sy + 1) for tx in range(-sx, sx + 1)]
+        matches = [(ty, tx) for ty, tx in shifts if torch.equal(out[n], _shift(x[n], ty, tx))]
         assert len(matches) == 1, f"image {n} is not a shift within +-({sy}, {sx})"
         seen.add(matches[0])
     # Every shift of each axis, the extremes included, occurs among 64 draws (fixed seed).
