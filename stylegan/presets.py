@@ -58,6 +58,7 @@ class Recipe:
     mixing: float = 0.9
     snap: int = 50
     precision: str = "fp16"  # ADA: float16 in the top num_fp16_res blocks (on CUDA)
+    aug: str = "ada"  # ADA's default augmentation (train.py --aug=ada) for every configuration
 
     def to_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
@@ -92,7 +93,7 @@ _TABLE: dict[str, Preset] = {
             channel_max=64, mbstd_group_size=4, num_fp16_res=4, conv_clamp=256.0,
         )),
         recipe=Recipe(batch=32, glr=0.0025, dlr=0.0025, gamma=0.0064, ema_kimg=10.0, ema_rampup=0.05, kimg=80.0,
-                      snap=5, precision="fp32"),
+                      snap=5, precision="fp32", aug="none"),
     ),
     # ADA "auto": everything but the mapping depth comes from the data (auto_recipe).
     "auto": Preset(network=_ada(256, 0.5, 2, 4), recipe=None),

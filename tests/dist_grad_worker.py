@@ -22,8 +22,11 @@ import torch.nn.functional as F
 
 import stylegan
 from train_fixtures import RecordGrads
+from training.augmentation import Augmentation
 from training.distributed import Dist, module_fingerprint
-from training.step import PHASES, LossSettings, MicroBatch, run_phase
+from training.loss import PHASES, LossSettings
+from training.step import MicroBatch
+from train_fixtures import run_loss_phase
 
 RES, C_DIM, N, ROUNDS = 8, 4, 4, 2
 
@@ -39,12 +42,21 @@ def global_micro_batches(world: int) -> list[MicroBatch]:
     return out
 
 
-def phase_grads(name, G, D, micro, dist, settings, pl_mean):
+def phase_grads(name, G, D, micro, dist, settings, pl_mean, augment=None):
     G, D = copy.deepcopy(G), copy.deepcopy(D)
     net = G if name.startswith("G") else D
     opt = RecordGrads(net.parameters())
-    result = run_phase(name, G, D, opt, micro, settings=settings, dist=dist, pl_mean=pl_mean)
+    result = run_loss_phase(name, G, D, opt, micro, settings=settings, dist=dist, pl_mean=pl_mean, augment=augment)
     return opt.grads, result
+
+
+# Augmentation draws come from each micro-batch's generator: the same on any layout. ADA's pipeline
+# runs at a fixed p = 0.5 (every transform group of bgc fires for some samples), DiffAugment whole.
+AUGMENTS = {
+    "none": lambda: None,
+    "ada": lambda: Augmentation("fixed", augpipe="bgc", p=0.5),
+    "diffaug": lambda: Augmentation("diffaug"),
+}
 
 
 def max_rel_diff(a: list, b: list) -> float:
@@ -68,22 +80,24 @@ def main(out_path: str) -> None:
     mine = micro[dist.rank * ROUNDS : (dist.rank + 1) * ROUNDS]
     pl_mean = torch.tensor(0.25)
     report: dict = {"world_size": dist.world_size, "phases": {}}
-    for name in PHASES:
-        grads, result = phase_grads(name, G, D, mine, dist, settings, pl_mean)
-        if dist.rank == 0:
-            ref, ref_result = phase_grads(name, G, D, micro, Dist(), settings, pl_mean)
-            wrong, _ = phase_grads(name, G, D, micro[:ROUNDS], Dist(), settings, pl_mean)
-            report["phases"][name] = {
-                "num_grads": sum(g is not None for g in grads),
-                "num_params": len(grads),
-                "max_rel_diff": max_rel_diff(grads, ref),
-                "wrong_ref_diff": max_rel_diff(grads, wrong) if [g is None for g in grads] == [g is None for g in wrong] else float("inf"),
-                "count": result.count,
-                "ref_count": ref_result.count,
-                "sums": result.sums,
-                "ref_sums": ref_result.sums,
-                "skipped": result.skipped,
-            }
+    for aug, make in AUGMENTS.items():
+        augment = make()
+        for name in PHASES:
+            grads, result = phase_grads(name, G, D, mine, dist, settings, pl_mean, augment)
+            if dist.rank == 0:
+                ref, ref_result = phase_grads(name, G, D, micro, Dist(), settings, pl_mean, augment)
+                wrong, _ = phase_grads(name, G, D, micro[:ROUNDS], Dist(), settings, pl_mean, augment)
+                report["phases"][f"{aug}:{name}"] = {
+                    "num_grads": sum(g is not None for g in grads),
+                    "num_params": len(grads),
+                    "max_rel_diff": max_rel_diff(grads, ref),
+                    "wrong_ref_diff": max_rel_diff(grads, wrong) if [g is None for g in grads] == [g is None for g in wrong] else float("inf"),
+                    "count": result.count,
+                    "ref_count": ref_result.count,
+                    "sums": result.sums,
+                    "ref_sums": ref_result.sums,
+                    "skipped": result.skipped,
+                }
 
     # Replicas: a few real Adam steps on each process's own data must leave identical weights.
     G.train(), D.train()
@@ -91,7 +105,7 @@ def main(out_path: str) -> None:
     opt_D = torch.optim.Adam(D.parameters(), lr=0.002, betas=(0.0, 0.99))
     for step in range(3):
         for name in PHASES:
-            run_phase(name, G, D, opt_G if name.startswith("G") else opt_D, mine, settings=settings, dist=dist,
+            run_loss_phase(name, G, D, opt_G if name.startswith("G") else opt_D, mine, settings=settings, dist=dist,
                       pl_mean=pl_mean)
     spread = dist.max_difference(module_fingerprint([G, D]))
     w_avg = G.mapping.w_avg.clone()

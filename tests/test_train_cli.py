@@ -89,7 +89,8 @@ def test_help_lists_every_option_with_its_default():
                "--r1-interval", "--pl-weight", "--pl-interval", "--mixing", "--ema-kimg", "--ema-rampup", "--glr",
                "--dlr", "--cbase", "--cmax", "--map", "--mbstd-group", "--mirror", "--growth", "--growth-start", "--fade-kimg", "--stable-kimg", "--growth-batch",
                "--precision", "--tick", "--snap", "--state-every", "--resume", "--init", "--seed", "--workers", "--max-skipped", "--metrics",
-               "--metrics-features", "--inception-weights", "--threads", "--dry-run",
+               "--metrics-features", "--inception-weights", "--threads", "--no-progress", "--dry-run",
+               "--aug", "--augpipe", "--target", "--ada-kimg", "--p", "--diffaug",
                "--resolution", "--channels", "--classes"]
     for opt in options:
         assert f" {opt} " in f" {text} ", opt
@@ -122,8 +123,12 @@ def test_nvidia_spellings_are_accepted_or_get_one_line(datasets, tmp_path):
     assert '"mirror": false' in off and '"cond": false' in off and '"metrics": ""' in off
     assert '"cond": true' in config("--cond=1") and '"mirror": true' in config("--mirror")  # ours still work
     assert '"mirror": false' in config("--no-mirror")
-    for args, text in [(["--mirror=maybe"], "expected 1/0"), (["--aug=ada"], "not available yet"),
-                       (["--target=0.6"], "not available yet"), (["--preset", "tiyn"], "did you mean 'tiny'?")]:
+    # ADA's augmentation flags are ours too; its 'noaug' gets a pointer.
+    ada = config("--aug=ada", "--target=0.7", "--augpipe=bgcfnc")
+    assert '"aug": "ada"' in ada and '"target": 0.7' in ada and '"augpipe": "bgcfnc"' in ada
+    assert '"p": 0.2' in config("--aug=fixed", "--p=0.2")
+    for args, text in [(["--mirror=maybe"], "expected 1/0"), (["--aug=noaug"], "NVIDIA's 'noaug' is 'none' here"),
+                       (["--preset", "tiyn"], "did you mean 'tiny'?")]:
         result = invoke([*base, *args])
         assert result.exit_code == 2 and text in result.output, result.output
         assert "Traceback" not in result.output and len(result.output.strip().splitlines()[-1]) > 0

@@ -15,7 +15,9 @@ from training.config import TrainConfig
 from training.distributed import Dist
 from training.resolve import DataShape, resolve_run
 from training.session import ADAM_BETAS, build_session, class_probs
-from training.step import LossSettings, MicroBatch, run_phase, seeded
+from training.loss import LossSettings
+from training.step import MicroBatch
+from train_fixtures import run_loss_phase
 
 
 def test_fake_labels_follow_the_dataset_class_frequencies():
@@ -59,10 +61,10 @@ def test_every_phase_that_runs_G_moves_w_avg(phase):
     before = G.mapping.w_avg.clone()
     settings = LossSettings(r1_gamma=1.0, r1_interval=4, pl_weight=2.0, pl_interval=4, pl_batch_shrink=2, mixing=0.0)
     opt = torch.optim.SGD((G if phase.startswith("G") else D).parameters(), lr=0.0)
-    run_phase(phase, G, D, opt, _micro(), settings=settings, dist=Dist(), pl_mean=torch.tensor(0.0))
+    run_loss_phase(phase, G, D, opt, _micro(), settings=settings, dist=Dist(), pl_mean=torch.tensor(0.0))
     assert not torch.equal(G.mapping.w_avg, before)
     G2, D2 = stylegan.build("tiny", 8, 1, 2)
-    run_phase("D_reg", G2, D2, torch.optim.SGD(D2.parameters(), lr=0.0), _micro(), settings=settings, dist=Dist(),
+    run_loss_phase("D_reg", G2, D2, torch.optim.SGD(D2.parameters(), lr=0.0), _micro(), settings=settings, dist=Dist(),
               pl_mean=torch.tensor(0.0))
     assert torch.equal(G2.mapping.w_avg, torch.zeros_like(G2.mapping.w_avg))  # R1 does not run G
 
@@ -74,14 +76,14 @@ def test_path_length_mean_is_updated_before_the_penalty_as_stylegan2_ada():
                             mixing=0.5, pl_decay=0.25)
     micro, a = _micro(), torch.tensor(0.3)
     opt = RecordGrads(G.parameters())
-    result = run_phase("G_reg", G, D, opt, micro, settings=settings, dist=Dist(), pl_mean=a)
+    result = run_loss_phase("G_reg", G, D, opt, micro, settings=settings, dist=Dist(), pl_mean=a)
 
     # The reference: NVIDIA's order written out with autograd over the whole phase at once.
     torch.manual_seed(0)
     G_ref, _ = stylegan.build("tiny", 8, 1, 2)
     lengths = []
     for mb in micro:
-        gen = seeded(mb.seed, torch.device("cpu"))
+        gen = torch.Generator().manual_seed(mb.seed)
         z = L.sample_z(2, G_ref.z_dim, gen, torch.device("cpu"))
         c = L.sample_c(2, 2, gen, torch.device("cpu"))
         lengths.append(L.path_lengths(G_ref, z, c, mixing=0.5, gen=gen))

@@ -13,7 +13,9 @@ import stylegan
 from train_fixtures import RecordGrads
 from training.distributed import Dist
 from training.precision import make_scaler, network_precision
-from training.step import PHASES, LossSettings, MicroBatch, run_phase
+from training.loss import PHASES, LossSettings
+from training.step import MicroBatch
+from train_fixtures import run_loss_phase
 
 LOW = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -35,7 +37,7 @@ def _settings(precision: str) -> LossSettings:
 def _phase(name, G, D, micro, precision, scaler=None):
     G, D = copy.deepcopy(G), copy.deepcopy(D)
     opt = RecordGrads((G if name.startswith("G") else D).parameters())
-    result = run_phase(name, G, D, opt, micro, settings=_settings(precision), dist=Dist(),
+    result = run_loss_phase(name, G, D, opt, micro, settings=_settings(precision), dist=Dist(),
                        pl_mean=torch.tensor(0.5), scaler=scaler)
     return opt.grads, result
 
@@ -77,7 +79,7 @@ def test_training_runs_only_the_top_blocks_in_reduced_precision(precision):
             "D.b32": D.blocks["b32"].conv1, "D.b8": D.blocks["b8"].conv1, "D.fc": D.b4.fc, "D.mapping": D.mapping}
     hooks = [m.register_forward_hook(lambda mod, a, out, k=k: seen.__setitem__(k, out.dtype)) for k, m in mods.items()]
     try:
-        run_phase("G_main", G, D, RecordGrads(G.parameters()), micro, settings=_settings(precision), dist=Dist(),
+        run_loss_phase("G_main", G, D, RecordGrads(G.parameters()), micro, settings=_settings(precision), dist=Dist(),
                   pl_mean=torch.tensor(0.0), scaler=make_scaler(precision, torch.device("cpu")))
     finally:
         for h in hooks:

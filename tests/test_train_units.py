@@ -13,6 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
+import stylegan
 from training import checkpoint, grids, runs
 from training import loss as L
 from training.config import ConfigError, TrainConfig, parse_growth_batch
@@ -21,7 +22,8 @@ from training.distributed import Dist, module_fingerprint
 from training.ema import EmaSchedule, update_ema
 from training.progressive import GrowthSchedule, prepare_reals
 from training.signals import StopRequest
-from training.step import LossSettings, lazy_adam_settings, phases_for_step
+from training.loss import LossSettings, StyleGAN2Loss
+from training.step import lazy_adam_settings
 
 
 # ---------------------------------------------------------------------------------------- config
@@ -98,12 +100,14 @@ def test_lazy_adam_settings_follow_stylegan2_appendix_b():
 
 
 def test_phases_for_step_runs_regularisers_on_their_interval():
+    G, D = stylegan.build("tiny", resolution=8, img_channels=1)
     s = LossSettings(r1_gamma=1.0, r1_interval=4, pl_weight=2.0, pl_interval=2, pl_batch_shrink=2, mixing=0.9)
-    assert phases_for_step(0, s) == ["G_main", "G_reg", "D_main", "D_reg"]
-    assert phases_for_step(1, s) == ["G_main", "D_main"]
-    assert phases_for_step(2, s) == ["G_main", "G_reg", "D_main"]
+    phases = StyleGAN2Loss(G, D, s).phases
+    assert phases(0) == ["G_main", "G_reg", "D_main", "D_reg"]
+    assert phases(1) == ["G_main", "D_main"]
+    assert phases(2) == ["G_main", "G_reg", "D_main"]
     off = LossSettings(r1_gamma=0.0, r1_interval=4, pl_weight=0.0, pl_interval=2, pl_batch_shrink=2, mixing=0.9)
-    assert phases_for_step(0, off) == ["G_main", "D_main"]
+    assert StyleGAN2Loss(G, D, off).phases(0) == ["G_main", "D_main"]
 
 
 # ---------------------------------------------------------------------------------------- losses

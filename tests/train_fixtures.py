@@ -74,3 +74,14 @@ class RecordGrads(torch.optim.Optimizer):
 
     def step(self, closure=None):
         self.grads = [None if p.grad is None else p.grad.detach().clone() for g in self.param_groups for p in g["params"]]
+
+
+def run_loss_phase(name, G, D, opt, micro, *, settings, dist, pl_mean, scaler=None, augment=None):
+    """:func:`training.step.run_phase` of a fresh :class:`training.loss.StyleGAN2Loss` whose
+    path-length running mean starts at ``pl_mean`` (the tests' way to run one phase)."""
+    from training.loss import StyleGAN2Loss
+    from training.step import run_phase
+
+    loss = StyleGAN2Loss(G, D, settings, augment=augment)
+    loss.pl_mean.copy_(torch.as_tensor(pl_mean))
+    return run_phase(name, loss, opt, micro, dist=dist, scaler=scaler)

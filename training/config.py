@@ -22,6 +22,9 @@ from training.metrics.features import EXTRACTORS
 from training.metrics.specs import parse_metrics
 
 GROWTH_MODES = ("none", "progressive")
+AUG_MODES = ("none", "ada", "fixed", "diffaug")  # training.augmentation
+# StyleGAN2-ADA's named augmentation pipelines (training.augment.PIPELINES has their contents).
+AUG_PIPES = ("blit", "geom", "color", "filter", "noise", "cutout", "bg", "bgc", "bgcf", "bgcfn", "bgcfnc")
 PRECISIONS = ("fp32", "fp16", "bf16")
 # Accelerate's names (``accelerate config`` / ``ACCELERATE_MIXED_PRECISION``) for our precisions.
 ACCELERATE_PRECISIONS = {"no": "fp32", "fp16": "fp16", "bf16": "bf16"}
@@ -75,6 +78,12 @@ class TrainConfig:
     stable_kimg: float = 800.0
     growth_batch: str = ""
     precision: str | None = None
+    aug: str | None = None  # augmentation of what D sees (AUG_MODES); default: the preset's
+    augpipe: str = "bgc"  # ADA's pipeline (--aug ada|fixed)
+    target: float = 0.6  # ADA's target for r_t = E[sign(D(real))]
+    ada_kimg: float = 500.0  # ADA: kimg for p to go from 0 to 1 at most
+    p: float | None = None  # --aug fixed: the probability; --aug ada: where p starts (0, or --init's file)
+    diffaug: str = "color,translation,cutout"  # DiffAugment's policies (--aug diffaug)
     tick: float = 4.0
     snap: int | None = None
     # Minutes between state/ writes besides the snapshots' (0: only those). 30: a kill or a lost node
@@ -108,7 +117,7 @@ class TrainConfig:
 
     def unresolved(self) -> list[str]:
         """The fields still ``None`` that a run needs (empty once resolved)."""
-        optional = {"growth_start", "inception_weights", "init"}
+        optional = {"growth_start", "inception_weights", "init", "p"}
         return [f.name for f in fields(self) if getattr(self, f.name) is None and f.name not in optional]
 
     # ------------------------------------------------------------------ checks
@@ -149,6 +158,22 @@ class TrainConfig:
         parse_growth_batch(self.growth_batch)
         if self.precision is not None and self.precision not in PRECISIONS:
             raise ConfigError("--precision", f"{self.precision!r}: expected one of {', '.join(PRECISIONS)}")
+        if self.aug is not None and self.aug not in AUG_MODES:
+            hint = " (NVIDIA's 'noaug' is 'none' here)" if self.aug == "noaug" else suggest(self.aug, AUG_MODES)
+            raise ConfigError("--aug", f"{self.aug!r}: expected one of {', '.join(AUG_MODES)}{hint}")
+        if self.augpipe not in AUG_PIPES:
+            raise ConfigError("--augpipe", f"{self.augpipe!r}: expected one of {', '.join(AUG_PIPES)}{suggest(self.augpipe, AUG_PIPES)}")
+        if not (isinstance(self.target, (int, float)) and 0 < self.target < 1):
+            raise ConfigError("--target", f"{self.target!r}: expected a number in (0, 1), e.g. 0.6")
+        _positive(self.ada_kimg, "ada_kimg")
+        if self.p is not None and not (isinstance(self.p, (int, float)) and 0 <= self.p <= 1):
+            raise ConfigError("--p", f"{self.p!r}: expected a probability in [0, 1]")
+        from training.diffaug import parse_policy
+
+        try:
+            parse_policy(self.diffaug)
+        except ValueError as exc:
+            raise ConfigError("--diffaug", str(exc)) from None
         _positive(self.tick, "tick")
         _non_negative(self.state_every, "state_every")
         if not isinstance(self.seed, int) or not 0 <= self.seed < 2**31:

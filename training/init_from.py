@@ -110,6 +110,10 @@ def options_from_file(path: str | os.PathLike) -> dict[str, Any]:
     # The width options decide the tensors' shapes: the run takes the file's.
     options.update(cbase=config.channel_base, cmax=config.channel_max, map=config.mapping_layers,
                    mbstd_group=config.mbstd_group_size)
+    # ADA's augmentation probability when the file kept one: an --aug ada run starts p there.
+    p = _number(_file_info(path).metadata.get("augment_p"))
+    if p is not None and 0 <= p <= 1:
+        options["p"] = p
     return options
 
 

@@ -42,9 +42,10 @@ from training.outputs import clean_leftovers, writing
 from training.progressive import prepare_reals
 from training.resolve import DataShape, network_config
 from training.runlog import RunLog
-from training.session import Session, build_session, derive_seed, restore_session, state_payload
+from training.session import Session, build_session, derive_seed
 from training.signals import StopRequest
-from training.step import PHASES, MicroBatch, PhaseResult, phases_for_step, run_phase
+from training.loss import PHASES, StyleGAN2Loss
+from training.step import MicroBatch, PhaseResult, run_phase
 
 
 class TrainingDiverged(RuntimeError):
@@ -99,7 +100,9 @@ class TickStats:
                 self.counts[key] += r.count
 
     def means(self) -> dict[str, float | None]:
-        keys = ("loss_G", "loss_D", "scores_real", "scores_fake", "r1_penalty", "pl_penalty", "pl_length")
+        """Every statistic the loss reports (:attr:`StyleGAN2Loss.STATS`), averaged over the tick's
+        samples; ``None`` for a phase that did not run in this tick."""
+        keys = [k for names in StyleGAN2Loss.STATS.values() for k in names]
         return {k: (self.sums[k] / self.counts[k] if self.counts.get(k) else None) for k in keys}
 
 
@@ -122,18 +125,15 @@ def train_step(session: Session, feed: DataFeed, stop: StopRequest, resample_fil
     # which regularisers run.
     seeds = torch.randint(0, 2**62, (len(PHASES), rounds), generator=session.rank_gen).tolist()
     results = []
-    for name in phases_for_step(p.step, session.settings):
+    for name in session.loss.phases(p.step):
         on_G = name.startswith("G")
         micro = [MicroBatch(real, c, seeds[PHASES.index(name)][i]) for i, (real, c) in enumerate(reals)]
         result = run_phase(
-            name, session.G, session.D, session.opt_G if on_G else session.opt_D, micro,
-            settings=session.settings, dist=dist, pl_mean=session.pl_mean,
+            name, session.loss, session.opt_G if on_G else session.opt_D, micro, dist=dist,
             scaler=session.scaler_G if on_G else session.scaler_D, stop_requested=stop.requested,
             save_requested=save_due,
         )
-        if result.pl_mean is not None:
-            # The running mean of the path lengths (StyleGAN2 sec. 3.2), updated by G_reg before its penalty.
-            session.pl_mean.fill_(result.pl_mean)
+        session.augmentation.observe(result)
         results.append(result)
     update_ema(session.G_ema, session.G, session.ema.beta(p.nimg, phase.batch))
     skipped = sum(r.skipped for r in results)
@@ -205,6 +205,8 @@ def write_snapshot(session: Session, run_dir: Path, run_name: str, stop: bool = 
     meta = {"kimg": p.nimg / 1000, "step": p.step, "phase": phase.name, "resolution": phase.resolution,
             "alpha": alpha, "run": run_name, "train_config": session.cfg.to_dict(), "stopped": stop,
             "class_names": list(class_names) if class_names and session.G.c_dim else None}
+    if session.augmentation.p is not None:
+        meta["augment_p"] = session.augmentation.p  # ADA's p: --init from this file starts there
     with writing(path):
         stylegan.save_network(path, {"G": session.G, "D": session.D, "G_ema": session.G_ema}, session.net_config, meta)
     return path
@@ -257,7 +259,7 @@ def tick_record(session: Session, tick: TickStats, feed: DataFeed, state_age: fl
     return {
         "tick": p.tick, "kimg": p.nimg / 1000, "step": p.step, "sec": sec, "total_sec": p.train_sec,
         "sec_per_kimg": sec / max(tick.nimg / 1000, 1e-9), "img_per_sec": tick.nimg / sec,
-        "data_wait": (feed.wait_sec - tick.start_wait) / sec, **tick.means(), "pl_mean": float(session.pl_mean),
+        "data_wait": (feed.wait_sec - tick.start_wait) / sec, **tick.means(), "pl_mean": float(session.loss.pl_mean), **session.augmentation.stats(),
         "skipped": tick.skipped, "skipped_total": p.skipped_total, "data_skipped": feed.take_skipped(),
         "glr": session.opt_G.param_groups[0]["lr"], "dlr": session.opt_D.param_groups[0]["lr"],
         "peak_mem_gb": peak_memory_gb(dist.device), "phase": name, "resolution": res,
@@ -275,10 +277,18 @@ def format_tick(r: dict[str, Any]) -> str:
         f"tick {r['tick']:<4d} kimg {r['kimg']:<8.2f} {r['phase']:<9s} a={r['alpha']:.2f}  "
         f"sec/kimg {r['sec_per_kimg']:<7.2f} img/s {r['img_per_sec']:<7.1f} data {100 * r['data_wait']:4.1f}%  "
         f"G {f('loss_G', '.3f')} D {f('loss_D', '.3f')} R1 {f('r1_penalty', '.4f')} PL {f('pl_penalty', '.4f')}  "
-        f"skipped {r['skipped']}  bad data {r.get('data_skipped', 0)}  mem {r['peak_mem_gb']:.2f}GB  "
+        f"{_aug_part(r)}skipped {r['skipped']}  bad data {r.get('data_skipped', 0)}  mem {r['peak_mem_gb']:.2f}GB  "
         f"state {format_age(r.get('state_age_sec'))}  elapsed {format_duration(r['elapsed_sec'])}  "
         f"eta {format_duration(r['eta_sec'])}{_clock_after(r['eta_sec'])}"
     )
+
+
+def _aug_part(r: dict[str, Any]) -> str:
+    """``p 0.123 rt 0.61  `` with augmentation (ADA's r_t once measured), else nothing."""
+    if r.get("aug_p") is None:
+        return ""
+    rt = r.get("aug_rt")
+    return f"p {r['aug_p']:.3f} rt {'-' if rt is None else format(rt, '.2f')}  "
 
 
 def format_duration(seconds: float) -> str:
@@ -335,7 +345,7 @@ def fit(
     net_config = net_config or network_config(cfg, DataShape.of(info))
     session = build_session(cfg, dist, net_config, class_counts=info.class_counts)
     if state_dir is not None:
-        for note in restore_session(session, load_state(state_dir, dist.device)):
+        for note in session.load_state_dict(load_state(state_dir, dist.device)):
             log.info(f"note: {note}")
         log.info(f"resumed from {state_dir} at kimg {session.progress.nimg / 1000:.3f} (step {session.progress.step})")
     elif cfg.init is not None:
@@ -443,7 +453,7 @@ class Saver:
         """``state/`` alone (``--state-every``); returns the seconds it took."""
         t0 = time.monotonic()
         p, dist = self.session.progress, self.session.dist
-        payload = state_payload(self.session)  # collective: every process takes part
+        payload = self.session.state_dict()  # collective: every process takes part
         if dist.is_main:
             self.last_state = save_state(self.run_dir, **payload)
             self.log.info(f"state saved at kimg {p.nimg / 1000:.3f} (--state-every {self.session.cfg.state_every:g} min)")
@@ -456,7 +466,7 @@ class Saver:
         metrics unless ``metrics`` is false."""
         session, p, dist, cfg = self.session, self.session.progress, self.session.dist, self.session.cfg
         self.saved_nimg = p.nimg
-        payload = state_payload(session)  # collective: every process takes part
+        payload = session.state_dict()  # collective: every process takes part
         if dist.is_main:
             phase, alpha = session.schedule.at(p.nimg)
             self.last_snapshot = write_snapshot(session, self.run_dir, self.run_dir.name, stop, self.class_names)

@@ -24,10 +24,13 @@ here is computed in float32 and no autocast context is needed.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from dataclasses import dataclass
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
+
+PHASES = ("G_main", "G_reg", "D_main", "D_reg")
 
 
 def sample_z(n: int, z_dim: int, gen: torch.Generator, device: torch.device) -> torch.Tensor:
@@ -90,35 +93,41 @@ def run_G(
     return img, ws
 
 
-def run_D(D: torch.nn.Module, img: torch.Tensor, c: torch.Tensor, precision: str = "fp32") -> torch.Tensor:
-    """Discriminator logits as a float32 ``[N]`` tensor."""
+def run_D(D: torch.nn.Module, img: torch.Tensor, c: torch.Tensor, precision: str = "fp32",
+          augment: "Augment | None" = None, gen: torch.Generator | None = None) -> torch.Tensor:
+    """Discriminator logits as a float32 ``[N]`` tensor, of the images augmented by ``augment``
+    (its draws from ``gen``) when given: D sees only augmented images, real and fake, in every phase
+    (StyleGAN2-ADA sec. 2)."""
+    if augment is not None:
+        img = augment(img, gen)
     return D(img, c, precision=precision).reshape(img.shape[0]).float()
 
 
 def g_main_loss(
-    G, D, z, c, *, mixing: float, gen: torch.Generator, precision: str = "fp32"
+    G, D, z, c, *, mixing: float, gen: torch.Generator, precision: str = "fp32", augment: "Augment | None" = None
 ):
     """Non-saturating G loss ``softplus(-D(G(z)))`` per sample, and the fake logits."""
     img, _ = run_G(G, z, c, mixing=mixing, gen=gen, update_emas=True, precision=precision)
-    logits = run_D(D, img, c, precision)
+    logits = run_D(D, img, c, precision, augment, gen)
     return F.softplus(-logits), logits.detach()
 
 
 def d_fake_loss(
-    G, D, z, c, *, mixing: float, gen: torch.Generator, precision: str = "fp32"
+    G, D, z, c, *, mixing: float, gen: torch.Generator, precision: str = "fp32", augment: "Augment | None" = None
 ):
     """D loss on fakes ``softplus(D(G(z)))`` per sample, and the logits; G runs without a graph."""
     with torch.no_grad():
         img, _ = run_G(G, z, c, mixing=mixing, gen=gen, update_emas=True, precision=precision)
-    logits = run_D(D, img, c, precision)
+    logits = run_D(D, img, c, precision, augment, gen)
     return F.softplus(logits), logits.detach()
 
 
 def d_real_loss(
-    D, real: torch.Tensor, c: torch.Tensor, *, precision: str = "fp32"
+    D, real: torch.Tensor, c: torch.Tensor, *, precision: str = "fp32", augment: "Augment | None" = None,
+    gen: torch.Generator | None = None,
 ):
     """D loss on reals ``softplus(-D(x))`` per sample, and the logits."""
-    logits = run_D(D, real, c, precision)
+    logits = run_D(D, real, c, precision, augment, gen)
     return F.softplus(-logits), logits.detach()
 
 
@@ -129,14 +138,18 @@ def r1_penalty(
     *,
     grad_scale: float = 1.0,
     precision: str = "fp32",
+    augment: "Augment | None" = None,
+    gen: torch.Generator | None = None,
 ) -> torch.Tensor:
     """``||grad_x D(x)||^2`` per sample: R1 (Mescheder et al. 2018, eq. 9) without ``gamma / 2``.
 
-    ``grad_scale`` is the fp16 loss scale: the inner gradient is taken of the scaled logits (so it
-    does not underflow) and unscaled before squaring, as the AMP recipe for gradient penalties does.
+    With augmentation the gradient is with respect to the real image *before* it (StyleGAN2-ADA),
+    so the double backward runs through the augmentation. ``grad_scale`` is the fp16 loss scale:
+    the inner gradient is taken of the scaled logits (so it does not underflow) and unscaled before
+    squaring, as the AMP recipe for gradient penalties does.
     """
     real = real.detach().requires_grad_(True)
-    logits = run_D(D, real, c, precision)
+    logits = run_D(D, real, c, precision, augment, gen)
     (grads,) = torch.autograd.grad(logits.sum() * grad_scale, real, create_graph=True)
     grads = grads.float() / grad_scale
     return grads.square().sum(dim=[1, 2, 3])
@@ -184,3 +197,174 @@ def pl_surrogate_weights(lengths: torch.Tensor, new_mean: torch.Tensor, lengths_
     """
     a = new_mean.detach()
     return (2 * (lengths.detach() - a) - 2 * decay * (lengths_mean - a)).detach()
+
+
+# ---------------------------------------------------------------------------------------- the loss object
+@dataclass(frozen=True)
+class LossSettings:
+    """The loss weights a phase needs (a view of :class:`training.config.TrainConfig`)."""
+
+    r1_gamma: float
+    r1_interval: int
+    pl_weight: float
+    pl_interval: int
+    pl_batch_shrink: int
+    mixing: float
+    precision: str = "fp32"  # the networks' own precision argument (training.precision.network_precision)
+    pl_decay: float = 0.01  # StyleGAN2's running-mean decay of the path lengths
+    class_probs: tuple[float, ...] | None = None  # the fakes' label frequencies (the dataset's); None: uniform
+
+
+# What D sees: images -> images with every random draw from the micro-batch's generator
+# (training.augmentation.Augmentation); None: the images as they are.
+Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+
+
+class StyleGAN2Loss:
+    """The losses of StyleGAN2's four phases (Karras et al. 2020, sec. 3.1 and appendix B), one
+    micro-batch at a time, as StyleGAN2-ADA's ``StyleGAN2Loss.accumulate_gradients`` does:
+
+    * ``G_main``: non-saturating ``softplus(-D(aug(G(z))))``;
+    * ``G_reg``: path length ``(||J_w^T y|| - a)^2`` on a batch shrunk by ``pl_batch_shrink``,
+      weighted ``pl_weight * pl_interval`` (lazy regularisation), against the running mean ``a``
+      that this object keeps (:attr:`pl_mean`);
+    * ``D_main``: ``softplus(D(aug(G(z)))) + softplus(-D(aug(x)))``;
+    * ``D_reg``: R1 ``gamma / 2 * ||grad_x D(aug(x))||^2``, weighted by ``r1_interval``: the gradient
+      is taken with respect to the real image *before* augmentation, so the double backward runs
+      through the augmentation.
+
+    Each loss is a sum of per-sample terms divided by the phase's global sample count (``count``),
+    so any split over micro-batches and processes gives the same gradient. Statistics are reported
+    by name (:attr:`STATS`) as sums over samples. The caller (:func:`training.step.run_phase`) owns
+    accumulation, the all-reduce and step skipping; :meth:`end_phase` tells this object whether the
+    step was taken, so the running mean moves only with steps that count.
+    """
+
+    # Statistics each phase reports, by name, as sums over its samples (divided by the phase's
+    # count for the mean). ``signs_real``: sum of sign(D(real)), ADA's overfitting heuristic r_t.
+    STATS = {
+        "G_main": ("loss_G", "scores_fake_G"),
+        "G_reg": ("pl_penalty", "pl_length"),
+        "D_main": ("loss_D", "scores_real", "scores_fake", "signs_real"),
+        "D_reg": ("r1_penalty",),
+    }
+
+    def __init__(self, G: torch.nn.Module, D: torch.nn.Module, settings: LossSettings,
+                 augment: Augment | None = None) -> None:
+        self.G, self.D, self.s, self.augment = G, D, settings, augment
+        self.pl_mean = torch.zeros([], device=next(G.parameters()).device)
+        self._pending_pl_mean: torch.Tensor | None = None
+
+    # -------------------------------------------------------------------------------- schedule
+    def phases(self, step: int) -> list[str]:
+        """The phases of iteration ``step`` (0-based): regularisers run when ``step`` hits their interval."""
+        s, names = self.s, ["G_main"]
+        if s.pl_weight > 0 and step % s.pl_interval == 0:
+            names.append("G_reg")
+        names.append("D_main")
+        if s.r1_gamma > 0 and step % s.r1_interval == 0:
+            names.append("D_reg")
+        return names
+
+    def pl_micro_batch(self, n: int) -> int:
+        """Samples per micro-batch used by path-length regularisation (StyleGAN2 uses half)."""
+        return max(1, n // self.s.pl_batch_shrink)
+
+    def count(self, name: str, micro_sizes: Sequence[int], world_size: int) -> int:
+        """Global number of samples a phase averages over (all processes, all rounds)."""
+        if name == "G_reg":
+            return sum(self.pl_micro_batch(n) for n in micro_sizes) * world_size
+        return sum(micro_sizes) * world_size
+
+    def networks(self, name: str) -> tuple[torch.nn.Module, torch.nn.Module]:
+        """``(trained, frozen)`` for phase ``name``."""
+        return (self.G, self.D) if name.startswith("G") else (self.D, self.G)
+
+    # -------------------------------------------------------------------------------- phases
+    def accumulate(
+        self, name: str, micro_batches: Sequence, *, count: int, grad_scale: float,
+        backward: Callable[[torch.Tensor], None], reduce: Callable[[list[torch.Tensor]], None],
+    ) -> dict[str, torch.Tensor]:
+        """Run phase ``name`` over this process's micro-batches (``.real``, ``.real_c``, ``.seed``),
+        calling ``backward`` on each micro-batch's share of the loss; returns this process's
+        statistics (float64 sums by name). ``reduce`` sums tensors over processes in place
+        (the path-length mean is over the whole phase)."""
+        device = self.pl_mean.device
+        stats = {k: torch.zeros([], dtype=torch.float64, device=device) for k in self.STATS[name]}
+        if name == "G_reg":
+            self._path_length_phase(micro_batches, count, grad_scale, backward, reduce, stats)
+            return stats
+        for mb in micro_batches:
+            gen = torch.Generator(device=mb.real.device).manual_seed(mb.seed)
+            loss, per_sample = self._micro_loss(name, mb, gen, grad_scale)
+            backward(loss / count)
+            for key, value in per_sample.items():
+                stats[key] += value.double().sum()
+        return stats
+
+    def end_phase(self, name: str, taken: bool) -> float | None:
+        """After the optimizer step of ``name`` (``taken``: it was not skipped): commit the new
+        path-length mean. Returns it for G_reg, else None."""
+        pending, self._pending_pl_mean = self._pending_pl_mean, None
+        if name != "G_reg" or pending is None or not taken:
+            return None
+        # The running mean of the path lengths (StyleGAN2 sec. 3.2), updated before its penalty.
+        self.pl_mean.copy_(pending)
+        return float(pending)
+
+    def _micro_loss(self, name: str, mb, gen: torch.Generator, grad_scale: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The summed (unnormalised) loss of one micro-batch and its per-sample statistics."""
+        n, device, s, aug = mb.real.shape[0], mb.real.device, self.s, self.augment
+        if name in ("G_main", "D_main"):
+            z = sample_z(n, self.G.z_dim, gen, device)
+            c = sample_c(n, self.G.c_dim, gen, device, s.class_probs)
+        if name == "G_main":
+            loss, fake = g_main_loss(self.G, self.D, z, c, mixing=s.mixing, gen=gen, precision=s.precision, augment=aug)
+            return loss.sum(), {"loss_G": loss.detach(), "scores_fake_G": fake}
+        if name == "D_main":
+            loss_fake, fake = d_fake_loss(self.G, self.D, z, c, mixing=s.mixing, gen=gen, precision=s.precision, augment=aug)
+            loss_real, real = d_real_loss(self.D, mb.real, mb.real_c, precision=s.precision, augment=aug, gen=gen)
+            loss = loss_fake + loss_real
+            return loss.sum(), {"loss_D": loss.detach(), "scores_real": real, "scores_fake": fake,
+                                "signs_real": real.sign()}
+        if name == "D_reg":
+            penalty = r1_penalty(self.D, mb.real, mb.real_c, grad_scale=grad_scale, precision=s.precision,
+                                 augment=aug, gen=gen)
+            return (penalty * (s.r1_gamma / 2 * s.r1_interval)).sum(), {"r1_penalty": penalty.detach()}
+        raise ValueError(f"phase={name!r}: expected one of {', '.join(PHASES)}")
+
+    def _path_lengths(self, mb, grad_scale: float) -> torch.Tensor:
+        """Path lengths of one micro-batch's (smaller) G_reg batch, with the graph for backward."""
+        device = mb.real.device
+        gen = torch.Generator(device=device).manual_seed(mb.seed)
+        m = self.pl_micro_batch(mb.real.shape[0])
+        z = sample_z(m, self.G.z_dim, gen, device)
+        c = sample_c(m, self.G.c_dim, gen, device, self.s.class_probs)
+        return path_lengths(self.G, z, c, mixing=self.s.mixing, gen=gen, grad_scale=grad_scale, precision=self.s.precision)
+
+    def _path_length_phase(self, micro_batches, count, grad_scale, backward, reduce, stats) -> None:
+        """G_reg in StyleGAN2-ADA's order: update the running mean with this phase's lengths, then
+        penalise against the updated mean. The mean is over the whole phase (all micro-batches of all
+        processes), so the lengths of every micro-batch are computed first and kept for backward; one
+        small all-reduce gives their global mean."""
+        s = self.s
+        lengths = [self._path_lengths(mb, grad_scale) for mb in micro_batches]
+        total = torch.stack([torch.stack([l.detach().double().sum() for l in lengths]).sum(),
+                             torch.tensor(float(sum(l.numel() for l in lengths)), dtype=torch.float64,
+                                          device=self.pl_mean.device)])
+        reduce([total])
+        lengths_mean = float(total[0] / total[1].clamp(min=1))
+        new_mean = updated_pl_mean(self.pl_mean, lengths_mean, s.pl_decay)
+        for l in lengths:
+            weights = pl_surrogate_weights(l, new_mean, lengths_mean, s.pl_decay)
+            backward((weights * l).sum() * (s.pl_weight * s.pl_interval) / count)
+            stats["pl_penalty"] += pl_penalty(l.detach(), new_mean).double().sum()
+            stats["pl_length"] += l.detach().double().sum()
+        self._pending_pl_mean = new_mean.detach()
+
+    # -------------------------------------------------------------------------------- state
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {"pl_mean": self.pl_mean.detach().clone()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.pl_mean.copy_(state["pl_mean"])

@@ -33,8 +33,12 @@ from training.config import (
     parse_growth_batch,
 )
 
+_DEFAULTS = TrainConfig()
 DEMO_DATA = TrainConfig.data  # the demo dataset (no --data): trains the tiny preset
-RECIPE_FIELDS = ("kimg", "batch", "glr", "dlr", "gamma", "ema_kimg", "ema_rampup", "pl_weight", "mixing", "snap")
+RECIPE_FIELDS = ("kimg", "batch", "glr", "dlr", "gamma", "ema_kimg", "ema_rampup", "pl_weight", "mixing", "snap", "aug")
+# Augmentation options and the --aug modes they belong to: given with another mode they are refused.
+AUG_OPTIONS = {"augpipe": ("ada", "fixed"), "target": ("ada",), "ada_kimg": ("ada",), "p": ("ada", "fixed"),
+               "diffaug": ("diffaug",)}
 NETWORK_FIELDS = {"cbase": "channel_base", "cmax": "channel_max", "map": "mapping_layers", "mbstd_group": "mbstd_group_size"}
 
 
@@ -200,6 +204,7 @@ def resolve_run(
         else:
             take("precision", recipe.precision, "preset")
 
+    _resolve_augmentation(cfg, given, values, sources, notes)
     resolved = cfg.replace(**values)
     for name in sorted(f.name for f in fields(resolved)):
         sources.setdefault(name, "default")
@@ -214,6 +219,24 @@ def resolve_run(
     if missing:  # a programming error: every option must have a source
         raise AssertionError(f"unresolved options: {missing}")
     return ResolvedRun(resolved, network, sources, notes)
+
+
+def _resolve_augmentation(cfg: TrainConfig, given: set[str], values: dict[str, Any], sources: dict[str, str],
+                          notes: dict[str, str]) -> None:
+    """Check the augmentation options against ``--aug`` and settle p: ``--aug fixed`` needs it, ADA
+    starts at 0 or at the ``--init`` file's p (an NVIDIA snapshot's ``augment_pipe.p``, or ours)."""
+    aug = values.get("aug", cfg.aug)
+    for name, modes in AUG_OPTIONS.items():
+        if name in given and aug not in modes and getattr(cfg, name) != getattr(_DEFAULTS, name):
+            raise ConfigError(option_name(name), f"applies to --aug {' / '.join(modes)} only; this run has --aug {aug}")
+    if aug == "fixed" and values.get("p", cfg.p) is None:
+        raise ConfigError("--p", "--aug fixed needs --p, the probability of each augmentation (e.g. 0.2)")
+    if aug == "ada" and values.get("p", cfg.p) is None:
+        values["p"], sources["p"] = 0.0, "default"
+    elif aug in ("none", "diffaug") and sources.get("p") == "file":
+        del values["p"], sources["p"]  # the file's p has no use without ADA
+    if aug == "ada" and sources.get("p") == "file":
+        notes["p"] = "ADA starts at the --init file's augmentation probability"
 
 
 def network_config(cfg: TrainConfig, shape: DataShape) -> NetworkConfig:

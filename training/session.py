@@ -1,11 +1,12 @@
 """Everything a run trains with, built fresh or restored from ``state/``.
 
 A :class:`Session` bundles the networks (G, D, G_ema), their optimizers and loss scalers, the
-schedules (progressive growth, EMA), the loss settings, the path-length running mean, this
-process's random generator and the :class:`Progress` counters. :func:`build_session` makes a fresh
-one (identical on every process: the weights come from ``--seed`` and are broadcast from rank 0
-for good measure); :func:`restore_session` loads a saved state into it; :func:`state_payload`
-collects what :func:`training.checkpoint.save_state` writes.
+schedules (progressive growth, EMA), the loss object (its settings and the path-length running
+mean), the augmentation (ADA's p), this process's random generator and the :class:`Progress`
+counters. :func:`build_session` makes a fresh one (identical on every process: the weights come
+from ``--seed`` and are broadcast from rank 0 for good measure); :meth:`Session.state_dict`
+collects what :func:`training.checkpoint.save_state` writes and :meth:`Session.load_state_dict`
+loads a saved state back.
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ from training.distributed import Dist
 from training.ema import EmaSchedule
 from training.precision import make_scaler, network_precision
 from training.progressive import GrowthSchedule
-from training.step import LossSettings, lazy_adam_settings
+from training.augmentation import Augmentation
+from training.loss import LossSettings, StyleGAN2Loss
+from training.step import lazy_adam_settings
 
 ADAM_BETAS = (0.0, 0.99)  # StyleGAN2: no first-moment momentum, as in ProGAN sec. A.1
 ADAM_EPS = 1e-8
@@ -78,10 +81,14 @@ class Session:
     scaler_D: torch.amp.GradScaler | None
     schedule: GrowthSchedule
     ema: EmaSchedule
-    settings: LossSettings
-    pl_mean: torch.Tensor
+    loss: StyleGAN2Loss
+    augmentation: Augmentation
     rank_gen: torch.Generator
     progress: Progress = field(default_factory=Progress)
+
+    @property
+    def settings(self) -> LossSettings:
+        return self.loss.s
 
     def micro_batch(self, batch: int) -> int:
         """This process's micro-batch for a global ``batch``."""
@@ -90,6 +97,75 @@ class Session:
     def set_growth(self, resolution: int, alpha: float) -> None:
         for net in (self.G, self.D, self.G_ema):
             net.set_growth(resolution, alpha)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Arguments for :func:`training.checkpoint.save_state`; a collective (gathers every rank's RNG)."""
+        rng = self.dist.all_gather_object(_rng_state(self))
+        training = {
+            "opt_G": self.opt_G.state_dict(),
+            "opt_D": self.opt_D.state_dict(),
+            **self.loss.state_dict(),  # pl_mean
+            "augment": self.augmentation.state_dict(),
+        }
+        for name in ("scaler_G", "scaler_D"):
+            scaler = getattr(self, name)
+            if scaler is not None:
+                training[name] = scaler.state_dict()
+        phase, alpha = self.schedule.at(self.progress.nimg)
+        progress = {
+            **self.progress.to_dict(),
+            "kimg": self.progress.nimg / 1000,
+            "phase": phase.name,
+            "resolution": phase.resolution,
+            "alpha": alpha,
+            "world_size": self.dist.world_size,
+        }
+        return {
+            "modules": {"G": self.G, "D": self.D, "G_ema": self.G_ema},
+            "net_config": self.net_config,
+            "training": training,
+            "rng": rng,
+            "progress": progress,
+        }
+
+
+    def load_state_dict(self, loaded: LoadedState) -> list[str]:
+        """Load ``loaded`` into ``self``; returns warnings about what could not be restored exactly."""
+        notes: list[str] = []
+        for name in ("G", "D", "G_ema"):
+            if name not in loaded.modules:
+                raise ValueError(f"{loaded.path}: the state has no {name!r} network")
+            getattr(self, name).load_state_dict(loaded.modules[name], strict=True)
+        self.opt_G.load_state_dict(loaded.training["opt_G"])
+        self.opt_D.load_state_dict(loaded.training["opt_D"])
+        for name in ("scaler_G", "scaler_D"):
+            scaler = getattr(self, name)
+            if scaler is not None and name in loaded.training:
+                scaler.load_state_dict(loaded.training[name])
+        self.loss.load_state_dict(loaded.training)
+        if "augment" in loaded.training:
+            self.augmentation.load_state_dict(loaded.training["augment"])
+        elif self.augmentation.active:  # a state from before augmentation existed
+            notes.append(f"the state has no augmentation state: --aug {self.augmentation.mode} starts afresh")
+        self.progress = Progress.from_dict(loaded.progress)
+        rank, world = self.dist.rank, self.dist.world_size
+        saved_world = int(loaded.progress.get("world_size", len(loaded.rng)))
+        if saved_world != world:
+            notes.append(
+                f"the state was saved by {saved_world} processes and this run has {world}: training continues, "
+                "but not bit-identically (per-process random streams and data positions differ)"
+            )
+        if rank < len(loaded.rng):
+            rng = loaded.rng[rank]
+            self.rank_gen.set_state(rng["gen"])
+            torch.set_rng_state(rng["cpu"])
+            if "cuda" in rng and self.dist.device.type == "cuda":
+                torch.cuda.set_rng_state(rng["cuda"], self.dist.device)
+        else:
+            self.rank_gen.manual_seed(derive_seed(self.cfg.seed, "rank", rank, self.progress.step))
+        phase, alpha = self.schedule.at(self.progress.nimg)
+        self.set_growth(phase.resolution, alpha)
+        return notes
 
 
 def build_networks(cfg: TrainConfig, net_config: NetworkConfig):
@@ -147,6 +223,7 @@ def build_session(
     d_lr, d_betas = lazy_adam_settings(cfg.dlr, ADAM_BETAS, cfg.r1_interval)
     schedule = make_schedule(cfg, net_config.resolution)
     phase, alpha = schedule.at(0)
+    augmentation = Augmentation.for_run(cfg, dist.device)
     session = Session(
         cfg=cfg,
         dist=dist,
@@ -160,8 +237,8 @@ def build_session(
         scaler_D=make_scaler(cfg.precision, dist.device),
         schedule=schedule,
         ema=EmaSchedule(cfg.ema_kimg, cfg.ema_rampup),
-        settings=settings,
-        pl_mean=torch.zeros([], device=dist.device),
+        loss=StyleGAN2Loss(G, D, settings, augment=augmentation if augmentation.active else None),
+        augmentation=augmentation,
         rank_gen=torch.Generator().manual_seed(derive_seed(cfg.seed, "rank", dist.rank)),
     )
     session.set_growth(phase.resolution, alpha)
@@ -173,68 +250,3 @@ def _rng_state(session: Session) -> dict[str, Any]:
     if session.dist.device.type == "cuda":
         state["cuda"] = torch.cuda.get_rng_state(session.dist.device)
     return state
-
-
-def state_payload(session: Session) -> dict[str, Any]:
-    """Arguments for :func:`training.checkpoint.save_state`; a collective (gathers every rank's RNG)."""
-    rng = session.dist.all_gather_object(_rng_state(session))
-    training = {
-        "opt_G": session.opt_G.state_dict(),
-        "opt_D": session.opt_D.state_dict(),
-        "pl_mean": session.pl_mean.detach().clone(),
-    }
-    for name in ("scaler_G", "scaler_D"):
-        scaler = getattr(session, name)
-        if scaler is not None:
-            training[name] = scaler.state_dict()
-    phase, alpha = session.schedule.at(session.progress.nimg)
-    progress = {
-        **session.progress.to_dict(),
-        "kimg": session.progress.nimg / 1000,
-        "phase": phase.name,
-        "resolution": phase.resolution,
-        "alpha": alpha,
-        "world_size": session.dist.world_size,
-    }
-    return {
-        "modules": {"G": session.G, "D": session.D, "G_ema": session.G_ema},
-        "net_config": session.net_config,
-        "training": training,
-        "rng": rng,
-        "progress": progress,
-    }
-
-
-def restore_session(session: Session, loaded: LoadedState) -> list[str]:
-    """Load ``loaded`` into ``session``; returns warnings about what could not be restored exactly."""
-    notes: list[str] = []
-    for name in ("G", "D", "G_ema"):
-        if name not in loaded.modules:
-            raise ValueError(f"{loaded.path}: the state has no {name!r} network")
-        getattr(session, name).load_state_dict(loaded.modules[name], strict=True)
-    session.opt_G.load_state_dict(loaded.training["opt_G"])
-    session.opt_D.load_state_dict(loaded.training["opt_D"])
-    for name in ("scaler_G", "scaler_D"):
-        scaler = getattr(session, name)
-        if scaler is not None and name in loaded.training:
-            scaler.load_state_dict(loaded.training[name])
-    session.pl_mean.copy_(loaded.training["pl_mean"])
-    session.progress = Progress.from_dict(loaded.progress)
-    rank, world = session.dist.rank, session.dist.world_size
-    saved_world = int(loaded.progress.get("world_size", len(loaded.rng)))
-    if saved_world != world:
-        notes.append(
-            f"the state was saved by {saved_world} processes and this run has {world}: training continues, "
-            "but not bit-identically (per-process random streams and data positions differ)"
-        )
-    if rank < len(loaded.rng):
-        rng = loaded.rng[rank]
-        session.rank_gen.set_state(rng["gen"])
-        torch.set_rng_state(rng["cpu"])
-        if "cuda" in rng and session.dist.device.type == "cuda":
-            torch.cuda.set_rng_state(rng["cuda"], session.dist.device)
-    else:
-        session.rank_gen.manual_seed(derive_seed(session.cfg.seed, "rank", rank, session.progress.step))
-    phase, alpha = session.schedule.at(session.progress.nimg)
-    session.set_growth(phase.resolution, alpha)
-    return notes

@@ -7,6 +7,10 @@ optimizer step. The regularisers are multiplied by their interval so their stren
 unchanged, and Adam's learning rate and betas are corrected for the fewer steps
 (:func:`lazy_adam_settings`).
 
+The losses themselves, their weights, the path-length running mean and the augmentation belong to
+the loss object (:class:`training.loss.StyleGAN2Loss`); this module keeps what is the same for
+every loss: accumulation, the all-reduce, skipping a non-finite step, the optimizer step.
+
 Exactness across processes: every micro-batch's randomness (latents, labels, mixing, noise inputs,
 path-length directions) comes from a seed that travels with the micro-batch, and each loss is a
 sum of per-sample terms divided by the phase's *global* sample count. Summing the gradients of all
@@ -21,32 +25,8 @@ from typing import Iterator, Sequence
 
 import torch
 
-from training import loss as L
 from training.distributed import Dist
-
-PHASES = ("G_main", "G_reg", "D_main", "D_reg")
-# Statistics each phase reports, as sums over its samples (divided by ``count`` for the mean).
-PHASE_STATS = {
-    "G_main": ("loss_G", "scores_fake_G"),
-    "G_reg": ("pl_penalty", "pl_length"),
-    "D_main": ("loss_D", "scores_real", "scores_fake"),
-    "D_reg": ("r1_penalty",),
-}
-
-
-@dataclass(frozen=True)
-class LossSettings:
-    """The loss weights a phase needs (a view of :class:`training.config.TrainConfig`)."""
-
-    r1_gamma: float
-    r1_interval: int
-    pl_weight: float
-    pl_interval: int
-    pl_batch_shrink: int
-    mixing: float
-    precision: str = "fp32"  # the networks' own precision argument (training.precision.network_precision)
-    pl_decay: float = 0.01  # StyleGAN2's running-mean decay of the path lengths
-    class_probs: tuple[float, ...] | None = None  # the fakes' label frequencies (the dataset's); None: uniform
+from training.loss import StyleGAN2Loss
 
 
 @dataclass(frozen=True)
@@ -78,17 +58,6 @@ class PhaseResult:
         return self.sums[key] / max(self.count, 1)
 
 
-def phases_for_step(step: int, s: LossSettings) -> list[str]:
-    """The phases of iteration ``step`` (0-based): regularisers run when ``step`` hits their interval."""
-    names = ["G_main"]
-    if s.pl_weight > 0 and step % s.pl_interval == 0:
-        names.append("G_reg")
-    names.append("D_main")
-    if s.r1_gamma > 0 and step % s.r1_interval == 0:
-        names.append("D_reg")
-    return names
-
-
 def lazy_adam_settings(lr: float, betas: tuple[float, float], interval: int | None) -> tuple[float, tuple[float, float]]:
     """Adam's lr and betas for lazy regularisation (StyleGAN2 appendix B).
 
@@ -116,98 +85,18 @@ def requires_grad(module: torch.nn.Module, flag: bool) -> Iterator[None]:
             p.requires_grad_(b)
 
 
-def seeded(seed: int, device: torch.device) -> torch.Generator:
-    """The generator of one micro-batch: latents, labels, mixing, noise inputs and PL directions."""
-    return torch.Generator(device=device).manual_seed(seed)
-
-
-def pl_micro_batch(n: int, shrink: int) -> int:
-    """Samples per micro-batch used by path-length regularisation (StyleGAN2 uses half)."""
-    return max(1, n // shrink)
-
-
-def phase_count(name: str, micro_sizes: Sequence[int], world_size: int, s: LossSettings) -> int:
-    """Global number of samples a phase averages over (all processes, all rounds)."""
-    if name == "G_reg":
-        return sum(pl_micro_batch(n, s.pl_batch_shrink) for n in micro_sizes) * world_size
-    return sum(micro_sizes) * world_size
-
-
-def _micro_losses(
-    name: str,
-    G: torch.nn.Module,
-    D: torch.nn.Module,
-    mb: MicroBatch,
-    gen: torch.Generator,
-    s: LossSettings,
-    grad_scale: float,
-) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """The summed (unnormalised) loss of one micro-batch and its per-sample statistics."""
-    n, device, prec = mb.real.shape[0], mb.real.device, s.precision
-    if name in ("G_main", "D_main"):
-        z = L.sample_z(n, G.z_dim, gen, device)
-        c = L.sample_c(n, G.c_dim, gen, device, s.class_probs)
-    if name == "G_main":
-        loss, fake = L.g_main_loss(G, D, z, c, mixing=s.mixing, gen=gen, precision=prec)
-        return loss.sum(), [loss.detach(), fake]
-    if name == "D_main":
-        loss_fake, fake = L.d_fake_loss(G, D, z, c, mixing=s.mixing, gen=gen, precision=prec)
-        loss_real, real = L.d_real_loss(D, mb.real, mb.real_c, precision=prec)
-        return (loss_fake + loss_real).sum(), [(loss_fake + loss_real).detach(), real, fake]
-    if name == "D_reg":
-        penalty = L.r1_penalty(D, mb.real, mb.real_c, grad_scale=grad_scale, precision=prec)
-        return (penalty * (s.r1_gamma / 2 * s.r1_interval)).sum(), [penalty.detach()]
-    raise ValueError(f"phase={name!r}: expected one of {', '.join(PHASES[:1] + PHASES[2:])} here")
-
-
-def _pl_lengths(G: torch.nn.Module, mb: MicroBatch, s: LossSettings, grad_scale: float) -> torch.Tensor:
-    """Path lengths of one micro-batch's (smaller) G_reg batch, with the graph for backward."""
-    device = mb.real.device
-    gen = seeded(mb.seed, device)
-    m = pl_micro_batch(mb.real.shape[0], s.pl_batch_shrink)
-    z = L.sample_z(m, G.z_dim, gen, device)
-    c = L.sample_c(m, G.c_dim, gen, device, s.class_probs)
-    return L.path_lengths(G, z, c, mixing=s.mixing, gen=gen, grad_scale=grad_scale, precision=s.precision)
-
-
-def _accumulate_pl(
-    G: torch.nn.Module, micro_batches: Sequence[MicroBatch], s: LossSettings, dist: Dist, pl_mean: torch.Tensor,
-    scaler: torch.amp.GradScaler | None, grad_scale: float, count: int, stats: torch.Tensor,
-) -> torch.Tensor:
-    """G_reg in StyleGAN2-ADA's order: update the running mean with this phase's lengths, then
-    penalise against the updated mean. The mean is over the whole phase (all micro-batches of all
-    processes), so the lengths of every micro-batch are computed first and kept for backward; one
-    small all-reduce gives their global mean. Returns the updated running mean."""
-    lengths = [_pl_lengths(G, mb, s, grad_scale) for mb in micro_batches]
-    total = torch.stack([torch.stack([l.detach().double().sum() for l in lengths]).sum(),
-                         torch.tensor(float(sum(l.numel() for l in lengths)), dtype=torch.float64, device=stats.device)])
-    dist.sum_([total])
-    lengths_mean = float(total[0] / total[1].clamp(min=1))
-    new_mean = L.updated_pl_mean(pl_mean, lengths_mean, s.pl_decay)
-    for l in lengths:
-        weights = L.pl_surrogate_weights(l, new_mean, lengths_mean, s.pl_decay)
-        loss = (weights * l).sum() * (s.pl_weight * s.pl_interval) / count
-        (loss if scaler is None else scaler.scale(loss)).backward()
-        stats[0] += L.pl_penalty(l.detach(), new_mean).double().sum()
-        stats[1] += l.detach().double().sum()
-    return new_mean
-
-
 def run_phase(
     name: str,
-    G: torch.nn.Module,
-    D: torch.nn.Module,
+    loss: StyleGAN2Loss,
     opt: torch.optim.Optimizer,
     micro_batches: Sequence[MicroBatch],
     *,
-    settings: LossSettings,
     dist: Dist,
-    pl_mean: torch.Tensor,
     scaler: torch.amp.GradScaler | None = None,
     stop_requested: bool = False,
     save_requested: bool = False,
 ) -> PhaseResult:
-    """Run phase ``name`` over this process's micro-batches and take one optimizer step.
+    """Run phase ``name`` of ``loss`` over this process's micro-batches and take one optimizer step.
 
     Gradients are accumulated locally, then summed over processes together with the statistics,
     the changes of G's float buffers (``w_avg``) and two flags (a stop request, a state save that the
@@ -215,31 +104,24 @@ def run_phase(
     summed loss (or, without a loss scaler, any gradient) is not finite, the step is skipped and
     G's buffers are restored: every process sees the same sums, so all skip together.
     """
-    trained, frozen = (G, D) if name.startswith("G") else (D, G)
-    device = dist.device
+    trained, frozen = loss.networks(name)
     sizes = [mb.real.shape[0] for mb in micro_batches]
-    count = phase_count(name, sizes, dist.world_size, settings)
-    keys = PHASE_STATS[name]
-    stats = torch.zeros(len(keys) + 2, dtype=torch.float64, device=device)  # + the two flags
+    count = loss.count(name, sizes, dist.world_size)
     grad_scale = 1.0 if scaler is None else float(scaler.get_scale())
     # Every phase that runs G's mapping moves its w_avg (as StyleGAN2-ADA): keep it in step across processes.
-    bufs = [b for b in G.buffers() if b.is_floating_point()] if name != "D_reg" else []
+    bufs = [b for b in loss.G.buffers() if b.is_floating_point()] if name != "D_reg" else []
     bufs_before = [b.detach().clone() for b in bufs]
 
+    def backward(value: torch.Tensor) -> None:
+        (value if scaler is None else scaler.scale(value)).backward()
+
     opt.zero_grad(set_to_none=True)
-    new_pl_mean = None
     with requires_grad(trained, True), requires_grad(frozen, False):
-        if name == "G_reg":
-            new_pl_mean = _accumulate_pl(G, micro_batches, settings, dist, pl_mean, scaler, grad_scale, count, stats)
-        else:
-            for mb in micro_batches:
-                gen = seeded(mb.seed, device)
-                loss, per_sample = _micro_losses(name, G, D, mb, gen, settings, grad_scale)
-                loss = loss / count
-                (loss if scaler is None else scaler.scale(loss)).backward()
-                for i, v in enumerate(per_sample):
-                    stats[i] += v.double().sum()
-    stats[-2], stats[-1] = float(stop_requested), float(save_requested)
+        named = loss.accumulate(name, micro_batches, count=count, grad_scale=grad_scale, backward=backward,
+                                reduce=dist.sum_)
+    keys = list(named)
+    flags = torch.tensor([float(stop_requested), float(save_requested)], dtype=torch.float64, device=dist.device)
+    stats = torch.cat([torch.stack([named[k].to(dist.device) for k in keys]) if keys else flags[:0], flags])
 
     params = [p for p in trained.parameters() if p.grad is not None]
     grads = [p.grad for p in params]
@@ -257,7 +139,7 @@ def run_phase(
         skipped=not finite,
         stop_requested=bool(stats[-2] > 0),
         save_requested=bool(stats[-1] > 0),
-        pl_mean=float(new_pl_mean) if new_pl_mean is not None and finite else None,
+        pl_mean=loss.end_phase(name, taken=finite),
     )
     with torch.no_grad():
         if not finite:

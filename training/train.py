@@ -114,6 +114,18 @@ _FROM_PRESET = "[default: from --preset, printed at start]"
 @_opt("--stable-kimg", type=float, default=_DEFAULT.stable_kimg, help="Progressive growing: kimg per stable phase.")
 @_opt("--growth-batch", default=_DEFAULT.growth_batch,
       help="Progressive growing: global batch per resolution, e.g. '4:128,8:128,16:64' (others use --batch).")
+@_opt("--aug", type=str, default=None,
+      help="Augmentation of every image D sees: ada (StyleGAN2-ADA, p adapts to D's overfitting), fixed (the ADA "
+           "pipeline at --p), diffaug (DiffAugment), none.  [default: the preset's: ada for the paper presets "
+           "and auto, as StyleGAN2-ADA; none for tiny]")
+@_opt("--augpipe", type=str, default=_DEFAULT.augpipe,
+      help="ADA's pipeline: blit, geom, color, filter, noise, cutout, bg, bgc, bgcf, bgcfn, bgcfnc.")
+@_opt("--target", type=float, default=_DEFAULT.target, help="ADA's target for r_t = E[sign(D(real))].")
+@_opt("--ada-kimg", type=float, default=_DEFAULT.ada_kimg, help="ADA: kimg for p to go from 0 to 1 at the fastest.")
+@_opt("--p", type=float, default=None,
+      help="--aug fixed: the augmentation probability; --aug ada: where p starts.  [default: ada: 0, or the "
+           "--init file's p]")
+@_opt("--diffaug", type=str, default=_DEFAULT.diffaug, help="DiffAugment's policies (--aug diffaug).")
 @_opt("--precision", type=click.Choice(["fp32", "fp16", "bf16"]), default=None,
       help="fp16/bf16: the preset's top num_fp16_res blocks in reduced precision with conv_clamp, the rest fp32; "
            "fp32: no reduced precision, no clamping.  [default: accelerate config's mixed_precision, else the "
@@ -142,7 +154,7 @@ _FROM_PRESET = "[default: from --preset, printed at start]"
 @_opt("--threads", type=int, default=None,
       help="CPU threads per process.  [default: this machine's cores / its training processes]")
 @_opt("--no-progress", is_flag=True, default=False,
-      help="No progress bar (for batch logs: SLURM's output file, CI); the tick lines still say kimg, elapsed and ETA")
+      help="No progress bar (for batch logs: SLURM's output file, CI); the tick lines still say kimg, elapsed and ETA.  [default: off]")
 @_opt("--dry-run", is_flag=True, default=False,
       help="Print the resolved config (what came from the preset, what was derived), parameter counts and a memory "
            "estimate, then exit.  [default: off]")
@@ -156,10 +168,6 @@ _FROM_PRESET = "[default: from --preset, printed at start]"
     expose_value=False)
 @click.option("--fp32", hidden=True, callback=_nvidia_flag("--precision fp32"), expose_value=False)
 @click.option("--batch-size", hidden=True, callback=_nvidia_flag("--batch {value}"), expose_value=False)
-@click.option("--aug", hidden=True, expose_value=False, callback=_nvidia_flag(
-    "augmentation (ADA) is not available yet; runs have none but --mirror's x-flips, so leave --aug out"))
-@click.option("--target", hidden=True, expose_value=False, callback=_nvidia_flag(
-    "ADA's target needs augmentation (ADA), which is not available yet; leave --target out"))
 def main(**opts: Any) -> None:
     """Train a StyleGAN2 / ProGAN generator (see docs/training.md)."""
     ctx = click.get_current_context()
@@ -327,6 +335,7 @@ def _config_for(
     if run_dir is None:
         return TrainConfig(**opts), given, None
     saved_json = json.loads((run_dir / "config.json").read_text())
+    saved_json["train"].setdefault("aug", "none")  # a run from before augmentation trained without it
     saved = TrainConfig.from_dict(with_network_fields(saved_json["train"], saved_json.get("network", {})))
     changes = {}
     for key in sorted(given):
