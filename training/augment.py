@@ -133,7 +133,8 @@ class AugmentPipe(torch.nn.Module):
         """Augment ``[N, C, H, W]`` float images (about [-1, 1]); every draw comes from ``gen``,
         which must live on the images' device."""
         if not isinstance(images, torch.Tensor) or images.ndim != 4 or not images.is_floating_point():
-            desc = f"{tuple(images.shape)} {images.dtype}" if isinstance(images, torch.Tensor) else type(images).__name__
+            is_tensor = isinstance(images, torch.Tensor)
+            desc = f"{tuple(images.shape)} {images.dtype}" if is_tensor else type(images).__name__
             raise ValueError(f"AugmentPipe: images: expected a float tensor [N, C, H, W], got {desc}")
         if gen.device.type != images.device.type:
             raise ValueError(

@@ -36,7 +36,11 @@ HALFBAND = (-1 / 32, 0.0, 9 / 32, 16 / 32, 9 / 32, 0.0, -1 / 32)
 def reflect_index(n: int, pad0: int, pad1: int, device: torch.device) -> torch.Tensor:
     """Indices ``[-pad0, n + pad1)`` folded into ``[0, n)`` by mirroring without repeating the edge
     sample (``F.pad(mode='reflect')``), for any amount of padding (the fold repeats)."""
-    i = torch.arange(-pad0, n + pad1, device=device)
+    return _fold(torch.arange(-pad0, n + pad1, device=device), n)
+
+
+def _fold(i: torch.Tensor, n: int) -> torch.Tensor:
+    """Mirror integer coordinates into ``[0, n)`` (period ``2 (n - 1)``, edge sample not repeated)."""
     if n == 1:
         return torch.zeros_like(i)
     period = 2 * (n - 1)
@@ -60,8 +64,8 @@ def _sample(x: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
 
 def _sample_adjoint(dy: torch.Tensor, grid: torch.Tensor, x_shape: torch.Size) -> torch.Tensor:
     # The transpose of the (linear) sampling operator: grid_sample's input-gradient. Its values do
-    # not depend on the input, only its shape, so an expanded zero stands in for it.
-    x_stub = dy.new_zeros(()).expand(x_shape)
+    # not depend on the input, only its shape, so zeros stand in for it.
+    x_stub = dy.new_zeros(x_shape)
     dx, _ = torch.ops.aten.grid_sampler_2d_backward(dy, x_stub, grid, 0, 0, False, [True, False])
     return dx
 
@@ -111,6 +115,22 @@ def _filter_delay(taps: torch.Tensor) -> float:
     return float((k * t).sum() / t.sum())
 
 
+def _fir(x: torch.Tensor, f: torch.Tensor, **kwargs) -> torch.Tensor:
+    """:func:`upfirdn2d` with the batch folded into the channels: the op is per channel, and the
+    reference's depthwise convolution over ``N * C`` channels of one image is 10-40x faster on a CPU
+    than the same work as ``N`` images of few channels."""
+    n, c = x.shape[:2]
+    y = upfirdn2d(x.reshape(1, n * c, *x.shape[2:]), f, **kwargs)
+    return y.reshape(n, c, *y.shape[2:])
+
+
+def _map_grid(G: torch.Tensor, xs: torch.Tensor, ys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Apply ``[N, 3, 3]`` affine matrices to the grid ``xs`` x ``ys``: two ``[N, len(ys), len(xs)]``."""
+    a = G[:, :2, :, None, None]  # [N, 2, 3, 1, 1]
+    mapped = a[:, :, 0] * xs[None, None, None, :] + a[:, :, 1] * ys[None, None, :, None] + a[:, :, 2]
+    return mapped[:, 0], mapped[:, 1]
+
+
 def affine_resample(x: torch.Tensor, G: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
     """Warp each image by its 3x3 matrix: ``out(v) = x(G v)``, in pixel units centred on the image.
 
@@ -157,18 +177,17 @@ def affine_resample(x: torch.Tensor, G: torch.Tensor, taps: torch.Tensor) -> tor
     y0, y1 = (min(max(v, 0), h + L) for v in (y0, y1))
 
     xp = reflect_pad(x, x0, x1, y0, y1)
-    up = upfirdn2d(xp, taps, up=2, gain=4)  # [N, C, 2 * Hp - L + 1, 2 * Wp - L + 1]
+    up = _fir(xp, taps, up=2, gain=4)  # [N, C, 2 * Hp - L + 1, 2 * Wp - L + 1]
     up_h, up_w = up.shape[2], up.shape[3]
 
     # Output -> input -> upsampled pixel index -> grid_sample's normalised coordinate.
-    gx = G[:, 0, 0, None, None] * vx[None, None, :] + G[:, 0, 1, None, None] * vy[None, :, None] + G[:, 0, 2, None, None]
-    gy = G[:, 1, 0, None, None] * vx[None, None, :] + G[:, 1, 1, None, None] * vy[None, :, None] + G[:, 1, 2, None, None]
+    gx, gy = _map_grid(G, vx, vy)
     kxs = 2 * (gx + cx + x0) - (L - 1 - tau)
     kys = 2 * (gy + cy + y0) - (L - 1 - tau)
     grid = torch.stack([(2 * kxs + 1) / up_w - 1, (2 * kys + 1) / up_h - 1], dim=3)  # [N, Ky, Kx, 2]
 
     warped = grid_sample(up, grid)  # [N, C, 2H + L - 2, 2W + L - 2]
-    return upfirdn2d(warped, taps, down=2, flip_filter=True)  # [N, C, H, W]
+    return _fir(warped, taps, down=2, flip_filter=True)  # [N, C, H, W]
 
 
 def integer_blit(x: torch.Tensor, G: torch.Tensor) -> torch.Tensor:
@@ -179,20 +198,11 @@ def integer_blit(x: torch.Tensor, G: torch.Tensor) -> torch.Tensor:
     G = G.to(device=x.device, dtype=torch.float64)
     jx = torch.arange(w, device=x.device, dtype=torch.float64) - cx
     jy = torch.arange(h, device=x.device, dtype=torch.float64) - cy
-    ux = G[:, 0, 0, None, None] * jx[None, None, :] + G[:, 0, 1, None, None] * jy[None, :, None] + G[:, 0, 2, None, None]
-    uy = G[:, 1, 0, None, None] * jx[None, None, :] + G[:, 1, 1, None, None] * jy[None, :, None] + G[:, 1, 2, None, None]
+    ux, uy = _map_grid(G, jx, jy)
     ix = _fold((ux + cx).round().long(), w)
     iy = _fold((uy + cy).round().long(), h)
     index = (iy * w + ix).reshape(n, 1, h * w).expand(n, c, h * w)
     return x.reshape(n, c, h * w).gather(2, index).reshape(n, c, h, w)
-
-
-def _fold(i: torch.Tensor, n: int) -> torch.Tensor:
-    if n == 1:
-        return torch.zeros_like(i)
-    period = 2 * (n - 1)
-    i = i.remainder(period)
-    return torch.where(i >= n, period - i, i)
 
 
 def is_integer_blit(G: torch.Tensor, w: int, h: int, tol: float = 1e-6) -> torch.Tensor:
@@ -253,7 +263,7 @@ def equalize(x: torch.Tensor, gains: torch.Tensor, lowpasses: list[torch.Tensor]
                 padded, f = reflect_pad(x, half, half, 0, 0), f[None, :]
             else:
                 padded, f = reflect_pad(x, 0, 0, half, half), f[:, None]
-            out = out + a[:, None, None, None] * upfirdn2d(padded, f)
+            out = out + a[:, None, None, None] * _fir(padded, f)
         x = out
     return x
 
