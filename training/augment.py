@@ -199,7 +199,8 @@ class AugmentPipe(torch.nn.Module):
         warp = (~exact).nonzero()[:, 0]
         if warp.numel() == 0:
             return out
-        warped = affine_resample(x.index_select(0, warp), G.index_select(0, warp), self.geom_taps)
+        taps = self.geom_taps.to(x.device)
+        warped = affine_resample(x.index_select(0, warp), G.index_select(0, warp), taps)
         return out.index_copy(0, warp, warped)
 
     # --- 3: colour transformations ------------------------------------------------------------------

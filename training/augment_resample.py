@@ -12,10 +12,12 @@ computed from the augmentation matrices and never needs a gradient.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 
-from ops.upfirdn2d import setup_filter, upfirdn2d
+from ops.upfirdn2d import upfirdn2d
 
 # Decomposition low-pass taps of the symlet-6 wavelet (Daubechies' least-asymmetric wavelet with 6
 # vanishing moments), as published (e.g. PyWavelets' ``Wavelet('sym6').dec_lo``). ADA resamples
@@ -110,8 +112,8 @@ def grid_sample(x: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
 
 def _filter_delay(taps: torch.Tensor) -> float:
     """Centre of mass (DC group delay) of the taps, in samples."""
-    k = torch.arange(taps.numel(), dtype=torch.float64)
-    t = taps.to(torch.float64)
+    t = taps.detach().to(device="cpu", dtype=torch.float64)
+    k = torch.arange(t.numel(), dtype=torch.float64)
     return float((k * t).sum() / t.sum())
 
 
@@ -160,11 +162,8 @@ def affine_resample(x: torch.Tensor, G: torch.Tensor, taps: torch.Tensor) -> tor
     vy = (torch.arange(ky, device=x.device, dtype=gdt) - tau) / 2 - cy
 
     # Input region those points map to (an affine image of a rectangle: its corners bound it).
-    corners = torch.tensor(
-        [[vx[0], vx[-1], vx[0], vx[-1]], [vy[0], vy[0], vy[-1], vy[-1]], [1, 1, 1, 1]],
-        device=x.device,
-        dtype=gdt,
-    )
+    ones = torch.ones(4, device=x.device, dtype=gdt)
+    corners = torch.stack([vx[[0, -1, 0, -1]], vy[[0, 0, -1, -1]], ones])  # [3, 4]
     src = G[:, :2, :] @ corners  # [N, 2, 4], centred input pixel coordinates
     u_min = src.amin(dim=(0, 2)) + torch.tensor([cx, cy], device=x.device, dtype=gdt)
     u_max = src.amax(dim=(0, 2)) + torch.tensor([cx, cy], device=x.device, dtype=gdt)
@@ -218,7 +217,8 @@ def is_integer_blit(G: torch.Tensor, w: int, h: int, tol: float = 1e-6) -> torch
 # --- Image-space filtering: four bands with per-sample gains --------------------------------------
 
 
-def band_lowpasses() -> list[torch.Tensor]:
+@functools.cache
+def band_lowpasses() -> tuple[torch.Tensor, ...]:
     """Zero-phase low-passes with cut-offs pi/8, pi/4, pi/2 (float64 taps, odd lengths 43, 19, 7).
 
     The half-band filter at z, z^2, z^4 (the dilated copies have their own stop band where the
@@ -231,7 +231,7 @@ def band_lowpasses() -> list[torch.Tensor]:
         dilated[::rate] = h
         cascade = _convolve(cascade, dilated)
         out.append(cascade)
-    return [out[2], out[1], out[0]]
+    return out[2], out[1], out[0]
 
 
 def _convolve(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -239,7 +239,7 @@ def _convolve(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return F.conv1d(a[None, None], b.flip(0)[None, None], padding=b.numel() - 1)[0, 0]
 
 
-def equalize(x: torch.Tensor, gains: torch.Tensor, lowpasses: list[torch.Tensor]) -> torch.Tensor:
+def equalize(x: torch.Tensor, gains: torch.Tensor, lowpasses: tuple[torch.Tensor, ...]) -> torch.Tensor:
     """Filter each image separably (along x, then y) with ``H = sum_i gains_i * band_i``.
 
     The bands [0, pi/8], [pi/8, pi/4], [pi/4, pi/2], [pi/2, pi] are differences of consecutive
