@@ -35,7 +35,7 @@ import torch
 import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from training.data_info import DatasetInfo, _is_url, load_dataset_info, open_url, url2path
+from training.data_info import DatasetInfo, _is_url, load_dataset_info, open_url, pipe_timeout_seconds, url2path
 from training.signals import forking_loader_workers, ignore_stop_signals
 
 try:
@@ -505,6 +505,8 @@ def _check_args(info: DatasetInfo, source: str, *, rank: int, world_size: int, s
     if channels is not None and channels != info.channels:
         raise ValueError(f"the network's {channels} image channels do not match the dataset's {info.channels} "
                          f"({source}): rebuild the dataset with --channels {channels} or pick a matching network")
+    if any(url.startswith("pipe:") for url in info.shards):
+        pipe_timeout_seconds()  # a bad $STYLEGAN_PIPE_TIMEOUT stops here with one line, not in a worker
     if use_labels and not info.labelled:
         raise ValueError(f"use_labels=True but the dataset {source} has no labels (num_classes=0): "
                          "train unconditionally or rebuild the dataset with --labels")
