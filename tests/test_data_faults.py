@@ -304,3 +304,21 @@ def test_failing_pipe_command_names_the_url_and_the_exit_status(ds):
     message = str(err.value)
     assert message.startswith(f"cannot read {url}: the command exited with status 1") and "\n" not in message
     assert "No such file or directory" in message  # the command's own last stderr line
+
+
+def test_loader_worker_warnings_reach_log_txt(tmp_path):
+    """A bad member read by a loader worker (not the training process) is one line in log.txt,
+    naming the shard and the member; before, it went to the worker's stderr only."""
+    from train_fixtures import make_dataset as make_train_dataset
+    from training.train import main
+
+    data = make_train_dataset(tmp_path / "data", resolution=8, num_images=32, num_classes=4, shards=2)
+    _rewrite(data / "test-000001.tar", lambda name, d: b"x7" if name == "000020.cls" else d)
+    out = tmp_path / "runs"
+    args = ["--preset", "tiny", "--data", str(data), "--outdir", str(out), "--batch", "8", "--workers", "1",
+            "--threads", "1", "--kimg", "0.032", "--tick", "0.016", "--snap", "100"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    lines = (next(out.iterdir()) / "log.txt").read_text().splitlines()
+    hits = [line for line in lines if "test-000001.tar' member '000020.cls': label 'x7' is not a whole number" in line]
+    assert len(hits) == 1 and hits[0].startswith("warning: skipping shard '"), lines

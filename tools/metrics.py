@@ -145,7 +145,7 @@ def main(network: Path, num_gen: int | None, metric_names: str, data: str | None
             raise click.ClickException(str(exc)) from None
         log = (lambda msg: click.echo(msg, err=True)) if ranks.is_main else None
         try:
-            with forward_data_warnings(lambda line: tqdm.write(line, file=sys.stderr)):  # one line each, under the bar
+            with forward_data_warnings(lambda text: tqdm.write(f"warning: {text}", file=sys.stderr)):  # one line each, under the bar
                 results = M.compute_metrics(
                     G, specs, extractor, data=data, mirror=mirror, ranks=ranks, batch_size=batch_size,
                     truncation_psi=truncation_psi, noise_mode=noise_mode, seed=seed, cache=cache,

@@ -222,13 +222,17 @@ class DataWarning(UserWarning):
 @contextlib.contextmanager
 def forward_data_warnings(emit: Callable[[str], None]) -> Iterator[None]:
     """Send every :class:`DataWarning` shown in this process to ``emit`` as its one-line text
-    (``warning: shard '…' …``) instead of Python's two-line form on stderr; other warnings are
-    shown as before. Python's filters still apply (a repeated warning is shown once)."""
+    (``shard '…' …``) instead of Python's two-line form on stderr; other warnings are shown as
+    before. Each text is emitted once: a damaged shard is read again every epoch (and by the
+    sample grid's own stream), and the log should name it once, whatever the warning filters say."""
     shown = warnings.showwarning
+    seen: set[str] = set()
 
     def show(message, category, filename, lineno, file=None, line=None):
         if issubclass(category, DataWarning):
-            emit(f"warning: {message}")
+            if str(message) not in seen:
+                seen.add(str(message))
+                emit(str(message))
         else:
             shown(message, category, filename, lineno, file, line)
 

@@ -33,7 +33,7 @@ import stylegan
 from stylegan.config import NetworkConfig
 from training.checkpoint import find_resumable, read_progress, resolve_resume
 from training.config import ConfigError, TrainConfig
-from training.data import DataError
+from training.data import DataError, forward_data_warnings
 from training.distributed import Dist
 from training.init_from import network_config_from_file, options_from_file, plan_init
 from training.loop import TrainingDiverged, fit
@@ -192,7 +192,7 @@ def main(**opts: Any) -> None:
         for line in lines:
             log.info(line)
         log.info(f"run folder: {run_dir}")
-        with StopRequest() as stop:
+        with StopRequest() as stop, forward_data_warnings(lambda text: log.warning(text, dist.rank)):
             result = fit(cfg, dist, run_dir, state_dir=state_dir, stop=stop, log=log, net_config=run.network)
         if result.status == "stopped":
             log.info(f"resume with: accelerate launch training/train.py --resume {run_dir}")
