@@ -21,6 +21,7 @@ import torch
 from click.testing import CliRunner
 
 from test_data import PER_SHARD, SHARDS, _png, decode_ids, make_dataset
+from training.runlog import unstamped
 from training.data import DataError, open_stream
 from training.data_info import open_url
 
@@ -258,3 +259,67 @@ def test_silent_server_fails_within_the_stall_bound():
         assert elapsed < 2 * (1 + 1) + 1 + 3, elapsed  # (1 + retries) * (connect + stall) + delay, plus slack
     finally:
         silent.close()
+
+
+# ---------------------------------------------------------------------------------------- pipe: URLs
+def test_silent_pipe_command_is_stopped_within_the_timeout():
+    """``pipe:sleep 30`` produces nothing: stopped after the timeout, one line naming the URL."""
+    start = time.monotonic()
+    with pytest.raises(OSError) as err, open_url("pipe:sleep 30", pipe_timeout=1.5) as stream:
+        stream.read(10240)
+    took = time.monotonic() - start
+    message = str(err.value)
+    assert message.startswith("cannot read pipe:sleep 30: the command produced no bytes for 1.5 s") and "\n" not in message
+    assert took < 15  # 1.5 s and the kill; generous for a loaded machine, 30 s would mean no bound
+
+
+def test_pipe_timeout_from_the_environment_counts_as_an_unreadable_shard(ds, monkeypatch):
+    from training.data import check_shard
+
+    monkeypatch.setenv("STYLEGAN_PIPE_TIMEOUT", "1")
+    start = time.monotonic()
+    check = check_shard("pipe:sleep 30", 10)
+    assert time.monotonic() - start < 15
+    text = check.warning("skipped and replaced")
+    assert "pipe:sleep 30" in text and "no bytes for 1 s" in text and "its 10 images are skipped" in text
+    monkeypatch.setenv("STYLEGAN_PIPE_TIMEOUT", "soon")
+    with pytest.raises(ValueError, match="STYLEGAN_PIPE_TIMEOUT='soon': expected a number of seconds > 0"):
+        open_url("pipe:true")
+
+
+def test_pipe_cat_reads_the_dataset_like_local_files(ds):
+    source = f"pipe:cat {ds}/t-{{000000..{SHARDS - 1:06d}}}.tar"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        it = open_stream(source, rank=0, world_size=1, seed=0, batch_size=PER_SHARD, workers=0, use_labels=True,
+                         shuffle_buffer=PER_SHARD)[1]
+        ids = [i for _ in range(SHARDS) for i in decode_ids(next(it)[0])[0]]
+    local = _epoch(ds)[0]
+    assert ids == local and it.skipped == 0 and not caught
+
+
+def test_failing_pipe_command_names_the_url_and_the_exit_status(ds):
+    url = f"pipe:cat {ds}/no-such-shard.tar"
+    with pytest.raises(OSError) as err, open_url(url) as stream:
+        stream.read()
+    message = str(err.value)
+    assert message.startswith(f"cannot read {url}: the command exited with status 1") and "\n" not in message
+    assert "No such file or directory" in message  # the command's own last stderr line
+
+
+def test_loader_worker_warnings_reach_log_txt(tmp_path):
+    """A bad member read by a loader worker (not the training process) is one line in log.txt,
+    naming the shard and the member; before, it went to the worker's stderr only."""
+    from train_fixtures import make_dataset as make_train_dataset
+    from training.train import main
+
+    data = make_train_dataset(tmp_path / "data", resolution=8, num_images=32, num_classes=4, shards=2)
+    _rewrite(data / "test-000001.tar", lambda name, d: b"x7" if name == "000020.cls" else d)
+    out = tmp_path / "runs"
+    args = ["--preset", "tiny", "--data", str(data), "--outdir", str(out), "--batch", "8", "--workers", "1",
+            "--threads", "1", "--kimg", "0.032", "--tick", "0.016", "--snap", "100"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    lines = [unstamped(line) for line in (next(out.iterdir()) / "log.txt").read_text().splitlines()]
+    hits = [line for line in lines if "test-000001.tar' member '000020.cls': label 'x7' is not a whole number" in line]
+    assert len(hits) == 1 and hits[0].startswith("warning: skipping shard '"), lines

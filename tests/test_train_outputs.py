@@ -9,6 +9,7 @@ from __future__ import annotations
 import builtins
 import errno
 import os
+import signal
 import stat
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from safetensors import SafetensorError
 import stylegan.netfile
 from train_fixtures import make_dataset
 from training import checkpoint, runlog
+from training.runlog import unstamped
 from training.outputs import OutputError, clean_leftovers, writing
 from training.train import main
 
@@ -198,3 +200,39 @@ def test_snapshots_and_grids_get_the_umask_mode(data, tmp_path, umask):
     assert len(files) >= 4
     for path in files:
         assert stat.S_IMODE(path.stat().st_mode) == want, f"{path.name}: {oct(path.stat().st_mode)}"
+
+
+def test_two_processes_stop_together_when_the_main_one_cannot_write(data, tmp_path):
+    """Rank 0's snapshot write fails (a full disk) while rank 1 waits for it: both processes stop
+    within the time limit with one line each and a non-zero status, log.txt has the one error line
+    naming the file, no traceback. Before, rank 1 waited in the barrier after the write until gloo's
+    30-minute timeout (a launcher that tears the group down hid it)."""
+    import json
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    out = tmp_path / "runs"
+    args = ["--preset", "tiny", "--data", str(data), "--outdir", str(out), "--batch", "8", "--threads", "1",
+            "--workers", "0", "--kimg", "0.016", "--tick", "0.016", "--snap", "1"]
+    env = {**os.environ, "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, str(repo / "tests" / "group_launcher.py"), "2",
+                             str(repo / "tests" / "full_disk_worker.py"), *args], cwd=repo, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        output, _ = proc.communicate(timeout=float(os.environ.get("FULL_DISK_TEST_TIMEOUT", "240")))
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # the launcher and both ranks
+        output, _ = proc.communicate()
+        pytest.fail("the processes did not stop after rank 0's write failed (a rank hangs in a collective):\n"
+                    + output[-4000:])
+    codes = json.loads(output.strip().splitlines()[-1])
+    assert codes == [1, 1], output[-6000:]
+    assert "Traceback" not in output, output[-6000:]
+    errors = [line for line in output.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 2 and all(NOSPACE in e and "network-snapshot-" in e for e in errors), output[-6000:]
+    (run,) = out.iterdir()
+    logged = [unstamped(line) for line in (run / "log.txt").read_text().splitlines()]
+    logged = [line for line in logged if line.startswith("error")]
+    assert len(logged) == 1 and logged[0].startswith(f"error: cannot write {run}/network-snapshot-"), logged
+    assert logged[0].endswith(NOSPACE)

@@ -26,10 +26,18 @@ if __package__ in (None, ""):  # run as `python tools/metrics.py` from a checkou
 import click
 import torch
 import torch.distributed as torch_dist
+from tqdm import tqdm
 
 from tools import genlib
 from tools.cli_common import NETWORK_HELP, finite_float, flags, nvidia_flag, say
 from training import metrics as M
+from training.data import DataError, forward_data_warnings
+
+
+class DataStop(click.ClickException):
+    """The reals cannot give statistics (damaged beyond use): one line, exit status 2."""
+
+    exit_code = 2
 
 
 def _metrics_option(ctx: click.Context, param: click.Parameter, value: str) -> str:
@@ -137,11 +145,14 @@ def main(network: Path, num_gen: int | None, metric_names: str, data: str | None
             raise click.ClickException(str(exc)) from None
         log = (lambda msg: click.echo(msg, err=True)) if ranks.is_main else None
         try:
-            results = M.compute_metrics(
-                G, specs, extractor, data=data, mirror=mirror, ranks=ranks, batch_size=batch_size,
-                truncation_psi=truncation_psi, noise_mode=noise_mode, seed=seed, cache=cache,
-                cache_dir=None if cache_dir is None else str(cache_dir), progress=ranks.is_main, log=log,
-            )
+            with forward_data_warnings(lambda text: tqdm.write(f"warning: {text}", file=sys.stderr)):  # one line each, under the bar
+                results = M.compute_metrics(
+                    G, specs, extractor, data=data, mirror=mirror, ranks=ranks, batch_size=batch_size,
+                    truncation_psi=truncation_psi, noise_mode=noise_mode, seed=seed, cache=cache,
+                    cache_dir=None if cache_dir is None else str(cache_dir), progress=ranks.is_main, log=log,
+                )
+        except DataError as exc:
+            raise DataStop(" ".join(str(exc).split())) from None
         except (ValueError, FileNotFoundError) as exc:
             raise click.ClickException(" ".join(str(exc).split())) from None
         if ranks.is_main:
@@ -152,7 +163,8 @@ def main(network: Path, num_gen: int | None, metric_names: str, data: str | None
                                               "truncation_psi": truncation_psi, "noise_mode": noise_mode, "seed": seed})
             for r in results:
                 click.echo(json.dumps({"metric": r.metric, "results": r.results, "num_gen": r.num_gen,
-                                       "num_real": r.num_real, "features": r.features, "network": str(network)}))
+                                       "num_real": r.num_real, "real_skipped": r.real_skipped, "features": r.features,
+                                       "network": str(network)}))
     finally:
         if torch_dist.is_initialized():
             torch_dist.destroy_process_group()

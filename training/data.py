@@ -20,12 +20,13 @@ group sizes (no I/O, no decoding) and reads only the group it resumes in.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 import tarfile
 import warnings
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -34,7 +35,7 @@ import torch
 import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from training.data_info import DatasetInfo, _is_url, load_dataset_info, open_url, url2path
+from training.data_info import DatasetInfo, _is_url, load_dataset_info, open_url, pipe_timeout_seconds, url2path
 from training.signals import forking_loader_workers, ignore_stop_signals
 
 try:
@@ -43,7 +44,8 @@ except ImportError:  # pyspng is optional: Pillow decodes the same PNGs, slower
     pyspng = None
 
 __all__ = ["DatasetInfo", "load_dataset_info", "open_stream", "StreamPlan", "decode_png", "read_shard", "scan_shard",
-           "Batches", "DataError"]
+           "Batches", "DataError", "DataWarning", "BadSample", "ShardCheck", "check_shard", "decode_sample",
+           "UnreadableRun", "forward_data_warnings"]
 
 Decoder = Literal["auto", "pyspng", "pillow"]
 _TAG_EPOCH, _TAG_GROUP, _TAG_STAND_IN = 0, 1, 2
@@ -147,6 +149,98 @@ def read_shard(url: str) -> list[tuple[str, dict[str, bytes]]]:
     return got.samples
 
 
+@dataclass
+class ShardCheck:
+    """One shard read and compared with ``dataset.json``: what a reader may use, and what is wrong.
+
+    ``samples`` holds at most ``expected`` samples that have a PNG, in tar order (extra images
+    beyond the count are not part of the dataset). ``unreadable`` says why not one image could be
+    read; ``problem`` is the start of a one-line warning about a damaged shard or a count that
+    disagrees (the training stream and the metrics pass finish it with what they do about it).
+    """
+
+    url: str
+    expected: int
+    samples: list[tuple[str, dict[str, bytes]]]
+    unreadable: str | None = None
+    problem: str | None = None
+    damaged: bool = False  # the problem is a damaged tar (images after it were lost)
+
+    @property
+    def missing(self) -> int:
+        """Images dataset.json lists that the shard did not deliver."""
+        return self.expected - len(self.samples)
+
+    def warning(self, action: str) -> str | None:
+        """The one-line warning, ``action`` saying what happens to the images not read."""
+        if self.unreadable is not None:
+            return f"shard {self.url!r} cannot be read ({self.unreadable}): its {self.expected} images are {action}"
+        if self.problem is None:
+            return None
+        return f"{self.problem}, the rest are {action}" if self.damaged else self.problem
+
+
+def check_shard(url: str, expected: int) -> ShardCheck:
+    """Read shard ``url`` (:func:`scan_shard`) and compare it with the ``expected`` count of dataset.json."""
+    got = scan_shard(url)
+    samples = [(k, f) for k, f in got.samples if "png" in f]
+    if not samples:
+        return ShardCheck(url, expected, [], unreadable=got.error or f"it holds no images but dataset.json lists {expected}")
+    check = ShardCheck(url, expected, samples[:expected])
+    if got.error is not None:
+        check.problem = (f"shard {url!r} is damaged after member {got.last_member!r} ({got.error}): "
+                         f"{len(samples)} of {expected} images read")
+        check.damaged = True
+    elif len(samples) != expected:
+        extra = f", from member {samples[expected][0] + '.png'!r} on" if len(samples) > expected else ""
+        check.problem = (f"shard {url!r} holds {len(samples)} images but dataset.json lists {expected}: "
+                         f"{abs(len(samples) - expected)} skipped{extra}; rebuild dataset.json for these shards")
+    return check
+
+
+class UnreadableRun:
+    """Shards that could not be read at all, in a row: the third one in a row stops the reader with
+    :class:`DataError` (docs/data.md, "Bad data"); a readable shard starts the count again."""
+
+    def __init__(self) -> None:
+        self.urls: list[str] = []
+
+    def add(self, url: str, why: str) -> None:
+        self.urls.append(url)
+        if len(self.urls) >= UNREADABLE_IN_A_ROW:
+            raise DataError(f"cannot read shard {url!r} ({why}): {len(self.urls)} shards in a row unreadable "
+                            f"({', '.join(map(repr, self.urls[-UNREADABLE_IN_A_ROW:]))}); stopping")
+
+    def clear(self) -> None:
+        self.urls.clear()
+
+
+class DataWarning(UserWarning):
+    """A problem with the data that the reader works around (one line naming the shard and member)."""
+
+
+@contextlib.contextmanager
+def forward_data_warnings(emit: Callable[[str], None]) -> Iterator[None]:
+    """Send every :class:`DataWarning` shown in this process to ``emit`` as its one-line text
+    (``shard '…' …``) instead of Python's two-line form on stderr; other warnings are shown as
+    before. Each text is emitted once: a damaged shard is read again every epoch (and by the
+    sample grid's own stream), and the log should name it once, whatever the warning filters say."""
+    shown = warnings.showwarning
+    seen: set[str] = set()
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, DataWarning):
+            if str(message) not in seen:
+                seen.add(str(message))
+                emit(str(message))
+        else:
+            shown(message, category, filename, lineno, file, line)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        yield
+
+
 def decode_png(data: bytes, decoder: Decoder = "auto") -> np.ndarray:
     """PNG bytes -> uint8 [H, W, C]; pyspng when installed (and asked), Pillow otherwise."""
     if decoder == "pyspng" or (decoder == "auto" and pyspng is not None):
@@ -166,6 +260,39 @@ def decode_png(data: bytes, decoder: Decoder = "auto") -> np.ndarray:
 class DataError(OSError):
     """The data stream cannot go on: shards unreadable several times in a row, or no usable image
     left to stand in for bad ones. The message is one line naming the shards."""
+
+
+class BadSample(ValueError):
+    """One sample is unusable; the message names its shard and member."""
+
+
+def decode_sample(info: DatasetInfo, url: str, key: str, fields: dict[str, bytes], *, decoder: Decoder = "auto",
+                  use_labels: bool = False) -> tuple[np.ndarray, int]:
+    """(uint8 image [H, W, C], class index or -1) of one sample of shard ``url``, checked against
+    ``info``; raises :class:`BadSample` naming the shard and member when it cannot be used."""
+    res, ch = info.resolution, info.channels
+    try:
+        image = decode_png(fields["png"], decoder)
+    except (OSError, ValueError, RuntimeError, SyntaxError, EOFError) as e:
+        raise BadSample(f"shard {url!r} member {key + '.png'!r}: unreadable image ({e})") from None
+    if image.shape != (res, res, ch):
+        raise BadSample(f"shard {url!r} member {key + '.png'!r}: {image.shape[1]}x{image.shape[0]}x{image.shape[2]} "
+                        f"pixels, dataset.json says {res}x{res}x{ch}")
+    return image, _label(info, url, key, fields) if use_labels else -1
+
+
+def _label(info: DatasetInfo, url: str, key: str, fields: dict[str, bytes]) -> int:
+    where = f"shard {url!r} member {key + '.cls'!r}"
+    if "cls" not in fields:
+        raise BadSample(f"{where}: missing, but the dataset is labelled")
+    text = fields["cls"][:40].decode("utf-8", "replace").strip()
+    try:
+        c = int(text)
+    except ValueError:
+        raise BadSample(f"{where}: label {text!r} is not a whole number") from None
+    if not 0 <= c < info.num_classes:
+        raise BadSample(f"{where}: class {c} is outside 0..{info.num_classes - 1} (num_classes in dataset.json)")
+    return c
 
 
 class _Bad:
@@ -216,17 +343,27 @@ class _Stream(IterableDataset):
         done = max(0, -(-(K - w) // W))
         plan = StreamPlan(self.info.shard_counts, seed=self.seed, rank=self.rank, worker=w, shuffle_buffer=self.shuffle_buffer)
         self._groups: dict[int, _Group] = {}
-        self._unreadable: list[str] = []  # shards unreadable in a row, in read order
+        self._unreadable = UnreadableRun()
         self._named = 0  # bad samples named in a warning so far
+        self._notes: list[str] = []  # warnings not yet handed over with a batch
         samples = self._samples(plan, *plan.locate(done * self.batch_size))
         try:
             while True:
                 batch = [next(samples) for _ in range(self.batch_size)]
-                yield self._collate(batch)
+                yield (*self._collate(batch), self._take_notes())
         except DataError as e:
             # Handed over as data, not raised here: a loader worker's exception reaches the main
             # process wrapped in its traceback, and the user should read one line.
-            yield (torch.empty(0), torch.empty(0), 0, str(e))
+            yield (torch.empty(0), torch.empty(0), 0, str(e), self._take_notes())
+
+    def _note(self, text: str) -> None:
+        """A warning for the consumer: it travels with the next batch and is shown (and logged) in
+        the process that reads the batches, not on a loader worker's stderr alone."""
+        self._notes.append(text)
+
+    def _take_notes(self) -> tuple[str, ...]:
+        notes, self._notes = tuple(self._notes), []
+        return notes
 
     # ----- reading groups -------------------------------------------------------------------
     def _group(self, plan: StreamPlan, j: int) -> _Group:
@@ -244,25 +381,15 @@ class _Stream(IterableDataset):
     def _read_slots(self, s: int) -> list:
         """The ``count`` slots dataset.json promises for shard ``s``: samples, or :class:`_Bad`."""
         url, expected = self.info.shards[s], self.info.shard_counts[s]
-        got = scan_shard(url)
-        samples = [(url, k, f) for k, f in got.samples if "png" in f]
-        if not samples:
-            why = got.error or f"it holds no images but dataset.json lists {expected}"
-            self._unreadable.append(url)
-            if len(self._unreadable) >= UNREADABLE_IN_A_ROW:
-                raise DataError(f"cannot read shard {url!r} ({why}): {len(self._unreadable)} shards in a row unreadable "
-                                f"({', '.join(map(repr, self._unreadable[-UNREADABLE_IN_A_ROW:]))}); stopping")
-            warnings.warn(f"shard {url!r} cannot be read ({why}): its {expected} images are skipped and replaced")
+        check = check_shard(url, expected)
+        if check.unreadable is not None:
+            self._unreadable.add(url, check.unreadable)
+            self._note(check.warning("skipped and replaced"))
             return [_Bad(f"shard {url!r} unreadable")] * expected
         self._unreadable.clear()
-        if got.error is not None:
-            warnings.warn(f"shard {url!r} is damaged after member {got.last_member!r} ({got.error}): "
-                          f"{len(samples)} of {expected} images read, the rest are skipped and replaced")
-        elif len(samples) != expected:
-            extra = f", from member {samples[expected][1]!r} on" if len(samples) > expected else ""
-            warnings.warn(f"shard {url!r} holds {len(samples)} images but dataset.json lists {expected}: "
-                          f"{abs(len(samples) - expected)} skipped{extra}; rebuild dataset.json for these shards")
-        slots: list = samples[:expected]
+        if check.problem is not None:
+            self._note(check.warning("skipped and replaced"))
+        slots: list = [(url, k, f) for k, f in check.samples]
         slots += [_Bad(f"shard {url!r}: missing image {i + 1} of {expected}") for i in range(len(slots), expected)]
         return slots
 
@@ -312,8 +439,8 @@ class _Stream(IterableDataset):
         if why is None:
             url, key, fields = item
             try:
-                return self._decode(url, key, fields)
-            except _BadSample as e:
+                return decode_sample(self.info, url, key, fields, decoder=self.decoder, use_labels=self.use_labels)
+            except BadSample as e:
                 why = str(e)
                 self._warn(why)
         group.bad.add(slot)
@@ -323,31 +450,7 @@ class _Stream(IterableDataset):
         self._named += 1
         if self._named <= NAMED_BAD_SAMPLES:
             more = f" (further bad samples of this stream are counted, not named)" if self._named == NAMED_BAD_SAMPLES else ""
-            warnings.warn(f"skipping {why}; a stand-in from the same shards takes its place{more}")
-
-    def _decode(self, url: str, key: str, fields: dict[str, bytes]) -> tuple[np.ndarray, int]:
-        res, ch = self.info.resolution, self.info.channels
-        try:
-            image = decode_png(fields["png"], self.decoder)
-        except (OSError, ValueError, RuntimeError, SyntaxError, EOFError) as e:
-            raise _BadSample(f"shard {url!r} member {key + '.png'!r}: unreadable image ({e})") from None
-        if image.shape != (res, res, ch):
-            raise _BadSample(f"shard {url!r} member {key + '.png'!r}: {image.shape[1]}x{image.shape[0]}x{image.shape[2]} "
-                             f"pixels, dataset.json says {res}x{res}x{ch}")
-        return image, self._label(url, key, fields) if self.use_labels else -1
-
-    def _label(self, url: str, key: str, fields: dict[str, bytes]) -> int:
-        where = f"shard {url!r} member {key + '.cls'!r}"
-        if "cls" not in fields:
-            raise _BadSample(f"{where}: missing, but the dataset is labelled")
-        text = fields["cls"][:40].decode("utf-8", "replace").strip()
-        try:
-            c = int(text)
-        except ValueError:
-            raise _BadSample(f"{where}: label {text!r} is not a whole number") from None
-        if not 0 <= c < self.info.num_classes:
-            raise _BadSample(f"{where}: class {c} is outside 0..{self.info.num_classes - 1} (num_classes in dataset.json)")
-        return c
+            self._note(f"skipping {why}; a stand-in from the same shards takes its place{more}")
 
     def _collate(self, batch: list[tuple[np.ndarray, int, bool, int]]) -> tuple:
         res, ch = self.info.resolution, self.info.channels
@@ -358,10 +461,6 @@ class _Stream(IterableDataset):
             labels[i] = label
         stand_ins = sum(b[3] for b in batch)
         return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(labels), stand_ins, None
-
-
-class _BadSample(ValueError):
-    """One sample is unusable; the message names its shard and member."""
 
 
 class Batches:
@@ -380,7 +479,9 @@ class Batches:
         return self
 
     def __next__(self) -> tuple[torch.Tensor, torch.Tensor]:
-        images, labels, stand_ins, error = next(self._batches)
+        images, labels, stand_ins, error, notes = next(self._batches)
+        for note in notes:  # shown here, in the reading process, where the run's log can catch them
+            warnings.warn(note, DataWarning, stacklevel=2)
         if error is not None:
             raise DataError(error)
         self.skipped += int(stand_ins)
@@ -408,6 +509,8 @@ def _check_args(info: DatasetInfo, source: str, *, rank: int, world_size: int, s
     if channels is not None and channels != info.channels:
         raise ValueError(f"the network's {channels} image channels do not match the dataset's {info.channels} "
                          f"({source}): rebuild the dataset with --channels {channels} or pick a matching network")
+    if any(url.startswith("pipe:") for url in info.shards):
+        pipe_timeout_seconds()  # a bad $STYLEGAN_PIPE_TIMEOUT stops here with one line, not in a worker
     if use_labels and not info.labelled:
         raise ValueError(f"use_labels=True but the dataset {source} has no labels (num_classes=0): "
                          "train unconditionally or rebuild the dataset with --labels")

@@ -13,9 +13,13 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
 import os
 import re
+import select
+import signal
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -195,12 +199,109 @@ class CurlStream:
         self.close()
 
 
-def open_url(url: str, **bounds: float) -> Any:
+# How long a ``pipe:`` command may stay silent (docs/data.md, "pipe: commands"): a command that
+# writes no byte for this many seconds is stopped and its shard counts as unreadable. 120 s: well
+# above what an object-store client needs to start, authenticate and send a first byte (and above
+# curl's 30 s per try above, so a `pipe:curl ...` retries inside it), yet a hung mount, a stalled
+# transfer or a command waiting for a password costs two minutes per shard, not the job's whole
+# allocation. A transfer that keeps moving is never stopped, however long it takes.
+PIPE_TIMEOUT = 120.0
+PIPE_TIMEOUT_ENV = "STYLEGAN_PIPE_TIMEOUT"
+
+
+def pipe_timeout_seconds() -> float:
+    """The silence bound of ``pipe:`` commands: ``$STYLEGAN_PIPE_TIMEOUT`` seconds, else :data:`PIPE_TIMEOUT`.
+    An environment variable, so that it reaches loader workers and the metrics pass unplumbed."""
+    text = os.environ.get(PIPE_TIMEOUT_ENV, "").strip()
+    if not text:
+        return PIPE_TIMEOUT
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{PIPE_TIMEOUT_ENV}={text!r}: expected a number of seconds > 0 (default {PIPE_TIMEOUT:g})")
+    return value
+
+
+class PipeStream:
+    """The output of a ``pipe:`` command as a readable stream, with a bound on silence: when the
+    command writes no byte for ``timeout`` seconds it is stopped (its whole process group) and
+    reading raises ``OSError`` with one line naming the URL; a command that exits non-zero is one
+    line with the URL, the exit status and the last line the command wrote to stderr."""
+
+    def __init__(self, url: str, command: str, timeout: float) -> None:
+        self.url, self.timeout = url, timeout
+        self._err = tempfile.TemporaryFile()
+        # A session of its own, so that stopping it stops the whole pipeline (`a | b`), not only the shell.
+        self._proc = subprocess.Popen(command, shell=True, stdout=subprocess.PIPE, stderr=self._err,
+                                      start_new_session=True)
+        self._fd = self._proc.stdout.fileno()
+
+    def read(self, n: int = -1) -> bytes:
+        want = None if n is None or n < 0 else n
+        chunks, got = [], 0
+        while want is None or got < want:
+            if not select.select([self._fd], [], [], self.timeout)[0]:
+                self._stop()
+                raise OSError(f"cannot read {self.url}: the command produced no bytes for {self.timeout:g} s "
+                              f"({PIPE_TIMEOUT_ENV}); stopped it")
+            data = os.read(self._fd, 1 << 20 if want is None else min(want - got, 1 << 20))
+            if not data:
+                self._check_exit()
+                break
+            chunks.append(data)
+            got += len(data)
+        return b"".join(chunks)
+
+    def _check_exit(self) -> None:
+        try:
+            code = self._proc.wait(timeout=self.timeout)
+        except subprocess.TimeoutExpired:  # closed its output but goes on: as silent as any
+            self._stop()
+            raise OSError(f"cannot read {self.url}: the command closed its output but did not exit within "
+                          f"{self.timeout:g} s ({PIPE_TIMEOUT_ENV}); stopped it") from None
+        if code:
+            how = f"was killed by signal {-code}" if code < 0 else f"exited with status {code}"
+            self._err.seek(0)
+            lines = [line.strip() for line in self._err.read()[-4096:].decode("utf-8", "replace").splitlines()]
+            said = next((line for line in reversed(lines) if line), "")
+            raise OSError(f"cannot read {self.url}: the command {how}" + (f": {said[:200]}" if said else ""))
+
+    def _stop(self) -> None:
+        if self._proc.poll() is None:
+            try:
+                os.killpg(self._proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self._proc.wait()
+
+    def close(self) -> None:
+        self._stop()  # a reader that stopped early (a tar's end) ends the command
+        self._proc.stdout.close()
+        self._err.close()
+
+    def __enter__(self) -> "PipeStream":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def open_url(url: str, *, pipe_timeout: float | None = None, **bounds: float) -> Any:
     """A readable stream of ``url``: http(s) through :func:`curl_command` (failing within a bounded
-    time, with one line), other schemes (``pipe:``, ``s3:``, ...) through WebDataset's ``gopen``."""
+    time, with one line), ``pipe:`` commands through :class:`PipeStream` (stopped after
+    ``pipe_timeout`` silent seconds, default :func:`pipe_timeout_seconds`), other schemes (``s3:``, ...)
+    through WebDataset's ``gopen``."""
     url = rewrite_url(url)
-    if urlparse(url).scheme in ("http", "https"):
+    scheme = urlparse(url).scheme
+    if scheme in ("http", "https"):
         return CurlStream(url, curl_command(url, **bounds))
+    if scheme == "pipe":
+        timeout = pipe_timeout_seconds() if pipe_timeout is None else pipe_timeout
+        if not (math.isfinite(timeout) and timeout > 0):
+            raise ValueError(f"pipe_timeout={timeout!r}: expected a number of seconds > 0")
+        return PipeStream(url, url[len("pipe:"):], timeout)
     return wds.gopen(url, "rb")
 
 

@@ -12,10 +12,12 @@ sums exactly the per-sample gradients that one process would sum over the same g
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.distributed as torch_dist
+
+from training.outputs import OutputError
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,26 @@ class Dist:
     def barrier(self) -> None:
         if self.active:
             torch_dist.barrier()
+
+    def main_writes(self, write: Callable[[], Any]) -> Any:
+        """Run ``write`` on the main process alone (only it writes files) and tell every process how
+        it went: its result (a small value, e.g. a path) is returned everywhere, and an
+        :class:`OutputError` (a full disk, a read-only folder) is raised on every process, which
+        then stops with the same one line. A plain barrier after the write would leave the others
+        waiting for a process that has stopped, until the launcher kills them or gloo reports the
+        lost peer with a traceback. A collective: every process calls it at the same point."""
+        result, failure = None, None
+        if self.is_main:
+            try:
+                result = write()
+            except OutputError as err:
+                if not self.active:
+                    raise
+                failure = (err.filename, err.strerror, err.errno)
+        result, failure = self.broadcast_object((result, failure))
+        if failure is not None:
+            raise OutputError(*failure)
+        return result
 
     def broadcast_object(self, obj: Any, src: int = 0) -> Any:
         """``obj`` from rank ``src`` on every process (small picklable values only: paths, flags)."""

@@ -355,9 +355,7 @@ def fit(
     feed = DataFeed(cfg.data, dist=dist, seed=cfg.seed, workers=cfg.workers, mirror=cfg.mirror, c_dim=c_dim,
                     progress=p, stop=stop)
     samples = Samples(run_dir, info, session, log) if dist.is_main else None
-    if samples is not None:
-        samples.write_reals(cfg.data, derive_seed(cfg.seed, "reals") % 2**31)
-    dist.barrier()
+    dist.main_writes(lambda: samples.write_reals(cfg.data, derive_seed(cfg.seed, "reals") % 2**31))
     resample_filter = setup_filter([1, 3, 3, 1], device=dist.device)
     total = int(round(cfg.kimg * 1000))
     tick = TickStats(start_wait=feed.wait_sec)
@@ -454,10 +452,12 @@ class Saver:
         t0 = time.monotonic()
         p, dist = self.session.progress, self.session.dist
         payload = self.session.state_dict()  # collective: every process takes part
-        if dist.is_main:
+
+        def write() -> None:
             self.last_state = save_state(self.run_dir, **payload)
             self.log.info(f"state saved at kimg {p.nimg / 1000:.3f} (--state-every {self.session.cfg.state_every:g} min)")
-        dist.barrier()
+
+        dist.main_writes(write)  # a failed write stops every process, none waits for the main one
         self._state_clock = time.monotonic()
         return self._state_clock - t0
 
@@ -467,13 +467,15 @@ class Saver:
         session, p, dist, cfg = self.session, self.session.progress, self.session.dist, self.session.cfg
         self.saved_nimg = p.nimg
         payload = session.state_dict()  # collective: every process takes part
-        if dist.is_main:
+
+        def write() -> None:
             phase, alpha = session.schedule.at(p.nimg)
             self.last_snapshot = write_snapshot(session, self.run_dir, self.run_dir.name, stop, self.class_names)
             self.samples.write_fakes(p.nimg, phase.name, alpha, stop)
             self.last_state = save_state(self.run_dir, **payload)
             self.log.info(f"{'final ' if final else ''}snapshot {self.last_snapshot.name}, state saved")
-        dist.barrier()
+
+        dist.main_writes(write)  # a failed write stops every process, none waits for the main one
         self._state_clock = time.monotonic()
         if metrics and cfg.metrics.strip():
             evaluate_metrics(session, cfg, dist, self.run_dir, self.log, progress=progress)
@@ -487,10 +489,15 @@ def end_tick(session: Session, tick: TickStats, feed: DataFeed, log: RunLog, sav
     p.tick_start_nimg = p.nimg
     check_replicas(session)
     record = tick_record(session, tick, feed, saver.state_age(), saver.elapsed())
-    log.stats(record)
-    log.info(format_tick(record))
-    if not saver.expectation_said and record["eta_sec"] > 0:
-        saver.expectation_said = True
-        log.info(f"expected: {format_duration(record['eta_sec'])} more{_clock_after(record['eta_sec'])} at "
-                 f"{record['img_per_sec']:.0f} img/s to --kimg {session.cfg.kimg:g}; the speed depends on the "
-                 f"device and on other work sharing it (the ETA on each tick line follows it)")
+    expect = not saver.expectation_said and record["eta_sec"] > 0
+    saver.expectation_said = saver.expectation_said or expect
+
+    def write() -> None:
+        log.stats(record)
+        log.info(format_tick(record))
+        if expect:
+            log.info(f"expected: {format_duration(record['eta_sec'])} more{_clock_after(record['eta_sec'])} at "
+                     f"{record['img_per_sec']:.0f} img/s to --kimg {session.cfg.kimg:g}; the speed depends on the "
+                     f"device and on other work sharing it (the ETA on each tick line follows it)")
+
+    session.dist.main_writes(write)  # a failed write stops every process, none waits for the main one

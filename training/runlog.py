@@ -14,6 +14,7 @@ import json
 import math
 import os
 import re
+import sys
 import time
 import uuid
 import warnings
@@ -122,6 +123,23 @@ class RunLog:
         if self.enabled and self._writer is not None:
             self._writer.add_image(tag, image, global_step=nimg, dataformats="HWC")
             self._writer.flush()
+
+    def warning(self, text: str, rank: int = 0) -> None:
+        """``warning: <text>`` on the console and in ``log.txt``, from any process: a data problem
+        found by one process's stream (or its loader workers, whose warnings travel with the
+        batches, training.data). Another process than the main one appends its line itself, naming
+        it, as :meth:`crash` does. A full disk here is not raised: the next regular write says so at
+        a point where every process stops together."""
+        if self.run_dir is None:
+            return
+        if self.enabled:
+            with contextlib.suppress(OSError):
+                self.info(f"warning: {text}")
+            return
+        line = f"warning (process {rank}): {text}"
+        print(line, file=sys.stderr, flush=True)
+        with contextlib.suppress(OSError), open(self.run_dir / "log.txt", "a", encoding="utf-8") as f:
+            f.write(stamped(line) + "\n")
 
     def crash(self, err: BaseException, rank: int = 0) -> None:
         """Record in ``log.txt`` the one line :func:`crash_line` makes of what ended the run. Every

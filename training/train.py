@@ -42,7 +42,7 @@ import stylegan
 from stylegan.config import NetworkConfig
 from training.checkpoint import read_progress, resolve_resume
 from training.config import ConfigError, TrainConfig
-from training.data import DataError
+from training.data import DataError, forward_data_warnings
 from training.distributed import Dist
 from training.init_from import network_config_from_file, options_from_file, plan_init
 from training.loop import TrainingDiverged, fit
@@ -200,16 +200,20 @@ def main(**opts: Any) -> None:
 
     try:  # a full disk or a read-only --outdir at start-up: one line, nothing half-written
         if run_dir is None:
-            with writing(cfg.outdir):
-                name = str(next_run_dir(Path(cfg.outdir), _run_name(cfg))) if dist.is_main else None
-            run_dir = Path(dist.broadcast_object(name))
-        if dist.is_main:
+            def new_run_dir() -> str:
+                with writing(cfg.outdir):
+                    return str(next_run_dir(Path(cfg.outdir), _run_name(cfg)))
+
+            run_dir = Path(dist.main_writes(new_run_dir))
+
+        def write_start() -> None:
             with writing(run_dir / "config.json"):
                 _write_config(run_dir, run, info, dist, resumed=state_dir is not None)
             if state_dir is not None:
                 with writing(run_dir / "stats.jsonl"):
                     trim_stats(run_dir / "stats.jsonl", read_progress(state_dir)["nimg"] / 1000)
-        dist.barrier()
+
+        dist.main_writes(write_start)  # a failure stops every process with the same line
         with writing(run_dir / "log.txt"):
             log = RunLog(run_dir, enabled=dist.is_main)
     except OutputError as err:
@@ -218,7 +222,7 @@ def main(**opts: Any) -> None:
         for line in lines:
             log.info(line)
         log.info(f"run folder: {run_dir}")
-        with StopRequest(early=_EARLY_SIGNALS) as stop:
+        with StopRequest(early=_EARLY_SIGNALS) as stop, forward_data_warnings(lambda text: log.warning(text, dist.rank)):
             result = fit(cfg, dist, run_dir, state_dir=state_dir, stop=stop, log=log, net_config=run.network,
                          progress_bar=not no_progress)
         if result.status == "stopped":

@@ -63,6 +63,15 @@ def broadcast_object(obj: Any, ranks: Ranks, device: torch.device) -> Any:
     return box[0]
 
 
+def all_gather_objects(obj: Any, ranks: Ranks) -> list[Any]:
+    """Every process's ``obj`` (small picklable values: per-part tallies), in rank order."""
+    if ranks.world_size == 1:
+        return [obj]
+    out: list[Any] = [None] * ranks.world_size
+    torch_dist.all_gather_object(out, obj)
+    return out
+
+
 def run_parts(
     num_parts: int,
     work: Callable[[int], Outputs],

@@ -33,11 +33,11 @@ from tqdm import tqdm
 
 from training.metrics.features import FeatureExtractor
 from training.metrics.frechet import FeatureMoments, frechet_distance
-from training.metrics.gather import Ranks, broadcast_object, run_parts
+from training.metrics.gather import Ranks, all_gather_objects, broadcast_object, run_parts
 from training.metrics.inception_score import inception_score
 from training.metrics.kid import kernel_inception_distance
 from training.metrics.precision_recall import precision_recall
-from training.metrics.reals import RealSource, iter_part, open_reals
+from training.metrics.reals import PartTally, RealSource, check_tallies, iter_part, open_reals
 from training.metrics.specs import MetricSpec
 from training.metrics.stats_cache import RealStats, cache_key, entry_path, load_stats, save_stats
 
@@ -46,13 +46,15 @@ NOISE_MODES = ("random", "const", "none")
 
 @dataclass(frozen=True)
 class MetricResult:
-    """One metric's numbers (``results``: its keys, e.g. ``pr50k3_full_precision``) and its inputs."""
+    """One metric's numbers (``results``: its keys, e.g. ``pr50k3_full_precision``) and its inputs;
+    ``real_skipped``: damaged real images left out of the statistics (docs/metrics.md, "Damaged reals")."""
 
     metric: str
     results: dict[str, float]
     num_gen: int
     num_real: int
     features: str
+    real_skipped: int = 0
 
 
 def generator_resolution(G: nn.Module) -> int:
@@ -95,14 +97,20 @@ def _bar(total: int, desc: str, enabled: bool) -> tqdm:
 
 def real_stats(src: RealSource, extractor: FeatureExtractor, *, keep: int, ranks: Ranks, batch_size: int,
                progress: bool) -> RealStats | None:
-    """Moments of every real image's features and the first ``keep`` of them (rank 0; None elsewhere)."""
+    """Moments of every usable real image's features and the first ``keep`` of them (rank 0; None
+    elsewhere). Damaged images are skipped and counted; :class:`training.data.DataError` on every
+    process when the pass cannot stand (decided from all processes' tallies, so none is left
+    waiting in a collective)."""
     dim, device = extractor.feature_dim, extractor.device
     moments = FeatureMoments(dim, device) if ranks.is_main else None
     kept: list[torch.Tensor] = []
     kept_n = 0
+    tallies: dict[int, PartTally] = {}
+    named = [0]  # bad samples this process has named in a warning
 
     def work(part: int) -> dict[str, torch.Tensor]:
-        feats = [extractor(b)["features"] for b in iter_part(src, part, batch_size)]
+        tally = tallies[part] = PartTally(named=named)
+        feats = [extractor(b)["features"] for b in iter_part(src, part, batch_size, tally)]
         return {"features": torch.cat(feats) if feats else torch.zeros(0, dim, device=device)}
 
     def consume(part: int, out: dict[str, torch.Tensor]) -> None:
@@ -116,11 +124,15 @@ def real_stats(src: RealSource, extractor: FeatureExtractor, *, keep: int, ranks
     desc = f"reals ({src.resolution}px{', mirrored' if src.mirror else ''})"
     with _bar(src.num_images, desc, progress and ranks.is_main) as bar:
         run_parts(src.num_parts, work, {"features": dim}, ranks, device, consume, bar.update)
+    merged: dict[int, PartTally] = {}
+    for part_tallies in all_gather_objects(tallies, ranks):
+        merged.update(part_tallies)
+    skipped = check_tallies(src, [merged[p] for p in range(src.num_parts)])
     if not ranks.is_main:
         return None
     mu, sigma = moments.mean_cov()
     features = torch.cat(kept) if kept else torch.zeros(0, dim)
-    return RealStats(mu=mu, sigma=sigma, num_images=moments.count, features=features)
+    return RealStats(mu=mu, sigma=sigma, num_images=moments.count, features=features, skipped=skipped)
 
 
 def generated_outputs(G: nn.Module, extractor: FeatureExtractor, *, num_gen: int, outputs: Sequence[str], seed: int,
@@ -227,7 +239,8 @@ def compute_metrics(
     start = time.perf_counter()
     src = None
     if data is not None:
-        src = open_reals(data, mirror=mirror, resolution=generator_resolution(G), channels=G.img_channels)
+        src = open_reals(data, mirror=mirror, resolution=generator_resolution(G), channels=G.img_channels,
+                         labels=G.c_dim > 0)
     class_probs = class_probabilities(G, src)
 
     reals = None
@@ -245,7 +258,8 @@ def compute_metrics(
         for spec in specs:
             values = _evaluate(spec, gen, reals, extractor.device, batch_size, progress)
             num_real = 0 if reals is None else (reals.num_images if spec.kind == "fid" else min(reals.kept, spec.max_real))
-            results.append(MetricResult(spec.name, values, spec.num_gen, num_real, extractor.name))
+            results.append(MetricResult(spec.name, values, spec.num_gen, num_real, extractor.name,
+                                        0 if reals is None else reals.skipped))
         say(f"metrics: {', '.join(f'{k} {v:.4g}' for r in results for k, v in r.results.items())} "
             f"({time.perf_counter() - start:.1f} s)")
     return broadcast_object(results, ranks, extractor.device)
@@ -267,6 +281,9 @@ def _cached_real_stats(src: RealSource, extractor: FeatureExtractor, *, keep: in
     if broadcast_object(stats is not None, ranks, extractor.device):
         return stats
     stats = real_stats(src, extractor, keep=keep, ranks=ranks, batch_size=batch_size, progress=progress)
+    if ranks.is_main and stats.skipped:
+        say(f"metrics: {stats.skipped} damaged real image(s) skipped (named in the warnings); the statistics "
+            f"cover the other {stats.num_images // (2 if src.mirror else 1)}")
     if ranks.is_main and cache:
         path = save_stats(stats, key, cache_dir)
         say(f"metrics: real statistics of {stats.num_images} images cached in {path}")

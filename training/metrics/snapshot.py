@@ -66,6 +66,7 @@ def write_metric_records(run_dir: Path, results: Sequence[MetricResult], *, snap
             "kimg": kimg,
             "num_gen": r.num_gen,
             "num_real": r.num_real,
+            "real_skipped": r.real_skipped,
             "features": r.features,
             "total_sec": round(sec, 3),
             "timestamp": time.time(),

@@ -54,6 +54,7 @@ class RealStats:
     sigma: np.ndarray         # [D, D] float64
     num_images: int           # images the moments cover
     features: torch.Tensor    # [kept, D] float32, CPU
+    skipped: int = 0          # damaged real images left out (training.metrics.reals)
 
     @property
     def kept(self) -> int:
@@ -107,7 +108,11 @@ def shard_hashes(urls: tuple[str, ...], cache_dir: str | Path | None = None, pro
         if url in ids:
             continue
         path = Path(url2path(url)).resolve()
-        st = path.stat()
+        try:
+            st = path.stat()
+        except FileNotFoundError:  # a missing shard: its images are skipped; the key says so
+            ids[url] = f"missing:{url}"
+            continue
         entry = memo.get(str(path))
         if isinstance(entry, dict) and entry.get("size") == st.st_size and entry.get("mtime_ns") == st.st_mtime_ns:
             ids[url] = f"sha256:{entry['sha256']}"
@@ -135,6 +140,8 @@ def cache_key(src: RealSource, feature_name: str, cache_dir: str | Path | None =
         "resolution": src.resolution,
         "mirror": src.mirror,
         "features": feature_name,
+        # Only when labels were checked (a conditional network), so older entries keep their key.
+        **({"labels_checked": True} if src.labels else {}),
     }
 
 
@@ -158,6 +165,7 @@ def load_stats(key: dict[str, Any], cache_dir: str | Path | None = None) -> Real
                 sigma=f.get_tensor("sigma").numpy(),
                 num_images=int(meta["num_images"]),
                 features=f.get_tensor("features"),
+                skipped=int(meta.get("skipped", "0")),
             )
     except (OSError, ValueError, KeyError, RuntimeError, SafetensorError):  # a damaged entry is recomputed, not fatal
         return None
@@ -173,7 +181,8 @@ def save_stats(stats: RealStats, key: dict[str, Any], cache_dir: str | Path | No
         "sigma": torch.from_numpy(np.ascontiguousarray(stats.sigma, dtype=np.float64)),
         "features": stats.features.detach().to("cpu", torch.float32).contiguous(),
     }
-    meta = {"format": FORMAT, "key": json.dumps(key, sort_keys=True), "num_images": str(stats.num_images)}
+    meta = {"format": FORMAT, "key": json.dumps(key, sort_keys=True), "num_images": str(stats.num_images),
+            "skipped": str(stats.skipped)}
     try:
         save_file(tensors, str(tmp), metadata=meta)
         os.replace(tmp, path)
