@@ -65,7 +65,7 @@ TABLE = [
          "the demo, run once by the fixture with --kimg 0.032 (80 kimg takes ~12 minutes); its final snapshot is "
          "copied to the name the 80-kimg run writes (checked with the loop's own naming)", add=("--kimg", "0.032")),
     Rule(r"accelerate launch --multi_gpu --num_processes 8 training/train\.py .*", "parse", "8 GPUs, /shards/ffhq256"),
-    Rule(r"accelerate launch --multi_gpu --num_processes 2 training/train\.py --growth progressive", "run",
+    Rule(r"accelerate launch --multi_gpu --num_processes 2 training/train\.py --growth progressive --fade-kimg 10 --stable-kimg 10", "run",
          "2 CPU processes; --dry-run: the resolved run, not 80 kimg of training", add=("--dry-run",)),
     Rule(r"accelerate launch --multi_gpu --num_processes 2 training/train\.py --kimg 2", "parse",
          "2 processes for 2 kimg: minutes; tests/test_train_distributed.py trains 2 gloo processes"),

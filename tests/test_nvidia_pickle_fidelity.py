@@ -21,7 +21,7 @@ from stylegan.safe_unpickle import safe_loads
 from tools import convert, generate, genlib, metrics, style_mixing, video
 from training.init_from import apply_init, network_config_from_file, options_from_file, plan_init
 from training.progressive import GrowthSchedule
-from training.session import Progress
+from training.counters import Progress
 
 TOL = 1e-4  # the README's tolerance; measured differences are ~1e-5 (images) and 0 (ws)
 
@@ -156,9 +156,14 @@ def test_init_from_a_pickle_copies_nvidias_weights():
     config = network_config_from_file(path)
     assert config == stylegan.read_nvidia_pickle(path).config and config.preset == "nvidia"
     # Conditional and no preset of ours: only the width, which decides the tensors' shapes.
-    assert options_from_file(path) == {"cbase": 1024, "cmax": 64, "map": 2, "mbstd_group": 4}
-    assert options_from_file(fixture("sg2-uncond-rgba16-resnetG")) == {
-        "cond": False, "cbase": 512, "cmax": 32, "map": 1, "mbstd_group": 4}
+    # ADA's augment_pipe p too, where the pickle kept one: an --aug ada run starts there.
+    raw_p = float(safe_loads(path.read_bytes())["augment_pipe"].state["_buffers"]["p"])
+    assert options_from_file(path) == {"cbase": 1024, "cmax": 64, "map": 2, "mbstd_group": 4,
+                                       "p": pytest.approx(raw_p)}
+    other = options_from_file(fixture("sg2-uncond-rgba16-resnetG"))
+    other_p = stylegan.read_nvidia_pickle(fixture("sg2-uncond-rgba16-resnetG")).augment_p
+    assert other == {"cond": False, "cbase": 512, "cmax": 32, "map": 1, "mbstd_group": 4,
+                     **({"p": pytest.approx(other_p)} if other_p is not None else {})}
     # A run of another network is refused with the fields that differ.
     G_tiny, _ = stylegan.build("tiny", 32, 3, 10)
     with pytest.raises(ValueError, match="preset: file 'nvidia', this run 'tiny'"):

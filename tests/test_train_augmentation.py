@@ -12,11 +12,17 @@ import torch
 from click.testing import CliRunner
 
 import stylegan
-from test_train_loop import assert_same_state, data8, read_stats, run_fit  # noqa: F401  (data8: a fixture)
+from test_train_loop import assert_same_state, read_stats, run_fit
+from train_fixtures import make_dataset
 from training.augmentation import ADA_INTERVAL, Augmentation
 from training.checkpoint import load_state
 from training.step import PhaseResult
 from training.train import main
+
+@pytest.fixture(scope="module")
+def data8(tmp_path_factory):
+    return make_dataset(tmp_path_factory.mktemp("data8"), resolution=8, num_images=64, num_classes=4)
+
 
 # ADA that moves fast enough to see in a few steps: 8 * 4 / 500 = 0.064 per update.
 ADA = dict(aug="ada", ada_kimg=0.5, target=0.6, p=0.0)

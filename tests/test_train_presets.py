@@ -123,7 +123,7 @@ def test_config_json_records_every_value_and_its_source(tmp_path):
                                        "--kimg", "0.008", "--tick", "0.008", "--workers", "0", "--threads", "1"])
     assert result.exit_code == 0, result.output
     saved = json.loads((next(out.iterdir()) / "config.json").read_text())
-    assert all(v is not None for k, v in saved["train"].items() if k not in ("growth_start", "inception_weights", "init"))
+    assert all(v is not None for k, v in saved["train"].items() if k not in ("growth_start", "inception_weights", "init", "p"))  # p: only with a pipeline
     sources = saved["resolution"]["sources"]
     assert set(sources) == set(saved["train"])
     assert sources["batch"] == "given" and sources["gamma"] == "preset" and sources["cond"] == "derived"

@@ -449,7 +449,7 @@ class _Stream(IterableDataset):
     def _warn(self, why: str) -> None:
         self._named += 1
         if self._named <= NAMED_BAD_SAMPLES:
-            more = f" (further bad samples of this stream are counted, not named)" if self._named == NAMED_BAD_SAMPLES else ""
+            more = " (further bad samples of this stream are counted, not named)" if self._named == NAMED_BAD_SAMPLES else ""
             self._note(f"skipping {why}; a stand-in from the same shards takes its place{more}")
 
     def _collate(self, batch: list[tuple[np.ndarray, int, bool, int]]) -> tuple:

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from training.data import open_stream
 from training.distributed import Dist
-from training.session import Progress, derive_seed
+from training.counters import Progress, derive_seed
 from training.signals import StopRequest
 
 

@@ -42,7 +42,8 @@ from training.outputs import clean_leftovers, writing
 from training.progressive import prepare_reals
 from training.resolve import DataShape, network_config
 from training.runlog import RunLog
-from training.session import Session, build_session, derive_seed
+from training.counters import derive_seed
+from training.session import Session, build_session
 from training.signals import StopRequest
 from training.loss import PHASES, StyleGAN2Loss
 from training.step import MicroBatch, PhaseResult, run_phase

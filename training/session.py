@@ -12,8 +12,6 @@ loads a saved state back.
 from __future__ import annotations
 
 import copy
-import dataclasses
-import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -23,6 +21,7 @@ import stylegan
 from training.checkpoint import LoadedState
 from stylegan.config import NetworkConfig
 from training.config import TrainConfig, micro_batch, parse_growth_batch
+from training.counters import Progress, derive_seed
 from training.distributed import Dist
 from training.ema import EmaSchedule
 from training.precision import make_scaler, network_precision
@@ -33,38 +32,6 @@ from training.step import lazy_adam_settings
 
 ADAM_BETAS = (0.0, 0.99)  # StyleGAN2: no first-moment momentum, as in ProGAN sec. A.1
 ADAM_EPS = 1e-8
-
-
-def derive_seed(*parts: int | str) -> int:
-    """A 63-bit seed from ``parts`` (stable across Python runs, unlike ``hash``)."""
-    digest = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") >> 1
-
-
-@dataclass
-class Progress:
-    """Counters saved in ``state/progress.json``; ``data_*`` is this run's position in the data."""
-
-    step: int = 0
-    nimg: int = 0
-    tick: int = 0
-    tick_start_nimg: int = 0
-    skipped_total: int = 0
-    bad_in_row: int = 0
-    data_segment: int = 0
-    data_batches: int = 0
-    data_batch_gpu: int = 0
-    data_world_size: int = 0
-    train_sec: float = 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Progress":
-        """Read the counters back from ``progress.json`` (other keys there are descriptive)."""
-        types = {f.name: (float if f.name == "train_sec" else int) for f in dataclasses.fields(cls)}
-        return cls(**{k: types[k](v) for k, v in d.items() if k in types})
 
 
 @dataclass
