@@ -64,7 +64,8 @@ def worker(spec: dict) -> None:
     from training.config import TrainConfig
     from training.distributed import Dist
     from training.resolve import DataShape, resolve_run
-    from training.loop import peak_memory_gb, train_step
+    from training.loop import train_step
+    from training.run_outputs import peak_memory_gb
     from training.session import build_session
     from training.signals import StopRequest
 

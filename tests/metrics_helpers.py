@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from stylegan.sampling import seed_latent
 from PIL import Image
 from torch import nn
 
@@ -52,7 +54,8 @@ def write_dataset(folder: Path, images: np.ndarray, labels: list[int] | None = N
 
 
 def seed_z(seed: int, z_dim: int) -> torch.Tensor:
-    return torch.randn(z_dim, generator=torch.Generator().manual_seed(seed))
+    """The metrics' latent of ``seed`` (the one definition, stylegan.sampling)."""
+    return seed_latent(seed, z_dim)
 
 
 class ReplayGenerator(nn.Module):

@@ -237,7 +237,7 @@ def _demo(ws: Path) -> None:
     assert (run / "samples" / "fakes000000.png").is_file() and (run / "state").is_dir(), sorted(run.iterdir())
     # The documented name is the one the full demo writes: 80 kimg (the preset) in the loop's naming.
     from stylegan.presets import preset_recipe
-    from training.loop import kimg_label
+    from training.run_outputs import kimg_label
 
     train = json.loads((run / "config.json").read_text())["train"]
     label = kimg_label(int(preset_recipe("tiny").kimg * 1000), SimpleNamespace(tick=train["tick"], snap=train["snap"]))

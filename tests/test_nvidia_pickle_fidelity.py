@@ -124,7 +124,7 @@ def test_generate_on_a_pickle_writes_nvidias_images(name, tmp_path):
         ours = ours.reshape(expected[i].shape)
         diff = np.abs(ours.astype(int) - expected[i].astype(int))
         assert diff.max() <= 1, (i, diff.max())
-        assert (diff == 0).mean() > 0.99  # ties of the two roundings are rare
+        assert (diff == 0).mean() > 0.99  # same quantisation; a pixel within ~1e-6 of a level boundary may differ
 
 
 def test_the_other_tools_take_a_pickle(tmp_path):

@@ -18,7 +18,7 @@ from click.testing import CliRunner
 
 from train_fixtures import make_dataset
 from training import runs
-from training.loop import format_duration
+from training.run_outputs import format_duration
 from training.progressive import GrowthSchedule
 from training.runlog import stamped, unstamped
 from training.train import main

@@ -388,7 +388,7 @@ def test_chaos_ten_kills_at_random_moments_end_bit_identical(data8, tmp_path):
 
 def test_stop_labels_are_exact_and_marked():
     from training.config import TrainConfig
-    from training.loop import kimg_label, snapshot_path
+    from training.run_outputs import kimg_label, snapshot_path
 
     coarse, fine = TrainConfig(tick=4, snap=50), TrainConfig(tick=0.016, snap=2)
     assert kimg_label(1280, coarse, stop=True) == kimg_label(1280, fine, stop=True) == "000001.280-stop"

@@ -32,8 +32,8 @@ from tqdm import tqdm
 from tools.dataset_image import FILTERS, TRANSFORMS, ImageSpec, Result, peek_kind, process_chunk
 from tools.dataset_sources import Listing, file_labels, folder_labels, list_source, read_item, source_kind
 from tools.dataset_writer import ShardWriter, check_dest, commit, new_partial
+from training.data_info import DatasetInfo
 
-FORMAT = "stylegan-dataset/1"
 _CHANNEL_PEEK = 256  # inputs whose headers decide the default --channels
 
 
@@ -237,14 +237,15 @@ def _convert(source: Path, dest: Path, work: Path, *, resolution: int, transform
     if writer.num_written == 0:
         raise click.ClickException(f"--source {source}: no usable image among {len(names)} inputs "
                                    f"(skipped: {', '.join(f'{n} {r}' for r, n in reasons.most_common())})")
-    info = {
-        "format": FORMAT, "resolution": resolution, "channels": channels, "num_images": writer.num_written,
-        "num_classes": len(class_index), "class_names": class_names,
-        "class_counts": [class_counts[k] for k in range(len(class_index))] if class_names else None,
-        "shards": writer.shards, "source": source_name, "transform": transform, "resize_filter": resize_filter,
-        "seed": seed, "skipped": sorted(skipped, key=lambda s: s["input"]), "created_by": "tools/dataset_tool.py",
-    }
-    commit(work, dest, prefix, info)
+    info = DatasetInfo(
+        resolution=resolution, channels=channels, num_images=writer.num_written, num_classes=len(class_index),
+        class_names=tuple(class_names) if class_names else None,
+        class_counts=tuple(class_counts[k] for k in range(len(class_index))) if class_names else None,
+        shards=tuple(s["name"] for s in writer.shards), shard_counts=tuple(s["count"] for s in writer.shards),
+        source=source_name, transform=transform, resize_filter=resize_filter, seed=seed,
+        skipped=tuple(sorted(skipped, key=lambda s: s["input"])), created_by="tools/dataset_tool.py",
+    )
+    commit(work, dest, prefix, info.to_dict())  # the reader's schema (training.data_info), written by it
     dt = time.perf_counter() - t0
     click.echo(f"Wrote {writer.num_written} images ({resolution}x{resolution}, {channels} channel(s), "
                f"{len(class_index)} classes) in {len(writer.shards)} shards to {dest} "

@@ -33,12 +33,13 @@ import re
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
-import numpy as np
 import torch
 from torch import nn
 
+from stylegan import sampling
+
 NOISE_MODES = ("const", "random", "none")
-MAX_SEED = 2**32 - 1
+MAX_SEED = sampling.MAX_SEED
 MAX_LIST_LENGTH = 1_000_000  # a range longer than this is almost certainly a typo
 
 
@@ -272,29 +273,24 @@ def check_seed(seed: int) -> None:
 
 
 def seed_latent(seed: int, z_dim: int) -> torch.Tensor:
-    """``z`` [z_dim] for ``seed``: ``np.random.RandomState(seed).randn(z_dim)`` as float32, the latent
-    NVIDIA's tools draw for that seed (their mapping casts it to float32 too)."""
+    """``z`` [z_dim] for ``seed`` (:func:`stylegan.sampling.seed_latent`: NVIDIA's
+    ``np.random.RandomState(seed).randn(z_dim)`` as float32), after checking the seed."""
     check_seed(seed)
-    return torch.from_numpy(np.random.RandomState(seed).randn(z_dim)).float()
+    return sampling.seed_latent(seed, z_dim)
 
 
 def latents(seeds: Sequence[int], z_dim: int) -> torch.Tensor:
     """``z`` for each seed, ``[len(seeds), z_dim]`` on the CPU."""
-    return torch.stack([seed_latent(s, z_dim) for s in seeds]) if seeds else torch.zeros(0, z_dim)
-
-
-# Seeding a torch CPU generator with N gives the same Mersenne Twister state as
-# np.random.RandomState(N) (both use MT19937's init_genrand), so noise drawn from
-# torch.Generator().manual_seed(N) would reuse the raw bits of seed N's latent. The noise stream is
-# seeded from (N, _NOISE_STREAM) through numpy's SeedSequence hash instead.
-_NOISE_STREAM = 0x6E6F697365  # "noise"
+    for s in seeds:
+        check_seed(s)
+    return sampling.seed_latents(seeds, z_dim)
 
 
 def noise_generator(seed: int) -> torch.Generator:
-    """The CPU generator that draws the noise inputs of ``seed``'s image (``noise_mode='random'``)."""
+    """The CPU generator that draws the noise inputs of ``seed``'s image (``noise_mode='random'``;
+    :func:`stylegan.sampling.noise_generator`)."""
     check_seed(seed)
-    state = np.random.SeedSequence([seed, _NOISE_STREAM]).generate_state(1, np.uint32)[0]
-    return torch.Generator(device="cpu").manual_seed(int(state))
+    return sampling.noise_generator(seed)
 
 
 # ----- mapping and synthesis -----------------------------------------------------------------------

@@ -16,6 +16,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 import torch
+
+from stylegan import sampling
 from PIL import Image
 
 IMAGE_FORMATS = ("png", "jpg")
@@ -26,11 +28,11 @@ _FORMAT_CHANNELS = {"png": (1, 2, 3, 4), "jpg": (1, 3), "gif": (1, 2, 3, 4), "mp
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
-    """float [N, C, H, W] in [-1, 1] -> uint8 [N, H, W, C]: ``round(x * 127.5 + 127.5)``, clipped."""
+    """float [N, C, H, W] in [-1, 1] -> uint8 [N, H, W, C], quantised as StyleGAN2-ADA does
+    (:func:`stylegan.sampling.to_uint8`: ``x * 127.5 + 128``, clamped, truncated)."""
     if images.ndim != 4:
         raise ValueError(f"images: expected [N, C, H, W], got shape {tuple(images.shape)}")
-    x = (images.detach().float().cpu() * 127.5 + 127.5).round().clamp(0, 255).to(torch.uint8)
-    return x.permute(0, 2, 3, 1).contiguous().numpy()
+    return sampling.to_uint8(images.detach().cpu()).permute(0, 2, 3, 1).contiguous().numpy()
 
 
 def check_channels(channels: int, fmt: str) -> None:

@@ -63,13 +63,17 @@ class DatasetInfo:
         return self.num_classes > 0
 
     def to_dict(self) -> dict[str, Any]:
-        """The dataset.json form: shard entries are `{"name", "count"}` with names, not URLs."""
-        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("shards", "shard_counts")}
-        out["class_names"] = None if self.class_names is None else list(self.class_names)
-        out["class_counts"] = None if self.class_counts is None else list(self.class_counts)
-        out["skipped"] = [dict(s) for s in self.skipped]
-        out["shards"] = [{"name": _shard_name(u), "count": c} for u, c in zip(self.shards, self.shard_counts)]
-        return out
+        """The dataset.json form, the one schema that tools/dataset_tool.py writes and
+        :meth:`from_dict` reads: shard entries are `{"name", "count"}` with names, not URLs."""
+        return {
+            "format": self.format, "resolution": self.resolution, "channels": self.channels,
+            "num_images": self.num_images, "num_classes": self.num_classes,
+            "class_names": None if self.class_names is None else list(self.class_names),
+            "class_counts": None if self.class_counts is None else list(self.class_counts),
+            "shards": [{"name": _shard_name(u), "count": c} for u, c in zip(self.shards, self.shard_counts)],
+            "source": self.source, "transform": self.transform, "resize_filter": self.resize_filter,
+            "seed": self.seed, "skipped": [dict(s) for s in self.skipped], "created_by": self.created_by,
+        }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], base: str = "") -> DatasetInfo:

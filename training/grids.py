@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 from PIL.PngImagePlugin import PngInfo
 
+from stylegan.sampling import seed_latents, to_uint8
 from training.outputs import writing
 
 MAX_CLASS_ROWS = 16
@@ -53,10 +54,11 @@ def grid_layout(num_classes: int, class_names: Sequence[str] | None = None) -> G
     return GridLayout(len(classes), CLASS_COLS, classes, names)
 
 
-def grid_inputs(layout: GridLayout, z_dim: int, c_dim: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Fixed latents ``[rows * cols, z_dim]`` and one-hot labels for the grid (CPU tensors)."""
-    gen = torch.Generator().manual_seed(seed)
-    z = torch.randn([layout.size, z_dim], generator=gen)
+def grid_inputs(layout: GridLayout, z_dim: int, c_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fixed latents ``[rows * cols, z_dim]`` and one-hot labels for the grid (CPU tensors): cell
+    ``i`` is seed ``i`` (:func:`stylegan.sampling.seed_latent`, the latent ``tools/generate.py``
+    draws), so ``generate.py --seeds`` on a snapshot shows the same digits as its grid."""
+    z = seed_latents(range(layout.size), z_dim)
     if layout.row_classes is None or c_dim == 0:
         return z, torch.zeros([layout.size, c_dim])
     idx = torch.tensor([cls for cls in layout.row_classes for _ in range(layout.cols)])
@@ -75,9 +77,6 @@ def generate_images(
     return torch.cat(out)
 
 
-def to_uint8(img: torch.Tensor) -> torch.Tensor:
-    """Float images in [-1, 1] -> uint8 in [0, 255]."""
-    return (img.float() * 127.5 + 128).clamp(0, 255).to(torch.uint8)
 
 
 def collect_reals(

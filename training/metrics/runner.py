@@ -31,6 +31,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from stylegan.sampling import class_generator, noise_generator, seed_latents, to_uint8
+
 from training.metrics.features import FeatureExtractor
 from training.metrics.frechet import FeatureMoments, frechet_distance
 from training.metrics.gather import Ranks, all_gather_objects, broadcast_object, run_parts
@@ -65,19 +67,15 @@ def generator_resolution(G: nn.Module) -> int:
 def seed_inputs(
     seeds: Sequence[int], z_dim: int, class_probs: torch.Tensor | None
 ) -> tuple[torch.Tensor, torch.Tensor | None, list[torch.Generator]]:
-    """``z`` [N, z_dim], one-hot ``c`` [N, classes] (or None) and each seed's CPU generator,
-    positioned after z (and the class draw), which then draws that image's noise inputs."""
-    zs, cs, gens = [], [], []
-    for s in seeds:
-        gen = torch.Generator().manual_seed(s)
-        zs.append(torch.randn(z_dim, generator=gen))
-        if class_probs is not None:
-            cs.append(torch.multinomial(class_probs, 1, generator=gen))
-        gens.append(gen)
-    z = torch.stack(zs)
+    """``z`` [N, z_dim], one-hot ``c`` [N, classes] (or None) and each seed's noise generator, all
+    from :mod:`stylegan.sampling`: seed ``s``'s latent is the one ``tools/generate.py`` draws, its
+    class comes from the seed's class generator, its noise inputs from its noise generator."""
+    z = seed_latents(seeds, z_dim)
+    gens = [noise_generator(s) for s in seeds]
     if class_probs is None:
         return z, None, gens
-    return z, nn.functional.one_hot(torch.cat(cs), class_probs.numel()).float(), gens
+    cs = torch.cat([torch.multinomial(class_probs, 1, generator=class_generator(s)) for s in seeds])
+    return z, nn.functional.one_hot(cs, class_probs.numel()).float(), gens
 
 
 @torch.no_grad()
@@ -88,7 +86,7 @@ def generate_uint8(G: nn.Module, seeds: Sequence[int], *, class_probs: torch.Ten
     z, c, gens = seed_inputs(seeds, G.z_dim, class_probs)
     img = G(z.to(device), None if c is None else c.to(device), truncation_psi=truncation_psi,
             noise_mode=noise_mode, generator=gens)
-    return (img.float() * 127.5 + 128).clamp(0, 255).to(torch.uint8)  # as StyleGAN2-ADA quantises
+    return to_uint8(img)  # as StyleGAN2-ADA quantises
 
 
 def _bar(total: int, desc: str, enabled: bool) -> tqdm:
