@@ -92,7 +92,8 @@ def frechet(a: np.ndarray, b: np.ndarray) -> float:
 
     mu_a, mu_b = a.mean(0), b.mean(0)
     cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    covmean, _ = linalg.sqrtm(cov_a @ cov_b, disp=False)
+    covmean = linalg.sqrtm(cov_a @ cov_b)
+    covmean = covmean[0] if isinstance(covmean, tuple) else covmean
     return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a + cov_b - 2 * np.real(covmean)))
 
 
@@ -100,6 +101,7 @@ def generated(snapshot: Path) -> tuple[np.ndarray, np.ndarray]:
     """PER_CLASS digits of each class from the snapshot's G_ema, as uint8 ``[N, 32, 32]``."""
     import torch
 
+    from stylegan.sampling import to_uint8
     from tools.genlib import generate, load_generator
 
     G = load_generator(str(snapshot), device="cpu")
@@ -108,7 +110,7 @@ def generated(snapshot: Path) -> tuple[np.ndarray, np.ndarray]:
         seeds = list(range(c * PER_CLASS, (c + 1) * PER_CLASS))
         with torch.no_grad():
             img = generate(G, seeds, truncation_psi=1.0, class_idx=c)
-        out.append(((img[:, 0].clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy())
+        out.append(to_uint8(img[:, 0]).numpy())
         labels += [c] * PER_CLASS
     return np.concatenate(out), np.array(labels)
 

@@ -19,6 +19,7 @@ import pytest
 import torch
 
 import stylegan
+from training.checkpoint import load_state
 from train_fixtures import make_dataset
 
 REPO = Path(__file__).resolve().parents[1]
@@ -86,6 +87,23 @@ def test_torchrun_two_processes(data8, tmp_path):
     out = tmp_path / "runs"
     _run([str(BIN / "torchrun"), "--standalone", "--nproc-per-node=2", *_train_args(data8, out)])
     _check_run(out, 2)
+
+
+@pytest.mark.parametrize("aug", [["--aug", "ada", "--ada-kimg", "0.05"], ["--aug", "diffaug"]])
+def test_torchrun_two_processes_with_augmentation(data8, tmp_path, aug):
+    """ADA and DiffAugment end to end on 2 processes; ADA's p (moved from every process's r_t sums)
+    is in the stats and the state, and the replica check of every tick passed."""
+    out = tmp_path / "runs"
+    _run([str(BIN / "torchrun"), "--standalone", "--nproc-per-node=2", *_train_args(data8, out), *aug])
+    _check_run(out, 2)
+    (run,) = list(out.iterdir())
+    stats = [json.loads(x) for x in (run / "stats.jsonl").read_text().splitlines()]
+    state = load_state(run / "state").training["augment"]
+    assert state["mode"] == aug[1]
+    if aug[1] == "ada":
+        # 4 D steps of 8 images over 2 processes: one update of p by 8 * 4 / 50 = 0.64 (up or down).
+        assert state["d_steps"] == 4 and state["controller"]["last_rt"] is not None
+        assert stats[-1]["aug_p"] == pytest.approx(state["p"]) and state["p"] in (0.0, pytest.approx(0.64))
 
 
 def test_accelerate_launch_two_processes(data8, tmp_path):
