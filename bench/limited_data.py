@@ -1,7 +1,7 @@
 """Limited data: the tiny preset on 100, 300 and all 1,797 demo digits, with --aug none / ada / diffaug.
 
     pip install scikit-learn                         # the scorer lives here, not in the package
-    python bench/limited_data.py                     # 3 subsets x 3 augmentations, 20 kimg each
+    python bench/limited_data.py                     # 3 subsets x 3 augmentations, 20 kimg each, ADA at --ada-kimg 5
     python bench/limited_data.py --subsets 100 --augs none,ada --kimg 10
     python bench/limited_data.py --append            # also add the table to docs/benchmarks.md
 
@@ -115,9 +115,11 @@ def generated(snapshot: Path) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(out), np.array(labels)
 
 
-def train(data: Path, aug: str, kimg: float, outdir: Path, threads: int) -> Path:
+def train(data: Path, aug: str, kimg: float, outdir: Path, threads: int, ada_kimg: float) -> Path:
     cmd = [sys.executable, str(ROOT / "training" / "train.py"), "--preset", "tiny", "--data", str(data), "--aug", aug,
            "--kimg", str(kimg), "--outdir", str(outdir), "--no-progress", "--threads", str(threads), "--snap", "1000"]
+    if aug == "ada":
+        cmd += ["--ada-kimg", str(ada_kimg)]
     subprocess.run(cmd, check=True, capture_output=True, text=True)
     (run,) = outdir.iterdir()
     return run
@@ -127,16 +129,30 @@ def train(data: Path, aug: str, kimg: float, outdir: Path, threads: int) -> Path
 @click.option("--subsets", default="100,300,1797", show_default=True, help="How many real digits each run trains on.")
 @click.option("--augs", default="none,ada,diffaug", show_default=True, help="The --aug values to compare.")
 @click.option("--kimg", default=20.0, show_default=True, help="Training images per run (thousands), the same for all.")
+@click.option("--ada-kimg", default=5.0, show_default=True,
+              help="ADA's speed for these short runs (the paper's 500 suits 25,000-kimg runs: p could not move here).")
 @click.option("--threads", default=max(1, os.cpu_count() or 1), show_default=True, help="CPU threads per run.")
 @click.option("--keep", type=click.Path(path_type=Path), default=None, help="Keep the runs in this folder.")
 @click.option("--append", is_flag=True, help="Also append the table to docs/benchmarks.md.")
-def main(subsets: str, augs: str, kimg: float, threads: int, keep: Path | None, append: bool) -> None:
+@click.option("--score", "score_runs", multiple=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Instead of training: score every snapshot of this existing run folder (quality against kimg).")
+def main(subsets: str, augs: str, kimg: float, ada_kimg: float, threads: int, keep: Path | None, append: bool,
+         score_runs: tuple[Path, ...]) -> None:
     images, labels = real_digits()
     clf = fit_scorer(images, labels)
     real_feat = features(clf, images)
     half = len(images) // 2
     floor = frechet(real_feat[:half], real_feat[half:])
     real_acc = float((clf.predict(images.reshape(len(images), -1) / 255.0) == labels).mean())
+    if score_runs:
+        for run in score_runs:
+            for snapshot in sorted(run.glob("network-snapshot-*.safetensors")):
+                fake, fake_labels = generated(snapshot)
+                pred = clf.predict(fake.reshape(len(fake), -1) / 255.0)
+                acc = float(np.mean([(pred[fake_labels == c] == c).mean() for c in range(10)]))
+                print(f"{run.name} {snapshot.name}: class accuracy {acc:.3f}, fd {frechet(features(clf, fake), real_feat):.2f}"
+                      f" (fd real/real {floor:.2f})", flush=True)
+        return
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         work = keep or Path(tmp)
@@ -144,7 +160,7 @@ def main(subsets: str, augs: str, kimg: float, threads: int, keep: Path | None, 
             data = write_subset(images, labels, n, work / f"data{n}")
             for aug in augs.split(","):
                 t0 = time.time()
-                run = train(data, aug, kimg, work / f"runs-{n}-{aug}", threads)
+                run = train(data, aug, kimg, work / f"runs-{n}-{aug}", threads, ada_kimg)
                 snapshot = max(run.glob("network-snapshot-*.safetensors"), key=lambda p: p.stat().st_mtime)
                 fake, fake_labels = generated(snapshot)
                 pred = clf.predict(fake.reshape(len(fake), -1) / 255.0)
@@ -156,7 +172,7 @@ def main(subsets: str, augs: str, kimg: float, threads: int, keep: Path | None, 
                 print(f"{n:5d} {aug:8s} acc {r['acc']:.3f} fd {r['fd']:.2f} p {r['p']} rt {r['rt']} ({r['min']:.1f} min)",
                       flush=True)
     fmt = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
-    lines = [f"Limited data, tiny preset, {kimg:g} kimg per run, {platform.node()} ({os.cpu_count()} CPUs), "
+    lines = [f"Limited data, tiny preset, {kimg:g} kimg per run (ADA: --ada-kimg {ada_kimg:g}), {platform.node()} ({os.cpu_count()} CPUs), "
              f"{time.strftime('%Y-%m-%d')}; scorer accuracy on the real digits {real_acc:.3f}, fd real/real {floor:.2f}",
              "", "| digits | --aug | class accuracy | fd | final p | last r_t | minutes |", "|---|---|---|---|---|---|---|"]
     lines += [f"| {r['n']} | {r['aug']} | {r['acc']:.3f} | {r['fd']:.2f} | {fmt(r['p'], '.3f')} | {fmt(r['rt'], '.2f')} | "

@@ -6,7 +6,6 @@ three times in a row stops with one line, and an unreachable URL fails within a 
 from __future__ import annotations
 
 import http.server
-import io
 import json
 import shutil
 import socket
@@ -21,24 +20,12 @@ import torch
 from click.testing import CliRunner
 
 from test_data import PER_SHARD, SHARDS, _png, decode_ids, make_dataset
+from train_fixtures import rewrite_shard
 from training.runlog import unstamped
 from training.data import DataError, open_stream
 from training.data_info import open_url
 
 N = SHARDS * PER_SHARD
-
-
-def _rewrite(shard: Path, change) -> None:
-    """Rewrite a shard's members through ``change(name, data) -> data | None`` (None drops it)."""
-    with tarfile.open(shard) as tar:
-        members = [(m.name, tar.extractfile(m).read()) for m in tar if m.isfile()]
-    with tarfile.open(shard, "w") as tar:
-        for name, data in members:
-            data = change(name, data)
-            if data is not None:
-                ti = tarfile.TarInfo(name)
-                ti.size = len(data)
-                tar.addfile(ti, io.BytesIO(data))
 
 
 def _stream(ds: Path, **kw):
@@ -101,7 +88,7 @@ def test_bad_labels_and_a_class_outside_num_classes(ds):
     def change(name, data):
         return {"00000012.cls": b"abc", "00000013.cls": b"7", "00000014.cls": None}.get(name, data)
 
-    _rewrite(ds / "t-000001.tar", change)
+    rewrite_shard(ds / "t-000001.tar", change)
     ids, skipped, messages = _epoch(ds)
     _one(messages, "t-000001.tar' member '00000012.cls': label 'abc' is not a whole number")
     _one(messages, "t-000001.tar' member '00000013.cls': class 7 is outside 0..2")
@@ -132,7 +119,7 @@ def test_corrupt_images_and_wrong_sizes(ds):
             return _png(32, 3)  # 3 channels in a 1-channel dataset
         return data
 
-    _rewrite(ds / "t-000003.tar", change)
+    rewrite_shard(ds / "t-000003.tar", change)
     ids, skipped, messages = _epoch(ds)
     _one(messages, "t-000003.tar' member '00000031.png': unreadable image")
     _one(messages, "t-000003.tar' member '00000032.png': 8x8x3 pixels, dataset.json says 8x8x1")
@@ -141,7 +128,7 @@ def test_corrupt_images_and_wrong_sizes(ds):
 
 @pytest.mark.parametrize("workers", [0, 2])
 def test_bad_data_keeps_batches_deterministic_and_resumable(ds, workers):
-    _rewrite(ds / "t-000001.tar", lambda name, data: b"abc" if name == "00000015.cls" else data)
+    rewrite_shard(ds / "t-000001.tar", lambda name, data: b"abc" if name == "00000015.cls" else data)
     (ds / "t-000004.tar").write_bytes((ds / "t-000004.tar").read_bytes()[:2000])
     kw = dict(batch_size=7, workers=workers, mirror=True, shuffle_buffer=25)
     with warnings.catch_warnings():
@@ -176,7 +163,7 @@ def test_training_reports_bad_samples_in_the_tick_line_and_stats(tmp_path):
     from training.train import main
 
     data = make_train_dataset(tmp_path / "data", resolution=8, num_images=32, num_classes=4, shards=2)
-    _rewrite(data / "test-000000.tar", lambda name, d: b"x" if name.endswith(".cls") else d)  # half the labels
+    rewrite_shard(data / "test-000000.tar", lambda name, d: b"x" if name.endswith(".cls") else d)  # half the labels
     out = tmp_path / "runs"
     args = ["--preset", "tiny", "--data", str(data), "--outdir", str(out), "--batch", "8", "--tick", "0.016", "--workers", "0",
             "--threads", "1", "--kimg", "0.032"]
@@ -314,7 +301,7 @@ def test_loader_worker_warnings_reach_log_txt(tmp_path):
     from training.train import main
 
     data = make_train_dataset(tmp_path / "data", resolution=8, num_images=32, num_classes=4, shards=2)
-    _rewrite(data / "test-000001.tar", lambda name, d: b"x7" if name == "000020.cls" else d)
+    rewrite_shard(data / "test-000001.tar", lambda name, d: b"x7" if name == "000020.cls" else d)
     out = tmp_path / "runs"
     args = ["--preset", "tiny", "--data", str(data), "--outdir", str(out), "--batch", "8", "--workers", "1",
             "--threads", "1", "--kimg", "0.032", "--tick", "0.016", "--snap", "100"]

@@ -4,36 +4,23 @@ status 2 only when nothing usable is left or three shards in a row cannot be rea
 
 from __future__ import annotations
 
-import io
 import json
 import re
 import tarfile
 import warnings
 from pathlib import Path
 
-import numpy as np
 import pytest
 from click.testing import CliRunner
 
 from generate_helpers import make_network_file
 from metrics_helpers import ReplayGenerator, random_images, write_dataset
+from train_fixtures import rewrite_shard
 from tools.metrics import main
 from training.metrics import RandomConvFeatures, compute_metrics, parse_metrics
 
 N, PER_SHARD = 40, 10
 BROKEN_PNG = b"\x89PNG\r\n\x1a\nbroken"
-
-
-def _rewrite(shard: Path, change) -> None:
-    """Rewrite a shard's members through ``change(name, data) -> data``."""
-    with tarfile.open(shard) as tar:
-        members = [(m.name, tar.extractfile(m).read()) for m in tar if m.isfile()]
-    with tarfile.open(shard, "w") as tar:
-        for name, data in members:
-            data = change(name, data)
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
 
 
 def _truncate_at(shard: Path, member: str) -> None:
@@ -45,8 +32,8 @@ def _truncate_at(shard: Path, member: str) -> None:
 
 def _damage(ds: Path) -> list[int]:
     """Break shards 0-3 of ``ds`` in four ways; returns the ids of the images still usable."""
-    _rewrite(ds / "t-000000.tar", lambda name, data: BROKEN_PNG if name == "00000003.png" else data)
-    _rewrite(ds / "t-000001.tar", lambda name, data: b"abc" if name == "00000015.cls" else data)
+    rewrite_shard(ds / "t-000000.tar", lambda name, data: BROKEN_PNG if name == "00000003.png" else data)
+    rewrite_shard(ds / "t-000001.tar", lambda name, data: b"abc" if name == "00000015.cls" else data)
     _truncate_at(ds / "t-000002.tar", "00000024.png")
     (ds / "t-000003.tar").unlink()
     return [i for i in range(N) if i not in (3, 15) and not 24 <= i < 40]
@@ -96,7 +83,7 @@ def _cli(network: Path, ds: Path, tmp_path: Path):
 
 def test_cli_reports_the_skipped_reals(images, network, tmp_path):
     ds = write_dataset(tmp_path / "ds", images, per_shard=PER_SHARD)
-    _rewrite(ds / "t-000001.tar", lambda name, data: BROKEN_PNG if name == "00000012.png" else data)
+    rewrite_shard(ds / "t-000001.tar", lambda name, data: BROKEN_PNG if name == "00000012.png" else data)
     (ds / "t-000003.tar").write_bytes(b"")
     result = _cli(network, ds, tmp_path)
     assert result.exit_code == 0, result.output
@@ -116,7 +103,7 @@ def test_cli_stops_with_one_line(images, network, tmp_path, case):
         expect = "3 shards in a row unreadable"
     else:  # every shard reads, but no image decodes
         for s in range(4):
-            _rewrite(ds / f"t-{s:06d}.tar", lambda name, data: BROKEN_PNG)
+            rewrite_shard(ds / f"t-{s:06d}.tar", lambda name, data: BROKEN_PNG)
         expect = f"no usable real image: all {N} images"
     result = _cli(network, ds, tmp_path)
     assert result.exit_code == 2, result.output

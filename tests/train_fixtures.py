@@ -85,3 +85,17 @@ def run_loss_phase(name, G, D, opt, micro, *, settings, dist, pl_mean, scaler=No
     loss = StyleGAN2Loss(G, D, settings, augment=augment)
     loss.pl_mean.copy_(torch.as_tensor(pl_mean))
     return run_phase(name, loss, opt, micro, dist=dist, scaler=scaler)
+
+
+def rewrite_shard(shard: Path, change) -> None:
+    """Rewrite a shard's members through ``change(name, data) -> data | None`` (None drops the member):
+    the damaged copies of the data-fault tests."""
+    with tarfile.open(shard) as tar:
+        members = [(m.name, tar.extractfile(m).read()) for m in tar if m.isfile()]
+    with tarfile.open(shard, "w") as tar:
+        for name, data in members:
+            data = change(name, data)
+            if data is not None:
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
