@@ -14,6 +14,7 @@ data (which must be large, or the comparison proves nothing), the statistics, an
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import sys
 
@@ -50,12 +51,14 @@ def phase_grads(name, G, D, micro, dist, settings, pl_mean, augment=None):
     return opt.grads, result
 
 
-# Augmentation draws come from each micro-batch's generator: the same on any layout. ADA's pipeline
-# runs at a fixed p = 0.5 (every transform group of bgc fires for some samples), DiffAugment whole.
-AUGMENTS = {
-    "none": lambda: None,
-    "ada": lambda: Augmentation("fixed", augpipe="bgc", p=0.5),
-    "diffaug": lambda: Augmentation("diffaug"),
+# Variants: (loss, augmentation). Augmentation draws come from each micro-batch's generator: the
+# same on any layout. ADA's pipeline runs at a fixed p = 0.5 (every transform group of bgc fires for
+# some samples), DiffAugment whole. wgan-gp's gradient penalty has R1's double backward in D_main.
+VARIANTS = {
+    "none": ("ns", lambda: None),
+    "ada": ("ns", lambda: Augmentation("fixed", augpipe="bgc", p=0.5)),
+    "diffaug": ("ns", lambda: Augmentation("diffaug")),
+    "wgan-gp": ("wgan-gp", lambda: None),
 }
 
 
@@ -75,19 +78,21 @@ def main(out_path: str) -> None:
     dist = Dist.from_accelerate()
     torch.manual_seed(0)
     G, D = stylegan.build("tiny", RES, 1, C_DIM)
-    settings = LossSettings(r1_gamma=0.5, r1_interval=4, pl_weight=2.0, pl_interval=4, pl_batch_shrink=2, mixing=0.9)
+    base_settings = LossSettings(r1_gamma=0.5, r1_interval=4, pl_weight=2.0, pl_interval=4,
+                                 pl_batch_shrink=2, mixing=0.9)
     micro = global_micro_batches(dist.world_size)
     mine = micro[dist.rank * ROUNDS : (dist.rank + 1) * ROUNDS]
     pl_mean = torch.tensor(0.25)
     report: dict = {"world_size": dist.world_size, "phases": {}}
-    for aug, make in AUGMENTS.items():
+    for variant, (kind, make) in VARIANTS.items():
         augment = make()
+        settings = dataclasses.replace(base_settings, loss=kind)
         for name in PHASES:
             grads, result = phase_grads(name, G, D, mine, dist, settings, pl_mean, augment)
             if dist.rank == 0:
                 ref, ref_result = phase_grads(name, G, D, micro, Dist(), settings, pl_mean, augment)
                 wrong, _ = phase_grads(name, G, D, micro[:ROUNDS], Dist(), settings, pl_mean, augment)
-                report["phases"][f"{aug}:{name}"] = {
+                report["phases"][f"{variant}:{name}"] = {
                     "num_grads": sum(g is not None for g in grads),
                     "num_params": len(grads),
                     "max_rel_diff": max_rel_diff(grads, ref),
@@ -105,7 +110,7 @@ def main(out_path: str) -> None:
     opt_D = torch.optim.Adam(D.parameters(), lr=0.002, betas=(0.0, 0.99))
     for step in range(3):
         for name in PHASES:
-            run_loss_phase(name, G, D, opt_G if name.startswith("G") else opt_D, mine, settings=settings, dist=dist,
+            run_loss_phase(name, G, D, opt_G if name.startswith("G") else opt_D, mine, settings=base_settings, dist=dist,
                       pl_mean=pl_mean)
     spread = dist.max_difference(module_fingerprint([G, D]))
     w_avg = G.mapping.w_avg.clone()

@@ -90,7 +90,7 @@ def test_help_lists_every_option_with_its_default():
                "--dlr", "--cbase", "--cmax", "--map", "--mbstd-group", "--mirror", "--growth", "--growth-start", "--fade-kimg", "--stable-kimg", "--growth-batch",
                "--precision", "--tick", "--snap", "--state-every", "--resume", "--init", "--seed", "--workers", "--max-skipped", "--metrics",
                "--metrics-features", "--inception-weights", "--threads", "--no-progress", "--dry-run",
-               "--aug", "--augpipe", "--target", "--ada-kimg", "--p", "--diffaug",
+               "--aug", "--augpipe", "--target", "--ada-kimg", "--p", "--diffaug", "--loss", "--gp-weight", "--drift",
                "--resolution", "--channels", "--classes"]
     for opt in options:
         assert f" {opt} " in f" {text} ", opt

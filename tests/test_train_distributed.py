@@ -49,8 +49,11 @@ def test_gradients_equal_one_process_with_the_same_global_batch(processes, tmp_p
           str(REPO / "tests" / "dist_grad_worker.py"), str(report_path)])
     report = json.loads(report_path.read_text())
     assert report["world_size"] == processes
-    # Each phase without augmentation, with ADA's pipeline (fixed p 0.5) and with DiffAugment.
-    assert set(report["phases"]) == {f"{a}:{n}" for a in ("none", "ada", "diffaug") for n in ("G_main", "G_reg", "D_main", "D_reg")}
+    # Each phase without augmentation, with ADA's pipeline (fixed p 0.5), with DiffAugment, and with
+    # --loss wgan-gp (its gradient penalty's double backward in D_main).
+    variants = ("none", "ada", "diffaug", "wgan-gp")
+    assert set(report["phases"]) == {f"{a}:{n}" for a in variants for n in ("G_main", "G_reg", "D_main", "D_reg")}
+    assert "gp_penalty" in report["phases"]["wgan-gp:D_main"]["sums"]
     for name, r in report["phases"].items():
         assert not r["skipped"], name
         assert r["num_grads"] >= r["num_params"] - 2 > 0, name  # the ToRGB / output biases have no R1/PL gradient

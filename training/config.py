@@ -18,6 +18,7 @@ from typing import Any
 
 from stylegan.config import suggest
 from stylegan.presets import PRESETS
+from training.loss import LOSSES
 from training.metrics.features import EXTRACTORS
 from training.metrics.specs import parse_metrics
 
@@ -57,6 +58,9 @@ class TrainConfig:
     batch: int | None = None
     batch_gpu: int | None = None
     gamma: float | None = None
+    loss: str = "ns"  # the adversarial loss (training.loss.LOSSES)
+    gp_weight: float = 10.0  # --loss wgan-gp: weight of the gradient penalty (Gulrajani et al. 2017)
+    drift: float = 0.001  # --loss wgan-gp: ProGAN's drift term on D(real)^2
     r1_interval: int = 16
     pl_weight: float | None = None
     pl_interval: int = 4
@@ -158,6 +162,10 @@ class TrainConfig:
         parse_growth_batch(self.growth_batch)
         if self.precision is not None and self.precision not in PRECISIONS:
             raise ConfigError("--precision", f"{self.precision!r}: expected one of {', '.join(PRECISIONS)}")
+        if self.loss not in LOSSES:
+            raise ConfigError("--loss", f"{self.loss!r}: expected one of {', '.join(LOSSES)}{suggest(self.loss, LOSSES)}")
+        _non_negative(self.gp_weight, "gp_weight")
+        _non_negative(self.drift, "drift")
         if self.aug is not None and self.aug not in AUG_MODES:
             hint = " (NVIDIA's 'noaug' is 'none' here)" if self.aug == "noaug" else suggest(self.aug, AUG_MODES)
             raise ConfigError("--aug", f"{self.aug!r}: expected one of {', '.join(AUG_MODES)}{hint}")

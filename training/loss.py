@@ -103,32 +103,104 @@ def run_D(D: torch.nn.Module, img: torch.Tensor, c: torch.Tensor, precision: str
     return D(img, c, precision=precision).reshape(img.shape[0]).float()
 
 
+# ---------------------------------------------------------------------------------------- adversarial losses
+LOSSES = ("ns", "minimax", "lsgan", "hinge", "wgan-gp")
+# LSGAN's targets (Mao et al. 2017, sec. 3.2.3, the "0-1 coding" of eq. 9): D pushes fakes to a and
+# reals to b, G pushes its fakes to c.
+LSGAN_A, LSGAN_B, LSGAN_C = 0.0, 1.0, 1.0
+
+
+def g_term(kind: str, logits: torch.Tensor) -> torch.Tensor:
+    """G's per-sample loss from D's logits on its fakes."""
+    if kind == "ns":  # non-saturating: -log(sigmoid(D(G(z)))) (Goodfellow et al. 2014, sec. 3)
+        return F.softplus(-logits)
+    if kind == "minimax":  # the original objective: G minimises log(1 - sigmoid(D(G(z)))) (eq. 1)
+        return -F.softplus(logits)
+    if kind == "lsgan":  # Mao et al. 2017, eq. 2: 1/2 (D(G(z)) - c)^2
+        return 0.5 * (logits - LSGAN_C).square()
+    if kind in ("hinge", "wgan-gp"):  # -D(G(z)) (SAGAN / BigGAN hinge; WGAN's critic for G)
+        return -logits
+    raise ValueError(f"--loss {kind!r}: expected one of {', '.join(LOSSES)}")
+
+
+def d_fake_term(kind: str, logits: torch.Tensor) -> torch.Tensor:
+    """D's per-sample loss on fakes."""
+    if kind in ("ns", "minimax"):  # -log(1 - sigmoid(D(G(z))))
+        return F.softplus(logits)
+    if kind == "lsgan":  # 1/2 (D(G(z)) - a)^2
+        return 0.5 * (logits - LSGAN_A).square()
+    if kind == "hinge":  # max(0, 1 + D(G(z)))
+        return F.relu(1 + logits)
+    if kind == "wgan-gp":  # the critic's D(G(z)) (Gulrajani et al. 2017, Algorithm 1)
+        return logits
+    raise ValueError(f"--loss {kind!r}: expected one of {', '.join(LOSSES)}")
+
+
+def d_real_term(kind: str, logits: torch.Tensor, drift: float = 0.0) -> torch.Tensor:
+    """D's per-sample loss on reals (with ProGAN's drift ``drift * D(x)^2`` for wgan-gp)."""
+    if kind in ("ns", "minimax"):  # -log(sigmoid(D(x)))
+        return F.softplus(-logits)
+    if kind == "lsgan":  # 1/2 (D(x) - b)^2
+        return 0.5 * (logits - LSGAN_B).square()
+    if kind == "hinge":  # max(0, 1 - D(x))
+        return F.relu(1 - logits)
+    if kind == "wgan-gp":  # -D(x) + drift D(x)^2 (ProGAN sec. A.1 keeps the critic near 0)
+        return -logits + drift * logits.square()
+    raise ValueError(f"--loss {kind!r}: expected one of {', '.join(LOSSES)}")
+
+
+def fake_images(G, z, c, *, mixing: float, gen: torch.Generator, precision: str = "fp32") -> torch.Tensor:
+    """G's images for D's phase: no graph into G (it is frozen there)."""
+    with torch.no_grad():
+        img, _ = run_G(G, z, c, mixing=mixing, gen=gen, update_emas=True, precision=precision)
+    return img
+
+
 def g_main_loss(
-    G, D, z, c, *, mixing: float, gen: torch.Generator, precision: str = "fp32", augment: "Augment | None" = None
+    G, D, z, c, *, mixing: float, gen: torch.Generator, precision: str = "fp32", augment: "Augment | None" = None,
+    kind: str = "ns",
 ):
-    """Non-saturating G loss ``softplus(-D(G(z)))`` per sample, and the fake logits."""
+    """G's adversarial loss per sample (non-saturating ``softplus(-D(G(z)))`` by default), and the
+    fake logits."""
     img, _ = run_G(G, z, c, mixing=mixing, gen=gen, update_emas=True, precision=precision)
     logits = run_D(D, img, c, precision, augment, gen)
-    return F.softplus(-logits), logits.detach()
+    return g_term(kind, logits), logits.detach()
 
 
 def d_fake_loss(
-    G, D, z, c, *, mixing: float, gen: torch.Generator, precision: str = "fp32", augment: "Augment | None" = None
+    G, D, z, c, *, mixing: float, gen: torch.Generator, precision: str = "fp32", augment: "Augment | None" = None,
+    kind: str = "ns", img: torch.Tensor | None = None,
 ):
-    """D loss on fakes ``softplus(D(G(z)))`` per sample, and the logits; G runs without a graph."""
-    with torch.no_grad():
-        img, _ = run_G(G, z, c, mixing=mixing, gen=gen, update_emas=True, precision=precision)
+    """D's loss on fakes per sample (``softplus(D(G(z)))`` by default), and the logits; G runs
+    without a graph (or ``img`` are its images already)."""
+    if img is None:
+        img = fake_images(G, z, c, mixing=mixing, gen=gen, precision=precision)
     logits = run_D(D, img, c, precision, augment, gen)
-    return F.softplus(logits), logits.detach()
+    return d_fake_term(kind, logits), logits.detach()
 
 
 def d_real_loss(
     D, real: torch.Tensor, c: torch.Tensor, *, precision: str = "fp32", augment: "Augment | None" = None,
-    gen: torch.Generator | None = None,
+    gen: torch.Generator | None = None, kind: str = "ns", drift: float = 0.0,
 ):
-    """D loss on reals ``softplus(-D(x))`` per sample, and the logits."""
+    """D's loss on reals per sample (``softplus(-D(x))`` by default), and the logits."""
     logits = run_D(D, real, c, precision, augment, gen)
-    return F.softplus(-logits), logits.detach()
+    return d_real_term(kind, logits, drift), logits.detach()
+
+
+def gradient_penalty(
+    D, real: torch.Tensor, fake: torch.Tensor, c: torch.Tensor, *, gen: torch.Generator, grad_scale: float = 1.0,
+    precision: str = "fp32", augment: "Augment | None" = None,
+) -> torch.Tensor:
+    """WGAN-GP's ``(||grad D(x_hat)||_2 - 1)^2`` per sample (Gulrajani et al. 2017, eq. 3) at
+    ``x_hat = eps x + (1 - eps) G(z)``, ``eps ~ U[0, 1]`` per sample from ``gen``. The gradient is
+    taken with the fp16 loss scale and unscaled, as R1's (:func:`r1_penalty`)."""
+    eps = torch.rand([real.shape[0], 1, 1, 1], generator=gen, device=real.device, dtype=real.dtype)
+    x_hat = (eps * real.detach() + (1 - eps) * fake.detach()).requires_grad_(True)
+    logits = run_D(D, x_hat, c, precision, augment, gen)
+    (grads,) = torch.autograd.grad(logits.sum() * grad_scale, x_hat, create_graph=True)
+    norms = (grads.float() / grad_scale).square().sum(dim=[1, 2, 3]).add(1e-12).sqrt()
+    return (norms - 1).square()
 
 
 def r1_penalty(
@@ -213,6 +285,9 @@ class LossSettings:
     precision: str = "fp32"  # the networks' own precision argument (training.precision.network_precision)
     pl_decay: float = 0.01  # StyleGAN2's running-mean decay of the path lengths
     class_probs: tuple[float, ...] | None = None  # the fakes' label frequencies (the dataset's); None: uniform
+    loss: str = "ns"  # the adversarial loss (LOSSES)
+    gp_weight: float = 10.0  # wgan-gp: lambda of the gradient penalty (Gulrajani et al. 2017)
+    drift: float = 0.001  # wgan-gp: ProGAN's epsilon_drift
 
 
 # What D sees: images -> images with every random draw from the micro-batch's generator
@@ -252,6 +327,10 @@ class StyleGAN2Loss:
     def __init__(self, G: torch.nn.Module, D: torch.nn.Module, settings: LossSettings,
                  augment: Augment | None = None) -> None:
         self.G, self.D, self.s, self.augment = G, D, settings, augment
+        g_term(settings.loss, torch.zeros(1))  # an unknown --loss fails here, not mid-step
+        self.stats = dict(self.STATS)
+        if settings.loss == "wgan-gp":
+            self.stats["D_main"] = self.STATS["D_main"] + ("gp_penalty",)
         self.pl_mean = torch.zeros([], device=next(G.parameters()).device)
         self._pending_pl_mean: torch.Tensor | None = None
 
@@ -290,7 +369,7 @@ class StyleGAN2Loss:
         statistics (float64 sums by name). ``reduce`` sums tensors over processes in place
         (the path-length mean is over the whole phase)."""
         device = self.pl_mean.device
-        stats = {k: torch.zeros([], dtype=torch.float64, device=device) for k in self.STATS[name]}
+        stats = {k: torch.zeros([], dtype=torch.float64, device=device) for k in self.stats[name]}
         if name == "G_reg":
             self._path_length_phase(micro_batches, count, grad_scale, backward, reduce, stats)
             return stats
@@ -319,14 +398,25 @@ class StyleGAN2Loss:
             z = sample_z(n, self.G.z_dim, gen, device)
             c = sample_c(n, self.G.c_dim, gen, device, s.class_probs)
         if name == "G_main":
-            loss, fake = g_main_loss(self.G, self.D, z, c, mixing=s.mixing, gen=gen, precision=s.precision, augment=aug)
+            loss, fake = g_main_loss(self.G, self.D, z, c, mixing=s.mixing, gen=gen, precision=s.precision, augment=aug,
+                                     kind=s.loss)
             return loss.sum(), {"loss_G": loss.detach(), "scores_fake_G": fake}
         if name == "D_main":
-            loss_fake, fake = d_fake_loss(self.G, self.D, z, c, mixing=s.mixing, gen=gen, precision=s.precision, augment=aug)
-            loss_real, real = d_real_loss(self.D, mb.real, mb.real_c, precision=s.precision, augment=aug, gen=gen)
+            if s.loss == "wgan-gp" and self.G.c_dim:
+                c = mb.real_c  # fakes of the reals' classes, so each interpolate between them has one label
+            img = fake_images(self.G, z, c, mixing=s.mixing, gen=gen, precision=s.precision)
+            loss_fake, fake = d_fake_loss(self.G, self.D, z, c, gen=gen, mixing=s.mixing, precision=s.precision,
+                                          augment=aug, kind=s.loss, img=img)
+            loss_real, real = d_real_loss(self.D, mb.real, mb.real_c, precision=s.precision, augment=aug, gen=gen,
+                                          kind=s.loss, drift=s.drift if s.loss == "wgan-gp" else 0.0)
             loss = loss_fake + loss_real
-            return loss.sum(), {"loss_D": loss.detach(), "scores_real": real, "scores_fake": fake,
-                                "signs_real": real.sign()}
+            stats = {"loss_D": loss.detach(), "scores_real": real, "scores_fake": fake, "signs_real": real.sign()}
+            if s.loss == "wgan-gp":
+                gp = gradient_penalty(self.D, mb.real, img, mb.real_c, gen=gen, grad_scale=grad_scale,
+                                      precision=s.precision, augment=aug)
+                loss = loss + s.gp_weight * gp
+                stats["gp_penalty"] = gp.detach()
+            return loss.sum(), stats
         if name == "D_reg":
             penalty = r1_penalty(self.D, mb.real, mb.real_c, grad_scale=grad_scale, precision=s.precision,
                                  augment=aug, gen=gen)

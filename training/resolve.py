@@ -166,6 +166,16 @@ def resolve_run(
         network_defaults = stylegan.preset_network(preset, shape.resolution, world_size)
     except ValueError as err:
         raise ConfigError("--data", f"the dataset ({shape.resolution}x{shape.resolution}) does not fit --preset={preset!r}: {err}") from None
+    if cfg.loss == "wgan-gp":
+        # WGAN-GP's penalty already constrains D's gradients (at interpolates); R1 on top would
+        # regularise the same thing twice with two weights to tune.
+        if cfg.gamma and "gamma" in given:
+            raise ConfigError("--gamma", f"{cfg.gamma:g} with --loss wgan-gp: its gradient penalty (--gp-weight) "
+                                         "takes R1's place; leave --gamma out or set it to 0")
+        take("gamma", 0.0, "derived", "--loss wgan-gp has its own gradient penalty")
+    for name in ("gp_weight", "drift"):
+        if name in given and cfg.loss != "wgan-gp" and getattr(cfg, name) != getattr(_DEFAULTS, name):
+            raise ConfigError(option_name(name), f"applies to --loss wgan-gp only; this run has --loss {cfg.loss}")
     if cfg.init is not None and cfg.ema_rampup is None:
         take("ema_rampup", 0.0, "derived", "--init: G_ema starts trained")
     for name in RECIPE_FIELDS:

@@ -25,7 +25,6 @@ from training.config import TrainConfig
 from training.data import DatasetInfo, open_stream
 from training.distributed import Dist
 from training.feed import DataFeed
-from training.loss import StyleGAN2Loss
 from training.metrics import evaluate_snapshot
 from training.outputs import writing
 from training.runlog import RunLog
@@ -58,10 +57,10 @@ class TickStats:
                 self.sums[key] += value
                 self.counts[key] += r.count
 
-    def means(self) -> dict[str, float | None]:
-        """Every statistic the loss reports (:attr:`StyleGAN2Loss.STATS`), averaged over the tick's
-        samples; ``None`` for a phase that did not run in this tick."""
-        keys = [k for names in StyleGAN2Loss.STATS.values() for k in names]
+    def means(self, stats: dict[str, tuple[str, ...]]) -> dict[str, float | None]:
+        """Every statistic the loss reports (``stats``: :attr:`StyleGAN2Loss.stats`, phase -> names),
+        averaged over the tick's samples; ``None`` for a phase that did not run in this tick."""
+        keys = [k for names in stats.values() for k in names]
         return {k: (self.sums[k] / self.counts[k] if self.counts.get(k) else None) for k in keys}
 
 
@@ -166,7 +165,7 @@ def tick_record(session: Session, tick: TickStats, feed: DataFeed, state_age: fl
     return {
         "tick": p.tick, "kimg": p.nimg / 1000, "step": p.step, "sec": sec, "total_sec": p.train_sec,
         "sec_per_kimg": sec / max(tick.nimg / 1000, 1e-9), "img_per_sec": tick.nimg / sec,
-        "data_wait": (feed.wait_sec - tick.start_wait) / sec, **tick.means(), "pl_mean": float(session.loss.pl_mean), **session.augmentation.stats(),
+        "data_wait": (feed.wait_sec - tick.start_wait) / sec, **tick.means(session.loss.stats), "pl_mean": float(session.loss.pl_mean), **session.augmentation.stats(),
         "skipped": tick.skipped, "skipped_total": p.skipped_total, "data_skipped": feed.take_skipped(),
         "glr": session.opt_G.param_groups[0]["lr"], "dlr": session.opt_D.param_groups[0]["lr"],
         "peak_mem_gb": peak_memory_gb(dist.device), "phase": name, "resolution": res,

@@ -183,6 +183,9 @@ def build_session(
         precision=network_precision(cfg.precision),
         pl_decay=cfg.pl_decay,
         class_probs=class_probs(class_counts, net_config.c_dim),
+        loss=cfg.loss,
+        gp_weight=cfg.gp_weight,
+        drift=cfg.drift,
     )
     # Lazy regularisation's Adam correction whenever an interval is set, as in StyleGAN2-ADA's loop:
     # also when a weight is 0 (cifar has no path length, yet G's lr is 0.0025 * 4/5 there too).

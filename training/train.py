@@ -114,6 +114,11 @@ _FROM_PRESET = "[default: from --preset, printed at start]"
 @_opt("--stable-kimg", type=float, default=_DEFAULT.stable_kimg, help="Progressive growing: kimg per stable phase.")
 @_opt("--growth-batch", default=_DEFAULT.growth_batch,
       help="Progressive growing: global batch per resolution, e.g. '4:128,8:128,16:64' (others use --batch).")
+@_opt("--loss", type=str, default=_DEFAULT.loss,
+      help="Adversarial loss: ns (non-saturating logistic, StyleGAN2), minimax (Goodfellow et al. 2014), lsgan "
+           "(least squares, Mao et al. 2017), hinge (SAGAN/BigGAN), wgan-gp (Gulrajani et al. 2017, with ProGAN's drift).")
+@_opt("--gp-weight", type=float, default=_DEFAULT.gp_weight, help="--loss wgan-gp: weight of the gradient penalty.")
+@_opt("--drift", type=float, default=_DEFAULT.drift, help="--loss wgan-gp: weight of ProGAN's drift term D(x)^2.")
 @_opt("--aug", type=str, default=None,
       help="Augmentation of every image D sees: ada (StyleGAN2-ADA, p adapts to D's overfitting), fixed (the ADA "
            "pipeline at --p), diffaug (DiffAugment), none.  [default: the preset's: ada for the paper presets "
