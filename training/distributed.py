@@ -20,6 +20,37 @@ import torch.distributed as torch_dist
 from training.outputs import OutputError
 
 
+def _join_elastic_attempt() -> None:
+    """Under ``torchrun``'s elastic agent, join the process group through a store prefix of this
+    restart attempt.
+
+    The agent lets the workers use its own store (``TORCHELASTIC_USE_AGENT_STORE``), and that store
+    outlives a restart: the gloo addresses the killed attempt's workers published there are still
+    present when the new workers connect. A new worker that reads its peer's old address before the
+    peer has replaced it waits forever in gloo's ``connectFullMesh`` (seen here in 2 of 4 restarts
+    under load: both new workers listening, neither connected). Keys under a per-attempt prefix are
+    fresh by construction. Outside torchelastic (``accelerate launch``, plain ``python``) nothing
+    changes; Accelerate then finds the group initialised and uses it."""
+    import os
+
+    env = os.environ
+    if torch_dist.is_initialized() or env.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        return
+    world = int(env.get("WORLD_SIZE", "1"))
+    if world < 2:
+        return
+    from datetime import timedelta
+
+    attempt = env.get("TORCHELASTIC_RESTART_COUNT", "0")
+    store = torch_dist.TCPStore(env["MASTER_ADDR"], int(env["MASTER_PORT"]), world, is_master=False,
+                                timeout=timedelta(minutes=30))
+    prefixed = torch_dist.PrefixStore(f"stylegan/attempt_{attempt}", store)
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if backend == "nccl":
+        torch.cuda.set_device(int(env.get("LOCAL_RANK", "0")))
+    torch_dist.init_process_group(backend, store=prefixed, rank=int(env["RANK"]), world_size=world)
+
+
 @dataclass(frozen=True)
 class Dist:
     """Where this process stands: its rank, the number of processes and its device."""
@@ -49,6 +80,7 @@ class Dist:
         # exception"; torch 2.13, CPU). Our ops import it anyway (ops.impl), maybe too late.
         import torch._dynamo  # noqa: F401
 
+        _join_elastic_attempt()
         state = PartialState(cpu=not torch.cuda.is_available())
         device = torch.device(state.device)
         if device.type == "cpu":
