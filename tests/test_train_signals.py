@@ -12,6 +12,7 @@ import os
 import random
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -313,15 +314,25 @@ def _children(pid: int) -> list[int]:
 
 @pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="finds torchrun's workers through /proc")
 @pytest.mark.slow  # its restart hung under load until the group joined through a per-attempt store prefix (docs/reliability.md)
-def test_torchrun_elastic_restart_after_a_rank_is_killed(data8, tmp_path):
-    """torchrun --max-restarts with c10d rendezvous: SIGKILL one of two ranks mid-run; the group
-    restarts, --resume auto continues from the last state/ (kimg never goes back), the run finishes."""
+@pytest.mark.parametrize("launcher", ["torchrun", "accelerate"])
+def test_torchrun_elastic_restart_after_a_rank_is_killed(data8, tmp_path, launcher):
+    """torchrun --max-restarts with c10d rendezvous (and Accelerate's --max_restarts, which runs the
+    same agent): SIGKILL one of two ranks mid-run; the group restarts, --resume auto continues from
+    the last state/ (kimg never goes back), the run finishes."""
     out = tmp_path / "runs"
-    cmd = [str(BIN / "torchrun"), "--nnodes", "1:2", "--nproc-per-node", "2", "--max-restarts", "3",
-           "--rdzv-backend", "c10d", "--rdzv-endpoint", "localhost:0", "--rdzv-id", "elastic-test",
-           "--rdzv-conf", "last_call_timeout=1",  # do not wait 30 s for a second node that will not come
-           *train_args(data8, out, "--resume", "auto", "--kimg", "0.4", "--tick", "0.016", "--snap", "10",
-                       "--workers", "1", "--state-every", "0.02")]
+    if launcher == "torchrun":
+        head = [str(BIN / "torchrun"), "--nnodes", "1:2", "--nproc-per-node", "2", "--max-restarts", "3",
+                "--rdzv-backend", "c10d", "--rdzv-endpoint", "localhost:0", "--rdzv-id", "elastic-test",
+                "--rdzv-conf", "last_call_timeout=1"]  # do not wait 30 s for a second node that will not come
+    else:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        head = [str(BIN / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+                "--mixed_precision", "no", "--dynamo_backend", "no", "--max_restarts", "3", "--rdzv_backend", "c10d",
+                "--main_process_port", str(port)]
+    cmd = [*head, *train_args(data8, out, "--resume", "auto", "--kimg", "0.4", "--tick", "0.016", "--snap", "10",
+                              "--workers", "1", "--state-every", "0.02")]
     proc = subprocess.Popen(cmd, cwd=REPO, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
     progress = lambda: next(out.glob("*/state/progress.json"), None)  # noqa: E731
