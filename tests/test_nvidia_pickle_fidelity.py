@@ -6,7 +6,6 @@ see its README); the tests skip with the reason when that folder is absent.
 
 from __future__ import annotations
 
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
