@@ -115,6 +115,14 @@ def generated(snapshot: Path) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(out), np.array(labels)
 
 
+def score(clf, snapshot: Path, real_feat: np.ndarray) -> tuple[float, float]:
+    """``(class accuracy, fd)`` of a snapshot's G_ema against the real digits' features."""
+    fake, fake_labels = generated(snapshot)
+    pred = clf.predict(fake.reshape(len(fake), -1) / 255.0)
+    acc = float(np.mean([(pred[fake_labels == c] == c).mean() for c in range(10)]))
+    return acc, frechet(features(clf, fake), real_feat)
+
+
 def train(data: Path, aug: str, kimg: float, outdir: Path, threads: int, ada_kimg: float) -> Path:
     cmd = [sys.executable, str(ROOT / "training" / "train.py"), "--preset", "tiny", "--data", str(data), "--aug", aug,
            "--kimg", str(kimg), "--outdir", str(outdir), "--no-progress", "--threads", str(threads), "--snap", "1000"]
@@ -147,11 +155,9 @@ def main(subsets: str, augs: str, kimg: float, ada_kimg: float, threads: int, ke
     if score_runs:
         for run in score_runs:
             for snapshot in sorted(run.glob("network-snapshot-*.safetensors")):
-                fake, fake_labels = generated(snapshot)
-                pred = clf.predict(fake.reshape(len(fake), -1) / 255.0)
-                acc = float(np.mean([(pred[fake_labels == c] == c).mean() for c in range(10)]))
-                print(f"{run.name} {snapshot.name}: class accuracy {acc:.3f}, fd {frechet(features(clf, fake), real_feat):.2f}"
-                      f" (fd real/real {floor:.2f})", flush=True)
+                acc, fd = score(clf, snapshot, real_feat)
+                print(f"{run.name} {snapshot.name}: class accuracy {acc:.3f}, fd {fd:.2f} (fd real/real {floor:.2f})",
+                      flush=True)
         return
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -162,11 +168,9 @@ def main(subsets: str, augs: str, kimg: float, ada_kimg: float, threads: int, ke
                 t0 = time.time()
                 run = train(data, aug, kimg, work / f"runs-{n}-{aug}", threads, ada_kimg)
                 snapshot = max(run.glob("network-snapshot-*.safetensors"), key=lambda p: p.stat().st_mtime)
-                fake, fake_labels = generated(snapshot)
-                pred = clf.predict(fake.reshape(len(fake), -1) / 255.0)
-                acc = float(np.mean([(pred[fake_labels == c] == c).mean() for c in range(10)]))
+                acc, fd = score(clf, snapshot, real_feat)
                 last = [json.loads(l) for l in (run / "stats.jsonl").read_text().splitlines() if '"tick"' in l][-1]
-                rows.append({"n": n, "aug": aug, "acc": acc, "fd": frechet(features(clf, fake), real_feat),
+                rows.append({"n": n, "aug": aug, "acc": acc, "fd": fd,
                              "p": last.get("aug_p"), "rt": last.get("aug_rt"), "min": (time.time() - t0) / 60})
                 r = rows[-1]
                 print(f"{n:5d} {aug:8s} acc {r['acc']:.3f} fd {r['fd']:.2f} p {r['p']} rt {r['rt']} ({r['min']:.1f} min)",
