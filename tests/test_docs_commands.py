@@ -72,6 +72,8 @@ TABLE = [
     Rule(r"torchrun --standalone --nproc-per-node 2 training/train\.py --kimg 2", "parse",
          "the same under torchrun: minutes; tests/test_train_distributed.py"),
     Rule(r"torchrun --standalone --nproc-per-node 8 training/train\.py .*", "parse", "8 GPUs, /shards/ffhq256"),
+    Rule(r"python -m training\.launch --standalone --nproc-per-node 8 training/train\.py .*", "parse",
+         "8 GPUs, /shards/ffhq256 (tests/test_train_launch.py and test_train_signals.py run it on 2 CPU processes)"),
     Rule(r"torchrun --nnodes 1:2 --nproc-per-node 8 .*", "parse",
          "8 GPUs, /shards/ffhq256 (tests/test_train_signals.py restarts 2 CPU processes under this recipe)"),
     Rule(r"accelerate launch training/train\.py --data /shards/\S+( --preset paper256 --mirror)?", "parse",

@@ -298,6 +298,27 @@ def test_two_processes_group_sigterm_then_resume_on_one(data8, tmp_path):
     assert load_state(run / "state").progress["nimg"] == stopped["nimg"] + 16
 
 
+def test_training_launch_exits_0_after_a_ctrl_c_to_two_processes(data8, tmp_path):
+    """``python -m training.launch`` (torchrun in-process) on two processes, a group SIGINT as a
+    terminal's Ctrl-C sends it: each worker gets it twice (the terminal's, then torchrun's copy), which
+    must not abort the stop; state/ is written once and the launcher, not only the workers, exits 0
+    (torchrun itself exits 1 here)."""
+    out = tmp_path / "runs"
+    args = train_args(data8, out, "--kimg", "20", "--tick", "0.016", "--snap", "1000", "--workers", "1")
+    proc = subprocess.Popen([sys.executable, "-m", "training.launch", "--nproc-per-node", "2", *args], cwd=REPO,
+                            env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    wait_for(lambda: stats_lines(out) >= 2, proc, what="two ticks")
+    os.killpg(proc.pid, signal.SIGINT)
+    output = finish(proc, 180)
+    assert proc.returncode == 0, output[-6000:]
+    assert "all 2 training process(es) stopped cleanly with state/ saved at kimg" in output
+    assert "KeyboardInterrupt" not in output
+    (run,) = out.iterdir()
+    assert sum(line.startswith("stopped by SIGINT") for line in log_lines(run)) == 1
+    assert load_state(run / "state").progress["world_size"] == 2
+
+
 # ---------------------------------------------------------------------------------------- elastic
 def _children(pid: int) -> list[int]:
     """The processes whose parent is ``pid`` (from /proc)."""
@@ -314,14 +335,15 @@ def _children(pid: int) -> list[int]:
 
 @pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="finds torchrun's workers through /proc")
 @pytest.mark.slow  # its restart hung under load until the group joined through a per-attempt store prefix (docs/reliability.md)
-@pytest.mark.parametrize("launcher", ["torchrun", "accelerate"])
+@pytest.mark.parametrize("launcher", ["torchrun", "accelerate", "training.launch"])
 def test_torchrun_elastic_restart_after_a_rank_is_killed(data8, tmp_path, launcher):
     """torchrun --max-restarts with c10d rendezvous (and Accelerate's --max_restarts, which runs the
-    same agent): SIGKILL one of two ranks mid-run; the group restarts, --resume auto continues from
+    same agent, and ``python -m training.launch``, which is torchrun): SIGKILL one of two ranks mid-run; the group restarts, --resume auto continues from
     the last state/ (kimg never goes back), the run finishes."""
     out = tmp_path / "runs"
-    if launcher == "torchrun":
-        head = [str(BIN / "torchrun"), "--nnodes", "1:2", "--nproc-per-node", "2", "--max-restarts", "3",
+    if launcher != "accelerate":
+        start = [str(BIN / "torchrun")] if launcher == "torchrun" else [sys.executable, "-m", "training.launch"]
+        head = [*start, "--nnodes", "1:2", "--nproc-per-node", "2", "--max-restarts", "3",
                 "--rdzv-backend", "c10d", "--rdzv-endpoint", "localhost:0", "--rdzv-id", "elastic-test",
                 "--rdzv-conf", "last_call_timeout=1"]  # do not wait 30 s for a second node that will not come
     else:

@@ -273,6 +273,35 @@ def test_stop_request_turns_sigterm_into_a_flag():
     assert signal.getsignal(signal.SIGTERM) is previous
 
 
+@pytest.mark.parametrize("early", [False, True])
+def test_a_repeated_sigint_interrupts_only_when_it_comes_later(monkeypatch, early):
+    """A launcher's copy of the terminal's Ctrl-C (torchrun forwards it within milliseconds) must
+    not abort the stop; a person's second Ctrl-C, a second or more later, interrupts at once. With
+    ``early``, the first came during start-up (EarlySignals) and the repeat during training."""
+    from training import signals as S
+
+    clock = [100.0]
+    monkeypatch.setattr(S.time, "monotonic", lambda: clock[0])
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        first = S.EarlySignals.install() if early else None
+        if early:
+            os.kill(os.getpid(), signal.SIGINT)
+        with StopRequest(early=first) as stop:
+            if not early:
+                os.kill(os.getpid(), signal.SIGINT)
+            clock[0] += S.REPEAT_AFTER_SEC / 10
+            os.kill(os.getpid(), signal.SIGINT)  # the launcher's copy: dropped
+            assert stop.requested and stop.signal_name.startswith("SIGINT")
+            os.kill(os.getpid(), signal.SIGTERM)  # a SIGTERM never interrupts
+            clock[0] += S.REPEAT_AFTER_SEC
+            with pytest.raises(KeyboardInterrupt):
+                os.kill(os.getpid(), signal.SIGINT)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def test_run_log_trim_stats(tmp_path):
     from training.runlog import trim_stats
 

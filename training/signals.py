@@ -2,8 +2,10 @@
 
 The first signal only raises a flag: the loop finishes the optimizer step it is in, all processes
 agree to stop (the flag rides in the step's all-reduce), the main process writes ``state/`` and the
-run exits cleanly. A second SIGINT restores Python's default and interrupts at once, for people who
-really mean it. Handlers are installed for the duration of a ``with`` block and the previous ones are
+run exits cleanly. A second SIGINT, a second or more after the first, restores Python's default and
+interrupts at once, for people who really mean it; one that comes sooner is the same Ctrl-C passed
+on by a launcher (``torchrun`` sends each worker the signal it got, and the worker, in the terminal's
+process group, already had it), and is dropped. Handlers are installed for the duration of a ``with`` block and the previous ones are
 restored on exit; outside the main thread (where Python allows no handlers) the block does nothing.
 
 Schedulers (SLURM's ``scancel``, Kubernetes, a terminal's Ctrl-C, ``torchrun`` passing a signal on)
@@ -21,10 +23,22 @@ import contextlib
 import os
 import signal
 import threading
+import time
 from types import FrameType
 from typing import Any, Iterator
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+# A launcher's copy of a Ctrl-C arrives within milliseconds of the terminal's own; a person's second
+# press comes later.
+REPEAT_AFTER_SEC = 1.0
+
+
+def _interrupt_if_meant(first_at: float | None, signum: int) -> None:
+    """Raise KeyboardInterrupt for a SIGINT that repeats a stop signal seen at ``first_at``
+    (``time.monotonic``) at least :data:`REPEAT_AFTER_SEC` earlier; anything else returns."""
+    if signum == signal.SIGINT and first_at is not None and time.monotonic() - first_at >= REPEAT_AFTER_SEC:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        raise KeyboardInterrupt
 
 
 class EarlySignals:
@@ -32,10 +46,11 @@ class EarlySignals:
     data's metadata, building networks: seconds on a busy node), before :class:`StopRequest` is in
     place. Installed first thing by ``training/train.py`` run as a script; they are handed on to the
     :class:`StopRequest`, so the run stops at its first step with ``state/`` written and exits 0,
-    instead of dying of the default action. A second SIGINT interrupts at once."""
+    instead of dying of the default action. A second SIGINT interrupts at once (as above)."""
 
     def __init__(self) -> None:
         self.caught: list[str] = []
+        self.first_at: float | None = None
 
     @classmethod
     def install(cls) -> "EarlySignals":
@@ -46,10 +61,10 @@ class EarlySignals:
         return early
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
-        if self.caught and signum == signal.SIGINT:
-            signal.signal(signal.SIGINT, signal.default_int_handler)
-            raise KeyboardInterrupt
+        _interrupt_if_meant(self.first_at, signum)
         self.caught.append(signal.Signals(signum).name)
+        if self.first_at is None:
+            self.first_at = time.monotonic()
 
 
 class StopRequest:
@@ -60,6 +75,7 @@ class StopRequest:
 
     def __init__(self, early: EarlySignals | None = None) -> None:
         self.signal_name: str | None = None
+        self._first_at: float | None = None
         self._previous: dict[int, Any] = {}
         self._early = early
 
@@ -73,11 +89,10 @@ class StopRequest:
             self.signal_name = name
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
-        name = signal.Signals(signum).name
-        if self.signal_name is not None and signum == signal.SIGINT:
-            signal.signal(signal.SIGINT, signal.default_int_handler)
-            raise KeyboardInterrupt
-        self.request(name)
+        _interrupt_if_meant(self._first_at, signum)
+        if self._first_at is None:
+            self._first_at = time.monotonic()
+        self.request(signal.Signals(signum).name)
 
     def __enter__(self) -> "StopRequest":
         if threading.current_thread() is threading.main_thread():
@@ -85,6 +100,7 @@ class StopRequest:
                 self._previous[sig] = signal.signal(sig, self._handle)
         if self._early is not None and self._early.caught:
             self.request(f"{self._early.caught[0]} (during start-up)")
+            self._first_at = self._early.first_at
         return self
 
     def __exit__(self, *exc: Any) -> None:

@@ -52,6 +52,7 @@ from training.resolve import DataShape, ResolvedRun, resolve_run, with_network_f
 from training.runlog import RunLog, next_run_dir, trim_stats, write_json_atomic
 from training.runs import candidates, choose_run, data_location, dataset_fingerprint, fingerprint_differences
 from training.session import make_schedule
+from training.launch import report_clean_stop
 from training.signals import StopRequest
 
 _DEFAULT = TrainConfig()
@@ -254,6 +255,8 @@ def main(**opts: Any) -> None:
         log.close()
         if dist.active and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
+    if result.status == "stopped":  # for python -m training.launch: this process saved and exits 0
+        report_clean_stop(result.nimg, result.signal or "stop")
 
 
 # ---------------------------------------------------------------------------------------- start-up
