@@ -17,6 +17,8 @@ from typing import Any, Mapping
 G_ARCHITECTURES = ("orig", "skip", "resnet")
 D_ARCHITECTURES = ("orig", "skip", "resnet")
 GROWTH_MODES = ("none", "progressive")
+# Network families (stylegan/families.py builds each): StyleGAN2's mapping + modulated synthesis.
+FAMILIES = ("stylegan2",)
 
 # Upper bounds of every size, so that a config read from a stranger's file cannot ask for absurd
 # allocations (docs/networks.md, "Limits"). Each is far above any published network: config-f at
@@ -86,6 +88,7 @@ class NetworkConfig:
     """
 
     preset: str = "stylegan2"  # where the defaults came from; informational
+    family: str = "stylegan2"  # which networks these fields describe (stylegan/families.py)
     resolution: int = 1024  # output / input image size, a power of two >= 4
     img_channels: int = 3  # 1 grayscale, 3 RGB, 4 RGBA, any >= 1
     c_dim: int = 0  # number of classes; 0 = unconditional
@@ -149,6 +152,7 @@ class NetworkConfig:
         _check_choice("g_architecture", self.g_architecture, G_ARCHITECTURES)
         _check_choice("d_architecture", self.d_architecture, D_ARCHITECTURES)
         _check_choice("growth", self.growth, GROWTH_MODES)
+        _check_choice("family", self.family, FAMILIES)
         if not isinstance(self.use_noise, bool):
             raise ValueError(f"use_noise={_short(self.use_noise)}: expected True or False")
         taps = self.resample_filter

@@ -113,6 +113,8 @@ class DiscriminatorEpilogue(nn.Module):
 class Discriminator(GrowthMixin, nn.Module):
     """``D(img [N, img_channels, r, r], c [N, c_dim]) -> logits [N, 1]`` at growth stage ``r``."""
 
+    network_kind = "discriminator"  # for network files (stylegan/families.py)
+
     def __init__(self, config: NetworkConfig) -> None:
         super().__init__()
         if not isinstance(config, NetworkConfig):

@@ -20,6 +20,8 @@ from stylegan.synthesis import SynthesisNetwork
 class Generator(nn.Module):
     """``G(z [N, z_dim], c [N, c_dim]) -> img [N, img_channels, r, r]`` in [-1, 1] (unclamped)."""
 
+    network_kind = "generator"  # for network files (stylegan/families.py)
+
     def __init__(self, config: NetworkConfig) -> None:
         super().__init__()
         if not isinstance(config, NetworkConfig):

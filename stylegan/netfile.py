@@ -37,12 +37,11 @@ from safetensors.torch import save_file
 from torch import nn
 
 from stylegan.config import NetworkConfig
-from stylegan.discriminator import Discriminator
-from stylegan.generator import Generator
+from stylegan.families import BUILDERS, kind_of
 from stylegan.growth import check_stage
 
 FORMAT = "stylegan-net/1"
-KINDS: dict[str, type[nn.Module]] = {"generator": Generator, "discriminator": Discriminator}
+KINDS = BUILDERS  # kind -> builder from the config (any family)
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 # Bounds on what a file may ask of the reader (docs/networks.md, "Limits"). A 1024x1024 config-f
 # file with G, D and G_ema holds about 400 tensors in a header of about 60 KB.
@@ -71,10 +70,10 @@ class NetworkInfo:
 
 
 def _kind_of(name: str, module: nn.Module) -> str:
-    for kind, cls in KINDS.items():
-        if isinstance(module, cls):
-            return kind
-    raise ValueError(f"modules[{name!r}]: expected a Generator or Discriminator, got {type(module).__name__}")
+    kind = kind_of(module)
+    if kind is None:
+        raise ValueError(f"modules[{name!r}]: expected a Generator or Discriminator, got {type(module).__name__}")
+    return kind
 
 
 def save_network(

@@ -34,6 +34,7 @@ from typing import Any, Mapping
 
 from stylegan.config import NetworkConfig, is_power_of_two, suggest
 from stylegan.discriminator import Discriminator
+from stylegan.families import build_discriminator, build_generator
 from stylegan.generator import Generator
 
 
@@ -213,5 +214,7 @@ def build(
 
 
 def build_from_config(config: NetworkConfig) -> tuple[Generator, Discriminator]:
-    """``(G, D)`` for an already resolved config (e.g. read back from ``config.json``)."""
-    return Generator(config), Discriminator(config)
+    """``(G, D)`` for an already resolved config (e.g. read back from ``config.json``), of the
+    config's family (stylegan/families.py; annotated with StyleGAN2's classes, whose interface every
+    family offers)."""
+    return build_generator(config), build_discriminator(config)

@@ -1,0 +1,46 @@
+"""Network families: which G and D classes a :class:`~stylegan.config.NetworkConfig` describes.
+
+Every family's G offers the interface training and the tools use: ``G.mapping(z, c, truncation_psi,
+truncation_cutoff, update_emas) -> ws [N, num_ws, w_dim]`` (with a ``w_avg`` buffer),
+``G.synthesis(ws, noise_mode=, precision=, generator=) -> img``, ``G(z, c, ...)`` for both, the
+attributes ``z_dim, c_dim, w_dim, num_ws, img_resolution, img_channels, config``, and the growth
+stage (``set_growth``, ``growth_resolution``, ``growth_alpha``); D is ``D(img, c, precision=) ->
+logits [N, 1]`` with the same growth stage. A family without a mapping network (ProGAN, DCGAN)
+makes ``mapping`` the latent's own preparation with ``num_ws = 1``: style mixing then has nothing
+to mix, and truncation pulls the latent towards its tracked average. Each class says which kind of
+network it is (``network_kind``: ``'generator'`` or ``'discriminator'``) for network files.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from stylegan.config import FAMILIES, NetworkConfig
+
+
+def network_classes(config: NetworkConfig) -> tuple[type[nn.Module], type[nn.Module]]:
+    """The (G, D) classes of ``config.family``."""
+    if config.family == "stylegan2":
+        from stylegan.discriminator import Discriminator
+        from stylegan.generator import Generator
+
+        return Generator, Discriminator
+    raise ValueError(f"family={config.family!r}: expected one of {', '.join(map(repr, FAMILIES))}")
+
+
+def build_generator(config: NetworkConfig) -> nn.Module:
+    return network_classes(config)[0](config)
+
+
+def build_discriminator(config: NetworkConfig) -> nn.Module:
+    return network_classes(config)[1](config)
+
+
+# Network files name each module's kind; the builder of each.
+BUILDERS = {"generator": build_generator, "discriminator": build_discriminator}
+
+
+def kind_of(module: nn.Module) -> str | None:
+    """``'generator'`` / ``'discriminator'`` for a network of any family, else None."""
+    kind = getattr(type(module), "network_kind", None)
+    return kind if kind in BUILDERS else None
