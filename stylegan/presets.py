@@ -60,6 +60,11 @@ class Recipe:
     snap: int = 50
     precision: str = "fp16"  # ADA: float16 in the top num_fp16_res blocks (on CUDA)
     aug: str = "ada"  # ADA's default augmentation (train.py --aug=ada) for every configuration
+    loss: str = "ns"  # the adversarial loss (training.loss.LOSSES): StyleGAN2's non-saturating logistic
+    optimizer: str = "adam"
+    beta1: float = 0.0  # Adam's betas: StyleGAN2 (and ProGAN) use (0, 0.99)
+    beta2: float = 0.99
+    n_critic: int = 1  # D steps per G step
 
     def to_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}

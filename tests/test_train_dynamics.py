@@ -14,7 +14,9 @@ from training import loss as L
 from training.config import TrainConfig
 from training.distributed import Dist
 from training.resolve import DataShape, resolve_run
-from training.session import ADAM_BETAS, build_session, class_probs
+from training.session import build_session, class_probs
+
+ADAM_BETAS = (0.0, 0.99)  # StyleGAN2's (ProGAN sec. A.1: no first-moment momentum), every StyleGAN preset's
 from training.loss import LossSettings
 from training.step import MicroBatch
 from train_fixtures import run_loss_phase

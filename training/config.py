@@ -18,7 +18,7 @@ from typing import Any
 
 from stylegan.config import suggest
 from stylegan.presets import PRESETS
-from training.loss import LOSSES
+from training.loss import LOSSES, OPTIMIZERS
 from training.metrics.features import EXTRACTORS
 from training.metrics.specs import parse_metrics
 
@@ -58,9 +58,14 @@ class TrainConfig:
     batch: int | None = None
     batch_gpu: int | None = None
     gamma: float | None = None
-    loss: str = "ns"  # the adversarial loss (training.loss.LOSSES)
+    loss: str | None = None  # the adversarial loss (training.loss.LOSSES); default: the preset's (ns)
     gp_weight: float = 10.0  # --loss wgan-gp: weight of the gradient penalty (Gulrajani et al. 2017)
     drift: float = 0.001  # --loss wgan-gp: ProGAN's drift term on D(real)^2
+    clip: float = 0.01  # --loss wgan: D's weights are clipped to [-clip, clip] (Arjovsky et al. 2017)
+    n_critic: int | None = None  # D steps per G step (WGAN's n_critic); default 5 for wgan, else the preset's 1
+    optimizer: str | None = None  # adam | rmsprop; default rmsprop for wgan (its paper), else the preset's adam
+    beta1: float | None = None  # Adam's beta1 (StyleGAN2 and ProGAN 0, DCGAN 0.5); default: the preset's
+    beta2: float | None = None  # Adam's beta2 (0.99; DCGAN 0.999); default: the preset's
     r1_interval: int = 16
     pl_weight: float | None = None
     pl_interval: int = 4
@@ -162,10 +167,20 @@ class TrainConfig:
         parse_growth_batch(self.growth_batch)
         if self.precision is not None and self.precision not in PRECISIONS:
             raise ConfigError("--precision", f"{self.precision!r}: expected one of {', '.join(PRECISIONS)}")
-        if self.loss not in LOSSES:
+        if self.loss is not None and self.loss not in LOSSES:
             raise ConfigError("--loss", f"{self.loss!r}: expected one of {', '.join(LOSSES)}{suggest(self.loss, LOSSES)}")
         _non_negative(self.gp_weight, "gp_weight")
         _non_negative(self.drift, "drift")
+        _positive(self.clip, "clip")
+        if self.n_critic is not None:
+            _int_at_least(self.n_critic, "n_critic", 1)
+        if self.optimizer is not None and self.optimizer not in OPTIMIZERS:
+            raise ConfigError("--optimizer", f"{self.optimizer!r}: expected one of {', '.join(OPTIMIZERS)}"
+                                             f"{suggest(self.optimizer, OPTIMIZERS)}")
+        for name in ("beta1", "beta2"):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, (int, float)) and 0 <= value < 1):
+                raise ConfigError(option_name(name), f"{value!r}: expected a number in [0, 1)")
         if self.aug is not None and self.aug not in AUG_MODES:
             hint = " (NVIDIA's 'noaug' is 'none' here)" if self.aug == "noaug" else suggest(self.aug, AUG_MODES)
             raise ConfigError("--aug", f"{self.aug!r}: expected one of {', '.join(AUG_MODES)}{hint}")

@@ -104,7 +104,8 @@ def run_D(D: torch.nn.Module, img: torch.Tensor, c: torch.Tensor, precision: str
 
 
 # ---------------------------------------------------------------------------------------- adversarial losses
-LOSSES = ("ns", "minimax", "lsgan", "hinge", "wgan-gp")
+LOSSES = ("ns", "minimax", "lsgan", "hinge", "wgan", "wgan-gp")
+OPTIMIZERS = ("adam", "rmsprop")
 # LSGAN's targets (Mao et al. 2017, sec. 3.2.3, the "0-1 coding" of eq. 9): D pushes fakes to a and
 # reals to b, G pushes its fakes to c.
 LSGAN_A, LSGAN_B, LSGAN_C = 0.0, 1.0, 1.0
@@ -118,7 +119,7 @@ def g_term(kind: str, logits: torch.Tensor) -> torch.Tensor:
         return -F.softplus(logits)
     if kind == "lsgan":  # Mao et al. 2017, eq. 2: 1/2 (D(G(z)) - c)^2
         return 0.5 * (logits - LSGAN_C).square()
-    if kind in ("hinge", "wgan-gp"):  # -D(G(z)) (SAGAN / BigGAN hinge; WGAN's critic for G)
+    if kind in ("hinge", "wgan", "wgan-gp"):  # -D(G(z)) (SAGAN / BigGAN hinge; WGAN's critic for G)
         return -logits
     raise ValueError(f"--loss {kind!r}: expected one of {', '.join(LOSSES)}")
 
@@ -131,7 +132,7 @@ def d_fake_term(kind: str, logits: torch.Tensor) -> torch.Tensor:
         return 0.5 * (logits - LSGAN_A).square()
     if kind == "hinge":  # max(0, 1 + D(G(z)))
         return F.relu(1 + logits)
-    if kind == "wgan-gp":  # the critic's D(G(z)) (Gulrajani et al. 2017, Algorithm 1)
+    if kind in ("wgan", "wgan-gp"):  # the critic's D(G(z)) (Arjovsky et al. 2017 Algorithm 1; Gulrajani et al. 2017)
         return logits
     raise ValueError(f"--loss {kind!r}: expected one of {', '.join(LOSSES)}")
 
@@ -144,9 +145,24 @@ def d_real_term(kind: str, logits: torch.Tensor, drift: float = 0.0) -> torch.Te
         return 0.5 * (logits - LSGAN_B).square()
     if kind == "hinge":  # max(0, 1 - D(x))
         return F.relu(1 - logits)
+    if kind == "wgan":  # -D(x): the critic maximises D(x) - D(G(z)) (Arjovsky et al. 2017, Algorithm 1)
+        return -logits
     if kind == "wgan-gp":  # -D(x) + drift D(x)^2 (ProGAN sec. A.1 keeps the critic near 0)
         return -logits + drift * logits.square()
     raise ValueError(f"--loss {kind!r}: expected one of {', '.join(LOSSES)}")
+
+
+@torch.no_grad()
+def clip_weights(module: torch.nn.Module, clip: float) -> None:
+    """Clip every parameter's *effective* value to ``[-clip, clip]``: a layer with an equalised
+    learning rate multiplies its stored weight by ``weight_gain`` (and its bias by ``bias_gain``) at
+    run time, so its stored values are clipped to ``clip / gain``; the WGAN paper's constraint is on
+    the weights the layer computes with."""
+    for sub in module.modules():
+        for name, param in sub.named_parameters(recurse=False):
+            gain = getattr(sub, f"{name}_gain", 1.0)
+            bound = clip / gain if isinstance(gain, (int, float)) and gain > 0 else clip
+            param.clamp_(-bound, bound)
 
 
 def fake_images(G, z, c, *, mixing: float, gen: torch.Generator, precision: str = "fp32") -> torch.Tensor:
@@ -288,6 +304,8 @@ class LossSettings:
     loss: str = "ns"  # the adversarial loss (LOSSES)
     gp_weight: float = 10.0  # wgan-gp: lambda of the gradient penalty (Gulrajani et al. 2017)
     drift: float = 0.001  # wgan-gp: ProGAN's epsilon_drift
+    clip: float = 0.01  # wgan: D's effective weights are clipped to [-clip, clip] after each D step
+    n_critic: int = 1  # D steps per G step (WGAN's n_critic)
 
 
 # What D sees: images -> images with every random draw from the micro-batch's generator
@@ -336,10 +354,14 @@ class StyleGAN2Loss:
 
     # -------------------------------------------------------------------------------- schedule
     def phases(self, step: int) -> list[str]:
-        """The phases of iteration ``step`` (0-based): regularisers run when ``step`` hits their interval."""
-        s, names = self.s, ["G_main"]
-        if s.pl_weight > 0 and step % s.pl_interval == 0:
-            names.append("G_reg")
+        """The phases of iteration ``step`` (0-based): regularisers run when ``step`` hits their interval.
+        With ``n_critic`` k > 1, G trains only at every k-th step, after k D steps (WGAN's Algorithm
+        1), and path length counts G's steps."""
+        s, names = self.s, []
+        if (step + 1) % s.n_critic == 0:
+            names.append("G_main")
+            if s.pl_weight > 0 and (step // s.n_critic) % s.pl_interval == 0:
+                names.append("G_reg")
         names.append("D_main")
         if s.r1_gamma > 0 and step % s.r1_interval == 0:
             names.append("D_reg")
@@ -390,6 +412,12 @@ class StyleGAN2Loss:
         # The running mean of the path lengths (StyleGAN2 sec. 3.2), updated before its penalty.
         self.pl_mean.copy_(pending)
         return float(pending)
+
+    def after_step(self, name: str, taken: bool) -> None:
+        """After phase ``name``'s optimizer step: WGAN's weight clipping of D (Arjovsky et al. 2017,
+        Algorithm 1, line 8)."""
+        if name == "D_main" and taken and self.s.loss == "wgan":
+            clip_weights(self.D, self.s.clip)
 
     def _micro_loss(self, name: str, mb, gen: torch.Generator, grad_scale: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The summed (unnormalised) loss of one micro-batch and its per-sample statistics."""

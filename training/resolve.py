@@ -35,7 +35,11 @@ from training.config import (
 
 _DEFAULTS = TrainConfig()
 DEMO_DATA = TrainConfig.data  # the demo dataset (no --data): trains the tiny preset
-RECIPE_FIELDS = ("kimg", "batch", "glr", "dlr", "gamma", "ema_kimg", "ema_rampup", "pl_weight", "mixing", "snap", "aug")
+RECIPE_FIELDS = ("kimg", "batch", "glr", "dlr", "gamma", "ema_kimg", "ema_rampup", "pl_weight", "mixing", "snap", "aug",
+                 "loss", "optimizer", "beta1", "beta2", "n_critic")
+# WGAN with weight clipping as published (Arjovsky et al. 2017, Algorithm 1): RMSProp at 5e-5, five
+# critic steps per generator step.
+WGAN_LR, WGAN_N_CRITIC = 5e-5, 5
 # Augmentation options and the --aug modes they belong to: given with another mode they are refused.
 AUG_OPTIONS = {"augpipe": ("ada", "fixed"), "target": ("ada",), "ada_kimg": ("ada",), "p": ("ada", "fixed"),
                "diffaug": ("diffaug",)}
@@ -166,21 +170,19 @@ def resolve_run(
         network_defaults = stylegan.preset_network(preset, shape.resolution, world_size)
     except ValueError as err:
         raise ConfigError("--data", f"the dataset ({shape.resolution}x{shape.resolution}) does not fit --preset={preset!r}: {err}") from None
-    if cfg.loss == "wgan-gp":
-        # WGAN-GP's penalty already constrains D's gradients (at interpolates); R1 on top would
-        # regularise the same thing twice with two weights to tune.
-        if cfg.gamma and "gamma" in given:
-            raise ConfigError("--gamma", f"{cfg.gamma:g} with --loss wgan-gp: its gradient penalty (--gp-weight) "
-                                         "takes R1's place; leave --gamma out or set it to 0")
-        take("gamma", 0.0, "derived", "--loss wgan-gp has its own gradient penalty")
-    for name in ("gp_weight", "drift"):
-        if name in given and cfg.loss != "wgan-gp" and getattr(cfg, name) != getattr(_DEFAULTS, name):
-            raise ConfigError(option_name(name), f"applies to --loss wgan-gp only; this run has --loss {cfg.loss}")
+    if cfg.loss is None:
+        take("loss", recipe.loss, "preset")
+    loss = values.get("loss", cfg.loss)
+    _resolve_loss(cfg, loss, given, take)
     if cfg.init is not None and cfg.ema_rampup is None:
         take("ema_rampup", 0.0, "derived", "--init: G_ema starts trained")
     for name in RECIPE_FIELDS:
         if getattr(cfg, name) is None:
             take(name, getattr(recipe, name), "preset")
+    if values.get("optimizer", cfg.optimizer) == "rmsprop":
+        for name in ("beta1", "beta2"):
+            if name in given:
+                raise ConfigError(option_name(name), "applies to --optimizer adam only; this run uses rmsprop")
     batch = values.get("batch", cfg.batch)
     if cfg.batch_gpu is None:
         if recipe.batch_gpu is not None and "batch" not in given and batch // world_size >= 1:
@@ -229,6 +231,27 @@ def resolve_run(
     if missing:  # a programming error: every option must have a source
         raise AssertionError(f"unresolved options: {missing}")
     return ResolvedRun(resolved, network, sources, notes)
+
+
+def _resolve_loss(cfg: TrainConfig, loss: str, given: set[str], take: Any) -> None:
+    """What ``--loss`` implies: WGAN-GP's penalty and WGAN's clipping take R1's place; WGAN trains as
+    its paper (RMSProp at 5e-5, 5 critic steps per G step) unless told otherwise; options of one loss
+    are refused with another."""
+    lipschitz = {"wgan-gp": "its gradient penalty (--gp-weight)", "wgan": "its weight clipping (--clip)"}
+    if loss in lipschitz:
+        # R1 on top would constrain D's gradients a second time, with a second weight to tune.
+        if cfg.gamma and "gamma" in given:
+            raise ConfigError("--gamma", f"{cfg.gamma:g} with --loss {loss}: {lipschitz[loss]} takes R1's place; "
+                                         "leave --gamma out or set it to 0")
+        take("gamma", 0.0, "derived", f"--loss {loss}: {lipschitz[loss]} takes R1's place")
+    if loss == "wgan":
+        take("optimizer", "rmsprop", "derived", "--loss wgan: RMSProp, as its paper (momentum hurt the critic there)")
+        take("n_critic", WGAN_N_CRITIC, "derived", "--loss wgan: the paper's n_critic")
+        for name in ("glr", "dlr"):
+            take(name, WGAN_LR, "derived", "--loss wgan: the paper's learning rate")
+    for name, owner in (("gp_weight", "wgan-gp"), ("drift", "wgan-gp"), ("clip", "wgan")):
+        if name in given and loss != owner and getattr(cfg, name) != getattr(_DEFAULTS, name):
+            raise ConfigError(option_name(name), f"applies to --loss {owner} only; this run has --loss {loss}")
 
 
 def _resolve_augmentation(cfg: TrainConfig, given: set[str], values: dict[str, Any], sources: dict[str, str],

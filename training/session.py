@@ -28,10 +28,8 @@ from training.precision import make_scaler, network_precision
 from training.progressive import GrowthSchedule
 from training.augmentation import Augmentation
 from training.loss import LossSettings, StyleGAN2Loss
-from training.step import lazy_adam_settings
+from training.step import make_optimizer
 
-ADAM_BETAS = (0.0, 0.99)  # StyleGAN2: no first-moment momentum, as in ProGAN sec. A.1
-ADAM_EPS = 1e-8
 
 
 @dataclass
@@ -186,11 +184,17 @@ def build_session(
         loss=cfg.loss,
         gp_weight=cfg.gp_weight,
         drift=cfg.drift,
+        clip=cfg.clip,
+        n_critic=cfg.n_critic,
     )
     # Lazy regularisation's Adam correction whenever an interval is set, as in StyleGAN2-ADA's loop:
     # also when a weight is 0 (cifar has no path length, yet G's lr is 0.0025 * 4/5 there too).
-    g_lr, g_betas = lazy_adam_settings(cfg.glr, ADAM_BETAS, cfg.pl_interval)
-    d_lr, d_betas = lazy_adam_settings(cfg.dlr, ADAM_BETAS, cfg.r1_interval)
+    # WGAN and WGAN-GP have no D_reg phase at all (their constraint is part of D_main), so D takes
+    # no correction there.
+    betas = (cfg.beta1, cfg.beta2)
+    d_interval = None if cfg.loss in ("wgan", "wgan-gp") else cfg.r1_interval
+    opt_G = make_optimizer(cfg.optimizer, G.parameters(), cfg.glr, betas, cfg.pl_interval)
+    opt_D = make_optimizer(cfg.optimizer, D.parameters(), cfg.dlr, betas, d_interval)
     schedule = make_schedule(cfg, net_config.resolution)
     phase, alpha = schedule.at(0)
     augmentation = Augmentation.for_run(cfg, dist.device)
@@ -201,8 +205,8 @@ def build_session(
         G=G,
         D=D,
         G_ema=G_ema,
-        opt_G=torch.optim.Adam(G.parameters(), lr=g_lr, betas=g_betas, eps=ADAM_EPS),
-        opt_D=torch.optim.Adam(D.parameters(), lr=d_lr, betas=d_betas, eps=ADAM_EPS),
+        opt_G=opt_G,
+        opt_D=opt_D,
         scaler_G=make_scaler(cfg.precision, dist.device),
         scaler_D=make_scaler(cfg.precision, dist.device),
         schedule=schedule,

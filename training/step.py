@@ -58,6 +58,23 @@ class PhaseResult:
         return self.sums[key] / max(self.count, 1)
 
 
+ADAM_EPS = 1e-8
+RMSPROP_ALPHA = 0.99
+
+
+def make_optimizer(kind: str, params, lr: float, betas: tuple[float, float], interval: int | None) -> torch.optim.Optimizer:
+    """``kind`` 'adam' (Adam with ``betas``) or 'rmsprop' (RMSProp, smoothing 0.99: PyTorch's and the
+    WGAN paper's framework default), with lazy regularisation's correction of :func:`lazy_adam_settings`
+    (RMSProp's smoothing constant is corrected like Adam's beta2)."""
+    lr, (beta1, beta2) = lazy_adam_settings(lr, betas, interval)
+    if kind == "adam":
+        return torch.optim.Adam(params, lr=lr, betas=(beta1, beta2), eps=ADAM_EPS)
+    if kind == "rmsprop":
+        _, (_, alpha) = lazy_adam_settings(1.0, (0.0, RMSPROP_ALPHA), interval)
+        return torch.optim.RMSprop(params, lr=lr, alpha=alpha, eps=ADAM_EPS)
+    raise ValueError(f"optimizer {kind!r}: expected 'adam' or 'rmsprop'")
+
+
 def lazy_adam_settings(lr: float, betas: tuple[float, float], interval: int | None) -> tuple[float, tuple[float, float]]:
     """Adam's lr and betas for lazy regularisation (StyleGAN2 appendix B).
 
@@ -158,5 +175,6 @@ def run_phase(
             scaler.update()
         else:
             opt.step()
+    loss.after_step(name, taken=finite)
     opt.zero_grad(set_to_none=True)
     return result

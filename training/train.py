@@ -115,11 +115,20 @@ _FROM_PRESET = "[default: from --preset, printed at start]"
 @_opt("--stable-kimg", type=float, default=_DEFAULT.stable_kimg, help="Progressive growing: kimg per stable phase.")
 @_opt("--growth-batch", default=_DEFAULT.growth_batch,
       help="Progressive growing: global batch per resolution, e.g. '4:128,8:128,16:64' (others use --batch).")
-@_opt("--loss", type=str, default=_DEFAULT.loss,
+@_opt("--loss", type=str, default=None,
       help="Adversarial loss: ns (non-saturating logistic, StyleGAN2), minimax (Goodfellow et al. 2014), lsgan "
-           "(least squares, Mao et al. 2017), hinge (SAGAN/BigGAN), wgan-gp (Gulrajani et al. 2017, with ProGAN's drift).")
+           "(least squares, Mao et al. 2017), hinge (SAGAN/BigGAN), wgan (Arjovsky et al. 2017, weight clipping), "
+           f"wgan-gp (Gulrajani et al. 2017, with ProGAN's drift).  {_FROM_PRESET}")
 @_opt("--gp-weight", type=float, default=_DEFAULT.gp_weight, help="--loss wgan-gp: weight of the gradient penalty.")
 @_opt("--drift", type=float, default=_DEFAULT.drift, help="--loss wgan-gp: weight of ProGAN's drift term D(x)^2.")
+@_opt("--clip", type=float, default=_DEFAULT.clip,
+      help="--loss wgan: clip D's (effective) weights to [-clip, clip] after each D step.")
+@_opt("--n-critic", type=int, default=None,
+      help="D steps per G step (WGAN's n_critic).  [default: 5 for --loss wgan, else the preset's (1)]")
+@_opt("--optimizer", type=str, default=None,
+      help="adam or rmsprop, for G and D.  [default: rmsprop for --loss wgan (its paper), else the preset's (adam)]")
+@_opt("--beta1", type=float, default=None, help=f"Adam's beta1 (StyleGAN2 0, DCGAN 0.5).  {_FROM_PRESET}")
+@_opt("--beta2", type=float, default=None, help=f"Adam's beta2 (StyleGAN2 0.99, DCGAN 0.999).  {_FROM_PRESET}")
 @_opt("--aug", type=str, default=None,
       help="Augmentation of every image D sees: ada (StyleGAN2-ADA, p adapts to D's overfitting), fixed (the ADA "
            "pipeline at --p), diffaug (DiffAugment), none.  [default: the preset's: ada for the paper presets "
