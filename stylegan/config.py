@@ -19,6 +19,7 @@ D_ARCHITECTURES = ("orig", "skip", "resnet")
 GROWTH_MODES = ("none", "progressive")
 # Network families (stylegan/families.py builds each): StyleGAN2's mapping + modulated synthesis.
 FAMILIES = ("stylegan2",)
+SPECTRAL_NORM_MODES = ("none", "d", "gd")  # which networks are spectrally normalised (stylegan/spectral.py)
 
 # Upper bounds of every size, so that a config read from a stranger's file cannot ask for absurd
 # allocations (docs/networks.md, "Limits"). Each is far above any published network: config-f at
@@ -109,6 +110,8 @@ class NetworkConfig:
     resample_filter: tuple[float, ...] = (1.0, 3.0, 3.0, 1.0)  # StyleGAN2 appendix B low-pass
     use_noise: bool = True  # per-layer noise inputs (StyleGAN sec. 3.2)
     growth: str = "none"  # 'progressive' adds the ToRGB/FromRGB layers every stage needs
+    spectral_norm: str = "none"  # 'd': D's weights, 'gd': G's and D's (Miyato et al. 2018; stylegan/spectral.py)
+    attention: tuple[int, ...] = ()  # resolutions with a self-attention block in G and D (SAGAN; stylegan/attention.py)
 
     def __post_init__(self) -> None:
         if not isinstance(self.preset, str) or len(self.preset) > LIMITS["preset"]:
@@ -153,6 +156,15 @@ class NetworkConfig:
         _check_choice("d_architecture", self.d_architecture, D_ARCHITECTURES)
         _check_choice("growth", self.growth, GROWTH_MODES)
         _check_choice("family", self.family, FAMILIES)
+        _check_choice("spectral_norm", self.spectral_norm, SPECTRAL_NORM_MODES)
+        att = self.attention
+        if not isinstance(att, tuple) or len(att) > 16 or not all(
+            is_power_of_two(r) and 8 <= r <= self.resolution // 2 for r in att
+        ) or len(set(att)) != len(att):
+            raise ValueError(
+                f"attention={_short(att)}: expected distinct resolutions, powers of two in [8, {self.resolution // 2}] "
+                "(feature maps that both G and D have)"
+            )
         if not isinstance(self.use_noise, bool):
             raise ValueError(f"use_noise={_short(self.use_noise)}: expected True or False")
         taps = self.resample_filter
@@ -189,6 +201,7 @@ class NetworkConfig:
         """Plain JSON-ready dict (tuples become lists)."""
         out = dataclasses.asdict(self)
         out["resample_filter"] = list(self.resample_filter)
+        out["attention"] = list(self.attention)
         return out
 
     @classmethod
@@ -205,8 +218,9 @@ class NetworkConfig:
             if key not in names:
                 raise ValueError(f"network config: unknown key {_short(key)}{suggest(str(key), names)}")
         values = dict(data)
-        if isinstance(values.get("resample_filter"), list):
-            values["resample_filter"] = tuple(values["resample_filter"])
+        for key in ("resample_filter", "attention"):
+            if isinstance(values.get(key), list):
+                values[key] = tuple(values[key])
         return cls(**values)
 
     def replace(self, **changes: Any) -> "NetworkConfig":

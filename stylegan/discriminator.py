@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from ops.upfirdn2d import downsample2d
+from stylegan.attention import attention_blocks
 from stylegan.config import NetworkConfig
 from stylegan.growth import GrowthMixin
 from stylegan.layers import Conv2dLayer, FullyConnectedLayer, MinibatchStdLayer, register_filter
@@ -133,6 +134,8 @@ class Discriminator(GrowthMixin, nn.Module):
                 num_layers=config.d_mapping_layers, lr_multiplier=config.mapping_lr_multiplier, w_avg_beta=None,
             )
         self.b4 = DiscriminatorEpilogue(config, self.cmap_dim, all_fromrgb or config.resolution == 4)
+        if config.attention:  # SAGAN self-attention on the features entering the block at that resolution
+            self.attention = attention_blocks(config, config.attention)
         register_filter(self, config.resample_filter)
         self._init_growth()
 
@@ -155,6 +158,8 @@ class Discriminator(GrowthMixin, nn.Module):
         inp = img
         for res in [r for r in reversed(self.config.block_resolutions) if 4 < r <= top]:
             block = self.blocks[f"b{res}"]
+            if x is not None and res in self.config.attention:
+                x = self.attention[f"a{res}"](x)
             x, img = block(x, img, block_dtype(block.use_fp16, precision, inp.device, default_dtype))
             if res == top and self.fading:
                 x, img = self._fade(x, inp, alpha, precision)

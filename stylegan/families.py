@@ -16,10 +16,15 @@ from __future__ import annotations
 from torch import nn
 
 from stylegan.config import FAMILIES, NetworkConfig
+from stylegan.spectral import apply_spectral_norm
 
 
 def network_classes(config: NetworkConfig) -> tuple[type[nn.Module], type[nn.Module]]:
-    """The (G, D) classes of ``config.family``."""
+    """The (G, D) classes of ``config.family``. Spectral normalisation applies to every family;
+    self-attention blocks exist in StyleGAN2's networks only."""
+    if config.attention and config.family != "stylegan2":
+        raise ValueError(f"attention={config.attention}: self-attention blocks exist in the stylegan2 family only, "
+                         f"not in {config.family!r}")
     if config.family == "stylegan2":
         from stylegan.discriminator import Discriminator
         from stylegan.generator import Generator
@@ -29,11 +34,15 @@ def network_classes(config: NetworkConfig) -> tuple[type[nn.Module], type[nn.Mod
 
 
 def build_generator(config: NetworkConfig) -> nn.Module:
-    return network_classes(config)[0](config)
+    """G of ``config.family``, spectrally normalised when ``config.spectral_norm`` is 'gd'."""
+    G = network_classes(config)[0](config)
+    return apply_spectral_norm(G) if config.spectral_norm == "gd" else G
 
 
 def build_discriminator(config: NetworkConfig) -> nn.Module:
-    return network_classes(config)[1](config)
+    """D of ``config.family``, spectrally normalised when ``config.spectral_norm`` is 'd' or 'gd'."""
+    D = network_classes(config)[1](config)
+    return apply_spectral_norm(D) if config.spectral_norm in ("d", "gd") else D
 
 
 # Network files name each module's kind; the builder of each.

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from ops.upfirdn2d import upsample2d
+from stylegan.attention import attention_blocks
 from stylegan.config import NetworkConfig
 from stylegan.growth import GrowthMixin
 from stylegan.layers import Conv2dLayer, register_filter
@@ -103,6 +104,8 @@ class SynthesisNetwork(GrowthMixin, nn.Module):
             }
         )
         self.num_ws = sum(block.num_conv for block in self.blocks.values()) + 1
+        if config.attention:  # SAGAN self-attention on the block's output features (stylegan/attention.py)
+            self.attention = attention_blocks(config, config.attention)
         register_filter(self, config.resample_filter)
         self._init_growth()
 
@@ -139,6 +142,8 @@ class SynthesisNetwork(GrowthMixin, nn.Module):
                     not self.training and ws.device.type == "cuda" and (dtype == default_dtype or ws.shape[0] == 1)
                 )
             x = block(x, ws[:, w_idx : w_idx + block.num_conv], dtype, noise_mode, fused, generator)
+            if res in self.config.attention:
+                x = self.attention[f"a{res}"](x)
             w_idx += block.num_conv
             w_rgb = ws[:, w_idx]
             if self.config.g_architecture == "skip":

@@ -16,7 +16,7 @@ import math
 from dataclasses import dataclass, fields
 from typing import Any
 
-from stylegan.config import suggest
+from stylegan.config import SPECTRAL_NORM_MODES, suggest
 from stylegan.presets import PRESETS
 from training.loss import LOSSES, OPTIMIZERS
 from training.metrics.features import EXTRACTORS
@@ -82,6 +82,8 @@ class TrainConfig:
     mbstd_group: int | None = None  # minibatch-stddev group size
     mirror: bool = False
     growth: str = "none"
+    spectral_norm: str = "none"  # none | d | gd: spectral normalisation of D's (and G's) weights
+    attention: str = ""  # comma-separated resolutions with self-attention blocks in G and D (SAGAN)
     growth_start: int | None = None
     fade_kimg: float = 800.0
     stable_kimg: float = 800.0
@@ -160,6 +162,9 @@ class TrainConfig:
             raise ConfigError("--mixing", f"{self.mixing!r}: expected a probability in [0, 1]")
         if self.growth not in GROWTH_MODES:
             raise ConfigError("--growth", f"{self.growth!r}: expected one of {', '.join(GROWTH_MODES)}")
+        if self.spectral_norm not in SPECTRAL_NORM_MODES:
+            raise ConfigError("--spectral-norm", f"{self.spectral_norm!r}: expected one of {', '.join(SPECTRAL_NORM_MODES)}")
+        parse_attention(self.attention)
         if self.growth_start is not None and not _is_pow2(self.growth_start, minimum=4):
             raise ConfigError("--growth-start", f"{self.growth_start!r}: expected a power of two >= 4")
         _positive(self.fade_kimg, "fade_kimg")
@@ -227,6 +232,23 @@ def check_batch_split(batch: int, batch_gpu: int, world_size: int, option: str) 
             f"{batch} is not a multiple of --batch-gpu ({batch_gpu}) x processes ({world_size}) = {per_round}; "
             "the global batch must split into whole micro-batches on every process",
         )
+
+
+def parse_attention(text: str) -> tuple[int, ...]:
+    """``"16,32"`` -> ``(16, 32)``: the resolutions of --attention (checked against the data later)."""
+    if not text.strip():
+        return ()
+    out = []
+    for item in text.split(","):
+        try:
+            res = int(item.strip())
+        except ValueError:
+            res = -1
+        if not _is_pow2(res, minimum=8) or res in out:
+            raise ConfigError("--attention", f"{item.strip()!r} in {text!r}: expected distinct resolutions, powers of "
+                                             "two >= 8, separated by commas, e.g. '16,32'")
+        out.append(res)
+    return tuple(sorted(out))
 
 
 def parse_growth_batch(text: str) -> dict[int, int]:

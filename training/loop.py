@@ -93,6 +93,7 @@ def train_step(session: Session, feed: DataFeed, stop: StopRequest, resample_fil
     # One seed per (phase, round), drawn in full every step so the stream does not depend on
     # which regularisers run.
     seeds = torch.randint(0, 2**62, (len(PHASES), rounds), generator=session.rank_gen).tolist()
+    session.power_iteration()  # spectral norm's u and v: once per step, alike on every process
     results = []
     for name in session.loss.phases(p.step):
         on_G = name.startswith("G")

@@ -30,10 +30,12 @@ from training.config import (
     check_batch_split,
     micro_batch,
     option_name,
+    parse_attention,
     parse_growth_batch,
 )
 
 _DEFAULTS = TrainConfig()
+_DEFAULTS_NET = NetworkConfig()
 DEMO_DATA = TrainConfig.data  # the demo dataset (no --data): trains the tiny preset
 RECIPE_FIELDS = ("kimg", "batch", "glr", "dlr", "gamma", "ema_kimg", "ema_rampup", "pl_weight", "mixing", "snap", "aug",
                  "loss", "optimizer", "beta1", "beta2", "n_critic")
@@ -276,6 +278,7 @@ def network_config(cfg: TrainConfig, shape: DataShape) -> NetworkConfig:
     """The networks of a resolved ``cfg`` on data of ``shape``. Float32 runs have no float16 blocks
     and no clamping (StyleGAN2-ADA ``--fp32``); fp16 and bf16 runs take the preset's."""
     overrides: dict[str, Any] = {net: getattr(cfg, ours) for ours, net in NETWORK_FIELDS.items()}
+    overrides.update(spectral_norm=cfg.spectral_norm, attention=parse_attention(cfg.attention))
     if cfg.precision == "fp32":
         overrides.update(num_fp16_res=0, conv_clamp=None)
     c_dim = shape.num_classes if cfg.cond else 0
@@ -299,6 +302,10 @@ def _network_from_file(file_net: NetworkConfig, cfg: TrainConfig, shape: DataSha
             "--init", f"{cfg.init}: its networks differ from this run's ({', '.join(diff)}); use data of the "
             f"file's resolution and channels, and --cond/--no-cond to match its classes",
         )
+    for name, ours in (("spectral_norm", cfg.spectral_norm), ("attention", parse_attention(cfg.attention))):
+        if ours != getattr(file_net, name) and ours != getattr(_DEFAULTS_NET, name):
+            raise ConfigError(option_name(name), f"{cfg.init} has {name}={getattr(file_net, name)!r}; a run that takes "
+                                                 "its weights builds the same networks (leave the option out)")
     layout = stylegan.preset_network(cfg.preset, shape.resolution)
     fp16_res, clamp = (0, None) if cfg.precision == "fp32" else (layout["num_fp16_res"], layout["conv_clamp"])
     return file_net.replace(growth=cfg.growth, num_fp16_res=fp16_res, conv_clamp=clamp)

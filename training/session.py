@@ -18,6 +18,7 @@ from typing import Any, Sequence
 import torch
 
 import stylegan
+from stylegan.spectral import power_iteration
 from training.checkpoint import LoadedState
 from stylegan.config import NetworkConfig
 from training.config import TrainConfig, micro_batch, parse_growth_batch
@@ -62,6 +63,13 @@ class Session:
     def set_growth(self, resolution: int, alpha: float) -> None:
         for net in (self.G, self.D, self.G_ema):
             net.set_growth(resolution, alpha)
+
+    def power_iteration(self) -> None:
+        """One power iteration of the spectrally normalised networks (stylegan/spectral.py)."""
+        if self.net_config.spectral_norm in ("d", "gd"):
+            power_iteration(self.D)
+        if self.net_config.spectral_norm == "gd":
+            power_iteration(self.G)
 
     def state_dict(self) -> dict[str, Any]:
         """Arguments for :func:`training.checkpoint.save_state`; a collective (gathers every rank's RNG)."""
