@@ -18,7 +18,7 @@ G_ARCHITECTURES = ("orig", "skip", "resnet")
 D_ARCHITECTURES = ("orig", "skip", "resnet")
 GROWTH_MODES = ("none", "progressive")
 # Network families (stylegan/families.py builds each): StyleGAN2's mapping + modulated synthesis.
-FAMILIES = ("stylegan2",)
+FAMILIES = ("stylegan2", "progan")
 
 # Upper bounds of every size, so that a config read from a stranger's file cannot ask for absurd
 # allocations (docs/networks.md, "Limits"). Each is far above any published network: config-f at
