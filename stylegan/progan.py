@@ -127,11 +127,10 @@ class ProGANLatent(nn.Module):
             with torch.no_grad():
                 self.w_avg.copy_(x.detach().to(self.w_avg.dtype).mean(dim=0).lerp(self.w_avg, self.w_avg_beta))
         ws = x.unsqueeze(1)  # [N, 1, w_dim]
-        if truncation_cutoff is not None and (
-            not isinstance(truncation_cutoff, int) or isinstance(truncation_cutoff, bool) or not 0 <= truncation_cutoff <= 1
-        ):
-            raise ValueError(f"truncation_cutoff={truncation_cutoff!r}: expected None or an int in [0, 1] (num_ws is 1)")
-        if truncation_psi != 1 and truncation_cutoff != 0:
+        cutoff = truncation_cutoff
+        if cutoff is not None and (not isinstance(cutoff, int) or isinstance(cutoff, bool) or not 0 <= cutoff <= 1):
+            raise ValueError(f"truncation_cutoff={cutoff!r}: expected None or an int in [0, 1] (num_ws is 1)")
+        if truncation_psi != 1 and cutoff != 0:
             ws = self.w_avg.to(ws.dtype).lerp(ws, truncation_psi)
         return ws
 
@@ -247,7 +246,9 @@ def _check_generator(generator: NoiseGenerator, n: int) -> None:
     if generator is None or isinstance(generator, torch.Generator):
         return
     if not isinstance(generator, (list, tuple)) or not all(isinstance(g, torch.Generator) for g in generator):
-        raise ValueError(f"generator: expected None, a torch.Generator or a sequence of them, got {type(generator).__name__}")
+        raise ValueError(
+            f"generator: expected None, a torch.Generator or a sequence of them, got {type(generator).__name__}"
+        )
     if len(generator) != n:
         raise ValueError(f"generator: expected one generator per sample ({n}), got {len(generator)}")
 
@@ -333,7 +334,9 @@ class ProGANDiscriminatorEpilogue(nn.Module):
         cfg, ch = config, config.channels(4)
         self.channels = ch
         if has_fromrgb:
-            self.fromrgb = Conv2dLayer(cfg.img_channels, ch, kernel_size=1, activation="lrelu", conv_clamp=cfg.conv_clamp)
+            self.fromrgb = Conv2dLayer(
+                cfg.img_channels, ch, kernel_size=1, activation="lrelu", conv_clamp=cfg.conv_clamp
+            )
         self.mbstd = MinibatchStdLayer(cfg.mbstd_group_size, cfg.mbstd_num_channels) if cfg.mbstd_num_channels else None
         self.conv = Conv2dLayer(
             ch + cfg.mbstd_num_channels, ch, kernel_size=3, activation="lrelu", conv_clamp=cfg.conv_clamp
