@@ -353,7 +353,7 @@ class ProGANDiscriminatorEpilogue(nn.Module):
         h = self.fc(self.conv(x).flatten(1))  # [N, ch]
         logits = self.out(h)
         if c is not None:
-            # Projection discriminator (Miyato & Koyama 2018, eq. 3): + y^T V phi(x), scaled to unit size.
+            # Projection discriminator (Miyato & Koyama 2018): + y^T V phi(x), scaled by 1/sqrt(ch).
             proj = (self.embed(c.to(h.dtype)) * h).sum(dim=1, keepdim=True)
             logits = logits + proj * (1 / math.sqrt(self.channels))
         return logits
