@@ -18,12 +18,12 @@ G_ARCHITECTURES = ("orig", "skip", "resnet")
 D_ARCHITECTURES = ("orig", "skip", "resnet")
 GROWTH_MODES = ("none", "progressive")
 # Network families (stylegan/families.py builds each): StyleGAN2's mapping + modulated synthesis.
-FAMILIES = ("stylegan2",)
+FAMILIES = ("stylegan2", "progan")
 SPECTRAL_NORM_MODES = ("none", "d", "gd")  # which networks are spectrally normalised (stylegan/spectral.py)
 
 # Upper bounds of every size, so that a config read from a stranger's file cannot ask for absurd
 # allocations (docs/networks.md, "Limits"). Each is far above any published network: config-f at
-# 1024x1024 uses resolution 1024, z/w 512, channel_base 32768 (ProGAN 1024: 65536), 512 channels,
+# 1024x1024 uses resolution 1024, z/w 512, channel_base 32768 (ProGAN 1024: 16384 under min(base // res, max)), 512 channels,
 # 8 mapping layers and a 4-tap filter.
 LIMITS = {
     "resolution": 8192,

@@ -30,6 +30,10 @@ def network_classes(config: NetworkConfig) -> tuple[type[nn.Module], type[nn.Mod
         from stylegan.generator import Generator
 
         return Generator, Discriminator
+    if config.family == "progan":
+        from stylegan.progan import ProGANDiscriminator, ProGANGenerator
+
+        return ProGANGenerator, ProGANDiscriminator
     raise ValueError(f"family={config.family!r}: expected one of {', '.join(map(repr, FAMILIES))}")
 
 
