@@ -49,6 +49,13 @@ def build_discriminator(config: NetworkConfig) -> nn.Module:
     return apply_spectral_norm(D) if config.spectral_norm in ("d", "gd") else D
 
 
+def reals_resample_taps(config: NetworkConfig) -> list[float]:
+    """The filter that brings real images to a growth stage's resolution and fades them: the way
+    the family's G upsamples and D downsamples. ProGAN: a box, i.e. 2x2 average pooling down and
+    nearest-neighbour up (ProGAN sec. A.1); StyleGAN2: its [1, 3, 3, 1] low-pass (appendix B)."""
+    return [1.0, 1.0] if config.family == "progan" else [1.0, 3.0, 3.0, 1.0]
+
+
 # Network files name each module's kind; the builder of each.
 BUILDERS = {"generator": build_generator, "discriminator": build_discriminator}
 

@@ -65,6 +65,8 @@ class Recipe:
     beta1: float = 0.0  # Adam's betas: StyleGAN2 (and ProGAN) use (0, 0.99)
     beta2: float = 0.99
     n_critic: int = 1  # D steps per G step
+    growth: str = "none"  # progressive growing (ProGAN) or none
+    growth_batch: str = ""  # global batch per resolution while growing, e.g. '256:14,512:6'
 
     def to_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
@@ -130,9 +132,24 @@ _TABLE: dict[str, Preset] = {
         recipe=Recipe(batch=64, batch_gpu=32, glr=0.0025, dlr=0.0025, gamma=0.01, ema_kimg=500.0, ema_rampup=0.05,
                       kimg=100000.0, pl_weight=0.0, mixing=0.0),
     ),
+    # ProGAN as published (Karras et al. 2018): its own networks (stylegan/progan.py; Table 2's
+    # channels), WGAN-GP with the drift term, progressive growing from 4x4 with 800k images per fade
+    # and per stable phase, minibatch 16 up to 128x128 then 14/6/3 (sec. A.1), Adam(0.001, 0, 0.99),
+    # a generator EMA of decay 0.999 per step of 16 images (half-life 16 * ln 2 / 0.001 ~ 11 kimg),
+    # no augmentation, float32. kimg: 800 at 4x4 + 1600 per doubling up to 1024.
+    "progan": Preset(
+        network=MappingProxyType(dict(
+            family="progan", resolution=1024, z_dim=512, w_dim=512, channel_base=16384, channel_max=512,
+            mbstd_group_size=4, num_fp16_res=0, conv_clamp=None,
+        )),
+        recipe=Recipe(batch=16, glr=0.001, dlr=0.001, gamma=0.0, ema_kimg=11.1, ema_rampup=0.0, kimg=13600.0,
+                      pl_weight=0.0, mixing=0.0, snap=50, precision="fp32", aug="none", loss="wgan-gp",
+                      growth="progressive", growth_batch="256:14,512:6,1024:3"),
+        ref_gpus=1,
+    ),
 }
 
-PRESETS: tuple[str, ...] = ("tiny", "auto", "cifar", "paper256", "paper512", "paper1024", "stylegan2")
+PRESETS: tuple[str, ...] = ("tiny", "auto", "cifar", "paper256", "paper512", "paper1024", "stylegan2", "progan")
 assert set(PRESETS) == set(_TABLE)
 
 

@@ -81,13 +81,13 @@ class TrainConfig:
     map: int | None = None  # mapping network depth
     mbstd_group: int | None = None  # minibatch-stddev group size
     mirror: bool = False
-    growth: str = "none"
+    growth: str | None = None  # none | progressive; default: the preset's (progressive for progan)
     spectral_norm: str = "none"  # none | d | gd: spectral normalisation of D's (and G's) weights
     attention: str = ""  # comma-separated resolutions with self-attention blocks in G and D (SAGAN)
     growth_start: int | None = None
     fade_kimg: float = 800.0
     stable_kimg: float = 800.0
-    growth_batch: str = ""
+    growth_batch: str | None = None  # e.g. '256:14,512:6'; default: the preset's ('' for most)
     precision: str | None = None
     aug: str | None = None  # augmentation of what D sees (AUG_MODES); default: the preset's
     augpipe: str = "bgc"  # ADA's pipeline (--aug ada|fixed)
@@ -160,7 +160,7 @@ class TrainConfig:
             raise ConfigError("--pl-decay", f"{self.pl_decay!r}: expected a number in (0, 1]")
         if self.mixing is not None and not 0 <= self.mixing <= 1:
             raise ConfigError("--mixing", f"{self.mixing!r}: expected a probability in [0, 1]")
-        if self.growth not in GROWTH_MODES:
+        if self.growth is not None and self.growth not in GROWTH_MODES:
             raise ConfigError("--growth", f"{self.growth!r}: expected one of {', '.join(GROWTH_MODES)}")
         if self.spectral_norm not in SPECTRAL_NORM_MODES:
             raise ConfigError("--spectral-norm", f"{self.spectral_norm!r}: expected one of {', '.join(SPECTRAL_NORM_MODES)}")
@@ -169,7 +169,7 @@ class TrainConfig:
             raise ConfigError("--growth-start", f"{self.growth_start!r}: expected a power of two >= 4")
         _positive(self.fade_kimg, "fade_kimg")
         _positive(self.stable_kimg, "stable_kimg")
-        parse_growth_batch(self.growth_batch)
+        parse_growth_batch(self.growth_batch or "")
         if self.precision is not None and self.precision not in PRECISIONS:
             raise ConfigError("--precision", f"{self.precision!r}: expected one of {', '.join(PRECISIONS)}")
         if self.loss is not None and self.loss not in LOSSES:

@@ -34,6 +34,7 @@ from training.ema import update_ema
 from training.feed import DataFeed
 from training.init_from import apply_init, plan_init
 from training.outputs import clean_leftovers
+from stylegan.families import reals_resample_taps
 from training.progressive import prepare_reals
 from training.resolve import DataShape, network_config
 from training.run_outputs import (
@@ -163,7 +164,7 @@ def fit(
                     progress=p, stop=stop)
     samples = Samples(run_dir, info, session, log) if dist.is_main else None
     dist.main_writes(lambda: samples.write_reals(cfg.data, derive_seed(cfg.seed, "reals") % 2**31))
-    resample_filter = setup_filter([1, 3, 3, 1], device=dist.device)
+    resample_filter = setup_filter(reals_resample_taps(session.net_config), device=dist.device)
     total = int(round(cfg.kimg * 1000))
     tick = TickStats(start_wait=feed.wait_sec)
     saver = Saver(session, run_dir, samples, log, state_dir, info.class_names)

@@ -38,7 +38,7 @@ _DEFAULTS = TrainConfig()
 _DEFAULTS_NET = NetworkConfig()
 DEMO_DATA = TrainConfig.data  # the demo dataset (no --data): trains the tiny preset
 RECIPE_FIELDS = ("kimg", "batch", "glr", "dlr", "gamma", "ema_kimg", "ema_rampup", "pl_weight", "mixing", "snap", "aug",
-                 "loss", "optimizer", "beta1", "beta2", "n_critic")
+                 "loss", "optimizer", "beta1", "beta2", "n_critic", "growth", "growth_batch")
 # WGAN with weight clipping as published (Arjovsky et al. 2017, Algorithm 1): RMSProp at 5e-5, five
 # critic steps per generator step.
 WGAN_LR, WGAN_N_CRITIC = 5e-5, 5
@@ -181,6 +181,15 @@ def resolve_run(
     for name in RECIPE_FIELDS:
         if getattr(cfg, name) is None:
             take(name, getattr(recipe, name), "preset")
+    if sources.get("kimg") == "preset" and recipe.growth == "progressive" and values.get("growth", cfg.growth) == "progressive":
+        # A growing preset's length is its schedule on this data: every fade and stable phase up to
+        # the data's resolution, then one more stable phase there (ProGAN sec. A.1).
+        doublings = max(0, (shape.resolution // (cfg.growth_start or 4)).bit_length() - 1)
+        values["kimg"] = cfg.stable_kimg + doublings * (cfg.fade_kimg + cfg.stable_kimg)
+        sources["kimg"], notes["kimg"] = "derived", "the growth schedule up to this resolution, then one stable phase"
+    if sources.get("growth_batch") == "preset":  # the preset's batches for resolutions this data has
+        kept = {r: b for r, b in parse_growth_batch(values["growth_batch"]).items() if r <= shape.resolution}
+        values["growth_batch"] = ",".join(f"{r}:{b}" for r, b in sorted(kept.items()))
     if values.get("optimizer", cfg.optimizer) == "rmsprop":
         for name in ("beta1", "beta2"):
             if name in given:
@@ -199,7 +208,7 @@ def resolve_run(
             take("batch_gpu", batch // world_size, "derived", "batch / processes")
     for name, net_name in NETWORK_FIELDS.items():
         if getattr(cfg, name) is None:
-            take(name, network_defaults[net_name], "preset")
+            take(name, network_defaults.get(net_name, getattr(_DEFAULTS_NET, net_name)), "preset")
 
     cond = values.get("cond", cfg.cond)
     if cond is None:

@@ -108,12 +108,13 @@ _FROM_PRESET = "[default: from --preset, printed at start]"
 @_opt("--map", type=int, default=None, help=f"Mapping network depth.  {_FROM_PRESET}")
 @_opt("--mbstd-group", type=int, default=None, help=f"Minibatch-stddev group size.  {_FROM_PRESET}")
 @_opt("--mirror/--no-mirror", default=_DEFAULT.mirror, help="Augment with random x-flips.")
-@_opt("--growth", type=click.Choice(["none", "progressive"]), default=_DEFAULT.growth,
-      help="'progressive': grow from --growth-start up to the dataset's resolution (ProGAN).")
+@_opt("--growth", type=click.Choice(["none", "progressive"]), default=None,
+      help="'progressive': grow from --growth-start up to the dataset's resolution (ProGAN).  [default: the "
+           "preset's: progressive for progan, else none]")
 @_opt("--growth-start", type=int, default=None, help="Progressive growing: first resolution.  [default: 4]")
 @_opt("--fade-kimg", type=float, default=_DEFAULT.fade_kimg, help="Progressive growing: kimg per fade-in phase.")
 @_opt("--stable-kimg", type=float, default=_DEFAULT.stable_kimg, help="Progressive growing: kimg per stable phase.")
-@_opt("--growth-batch", default=_DEFAULT.growth_batch,
+@_opt("--growth-batch", default=None,
       help="Progressive growing: global batch per resolution, e.g. '4:128,8:128,16:64' (others use --batch).")
 @_opt("--spectral-norm", type=str, default=_DEFAULT.spectral_norm,
       help="Spectral normalisation (Miyato et al. 2018) of D's weights (d), or of G's and D's (gd), or none.")
