@@ -119,6 +119,16 @@ def test_paper_64x64_parameter_count() -> None:
     assert Gc.w_dim == 200
 
 
+def test_half_width_64x64_parameter_count() -> None:
+    """channel_base 2048 / channel_max 512: G 512 -> 256 -> 128 -> 64 -> 3 and D 64 -> ... -> 512,
+    the widths of dcgan.torch and PyTorch's DCGAN example (ngf = ndf = 64), hand-counted."""
+    with torch.device("meta"):
+        G, D = stylegan.build("tiny", family="dcgan", **dict(PAPER64, channel_base=2048, channel_max=512))
+    g = 100 * 512 * 16 + (512 * 256 + 256 * 128 + 128 * 64 + 64 * 3) * 16 + 2 * (512 + 256 + 128 + 64)
+    d = (3 * 64 + 64 * 128 + 128 * 256 + 256 * 512) * 16 + 512 * 16 + 2 * (128 + 256 + 512)
+    assert (_count(G), _count(D)) == (g, d) == (3_576_704, 2_765_568)
+
+
 def test_layer_structure_follows_the_paper() -> None:
     """BN after every G layer but the output and every D layer but the input; no bias anywhere;
     4x4 kernels, stride 2, padding 1 (the head: 4x4, no padding)."""
