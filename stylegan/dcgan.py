@@ -46,7 +46,9 @@ parameters); G's projection, its output tanh, D's 4x4 head and every label embed
 NetworkConfig fields DCGAN ignores: ``w_dim``, ``mapping_layers``, ``mapping_lr_multiplier``,
 ``g_architecture``, ``d_architecture``, ``conv_clamp``, ``mbstd_group_size``,
 ``mbstd_num_channels``, ``d_mapping_layers``, ``resample_filter`` and ``use_noise``.
-``growth='progressive'`` is refused (progressive growing does not apply) and so is ``resolution=4``.
+``growth='progressive'`` is refused (progressive growing does not apply) and so is ``resolution=4``;
+:mod:`stylegan.families` applies ``spectral_norm`` to these networks as to any family's (every weight
+of two or more dimensions, the label embeddings included) and refuses ``attention``.
 """
 
 from __future__ import annotations

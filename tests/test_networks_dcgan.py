@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 import stylegan
-from networks_contract import BATCH, NetworkContract
+from networks_contract import BATCH, NetworkContract, weight_leaf
 from stylegan.dcgan import (
     INIT_STD,
     DCGANDiscriminator,
@@ -57,16 +57,16 @@ class DCGANContract(NetworkContract):
         (grad,) = torch.autograd.grad(D(real, c).sum(), real, create_graph=True)
         D.zero_grad(set_to_none=True)
         grad.square().sum().backward()
-        top = D.blocks[f"b{D.img_resolution}"].conv.weight  # the input layer (no BN)
+        top = weight_leaf(D.blocks[f"b{D.img_resolution}"].conv)  # the input layer (no BN)
         assert top.grad is not None and top.grad.abs().sum() > 0
-        assert D.blocks["b8"].conv.weight.grad.abs().sum() > 0
+        assert weight_leaf(D.blocks["b8"].conv).grad.abs().sum() > 0
         ws = G.mapping(z, c).detach().requires_grad_(True)
         img = G.synthesis(ws)
         (pl_grad,) = torch.autograd.grad((img * torch.randn_like(img)).sum(), ws, create_graph=True)
         G.zero_grad(set_to_none=True)
         pl_grad.square().sum().backward()
-        assert G.synthesis.blocks["b4"].fc.weight.grad.abs().sum() > 0
-        assert G.synthesis.blocks[f"b{G.img_resolution}"].conv.weight.grad.abs().sum() > 0
+        assert weight_leaf(G.synthesis.blocks["b4"].fc).grad.abs().sum() > 0
+        assert weight_leaf(G.synthesis.blocks[f"b{G.img_resolution}"].conv).grad.abs().sum() > 0
         G.zero_grad(set_to_none=True), D.zero_grad(set_to_none=True)
 
 
@@ -82,6 +82,13 @@ class TestDCGANConditionalGray(DCGANContract):
 
 class TestDCGANConditionalSmallest(DCGANContract):
     build_args = dict(SMALL, resolution=8, img_channels=4, c_dim=3)
+
+
+class TestDCGANSpectralNorm(DCGANContract):
+    """spectral_norm='gd' (stylegan/spectral.py, applied by stylegan/families.py to every family):
+    the transposed convs, the projections and the label embeddings are parametrized too."""
+
+    build_args = dict(SMALL, resolution=16, c_dim=2, spectral_norm="gd")
 
 
 # ----- architecture -------------------------------------------------------------------------------
@@ -397,6 +404,7 @@ def test_set_growth_accepts_only_the_full_stage() -> None:
         (dict(growth="progressive"), "growth='progressive': DCGAN networks do not grow progressively"),
         (dict(resolution=4), "resolution=4: DCGAN needs a power of two >= 8"),
         (dict(family="dcgn"), "did you mean 'dcgan'"),
+        (dict(resolution=16, attention=(8,)), "self-attention blocks exist in the stylegan2 family only"),
     ],
 )
 def test_bad_configs_are_refused(overrides: dict, match: str) -> None:
