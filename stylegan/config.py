@@ -18,7 +18,7 @@ G_ARCHITECTURES = ("orig", "skip", "resnet")
 D_ARCHITECTURES = ("orig", "skip", "resnet")
 GROWTH_MODES = ("none", "progressive")
 # Network families (stylegan/families.py builds each): StyleGAN2's mapping + modulated synthesis.
-FAMILIES = ("stylegan2", "progan")
+FAMILIES = ("stylegan2", "progan", "dcgan")
 SPECTRAL_NORM_MODES = ("none", "d", "gd")  # which networks are spectrally normalised (stylegan/spectral.py)
 
 # Upper bounds of every size, so that a config read from a stranger's file cannot ask for absurd

@@ -34,6 +34,10 @@ def network_classes(config: NetworkConfig) -> tuple[type[nn.Module], type[nn.Mod
         from stylegan.progan import ProGANDiscriminator, ProGANGenerator
 
         return ProGANGenerator, ProGANDiscriminator
+    if config.family == "dcgan":
+        from stylegan.dcgan import DCGANDiscriminator, DCGANGenerator
+
+        return DCGANGenerator, DCGANDiscriminator
     raise ValueError(f"family={config.family!r}: expected one of {', '.join(map(repr, FAMILIES))}")
 
 
