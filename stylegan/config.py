@@ -157,6 +157,9 @@ class NetworkConfig:
         _check_choice("growth", self.growth, GROWTH_MODES)
         _check_choice("family", self.family, FAMILIES)
         _check_choice("spectral_norm", self.spectral_norm, SPECTRAL_NORM_MODES)
+        if self.attention and self.family != "stylegan2":
+            raise ValueError(f"attention={_short(self.attention)}: self-attention blocks exist in the stylegan2 "
+                             f"family only, not in {self.family!r}")
         att = self.attention
         if not isinstance(att, tuple) or len(att) > 16 or not all(
             is_power_of_two(r) and 8 <= r <= self.resolution // 2 for r in att

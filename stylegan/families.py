@@ -22,9 +22,6 @@ from stylegan.spectral import apply_spectral_norm
 def network_classes(config: NetworkConfig) -> tuple[type[nn.Module], type[nn.Module]]:
     """The (G, D) classes of ``config.family``. Spectral normalisation applies to every family;
     self-attention blocks exist in StyleGAN2's networks only."""
-    if config.attention and config.family != "stylegan2":
-        raise ValueError(f"attention={config.attention}: self-attention blocks exist in the stylegan2 family only, "
-                         f"not in {config.family!r}")
     if config.family == "stylegan2":
         from stylegan.discriminator import Discriminator
         from stylegan.generator import Generator

@@ -147,9 +147,23 @@ _TABLE: dict[str, Preset] = {
                       growth="progressive", growth_batch="256:14,512:6,1024:3"),
         ref_gpus=1,
     ),
+    # DCGAN (Radford et al. 2016): its networks (stylegan/dcgan.py) at the paper's 64x64 LSUN widths
+    # (G 1024 -> 512 -> 256 -> 128 maps, z of 100), the non-saturating GAN loss, Adam(0.0002, 0.5,
+    # 0.999), batch 128 (sec. 4), no regularisers, no EMA (G_ema is G), no augmentation, float32.
+    # The paper gives no length in images; 5000 kimg is ours (LSUN's 3M bedrooms seen 1.7 times).
+    "dcgan": Preset(
+        network=MappingProxyType(dict(
+            family="dcgan", resolution=64, z_dim=100, w_dim=100, channel_base=4096, channel_max=1024,
+            use_noise=False, num_fp16_res=0, conv_clamp=None,
+        )),
+        recipe=Recipe(batch=128, glr=0.0002, dlr=0.0002, gamma=0.0, ema_kimg=0.0, ema_rampup=0.0, kimg=5000.0,
+                      pl_weight=0.0, mixing=0.0, snap=50, precision="fp32", aug="none", beta1=0.5, beta2=0.999),
+        ref_gpus=1,
+    ),
 }
 
-PRESETS: tuple[str, ...] = ("tiny", "auto", "cifar", "paper256", "paper512", "paper1024", "stylegan2", "progan")
+PRESETS: tuple[str, ...] = ("tiny", "auto", "cifar", "paper256", "paper512", "paper1024", "stylegan2", "progan",
+                            "dcgan")
 assert set(PRESETS) == set(_TABLE)
 
 

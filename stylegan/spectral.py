@@ -2,7 +2,7 @@
 parametrization (``torch.nn.utils.parametrizations.spectral_norm``).
 
 Each weight ``W`` (every parameter named ``weight`` with two or more dimensions, reshaped to a
-matrix over its first dimension) is used as ``W / sigma(W)``, ``sigma`` its largest singular
+matrix over its output dimension) is used as ``W / sigma(W)``, ``sigma`` its largest singular
 value estimated by power iteration with the vectors ``u`` and ``v`` (buffers: they are part of
 ``state_dict``, so of ``state/`` and of network files, and resume exactly).
 
@@ -56,7 +56,8 @@ def apply_spectral_norm(net: nn.Module) -> nn.Module:
         weight = module._parameters.get("weight")
         if weight is None or weight.ndim < 2:
             continue
-        parametrizations.spectral_norm(module, "weight", n_power_iterations=1, dim=0)
+        # dim: PyTorch's default, the output dimension (1 for transposed convolutions, else 0).
+        parametrizations.spectral_norm(module, "weight", n_power_iterations=1)
         if isinstance(module, gained):
             module.weight_gain = 1.0
     for sn in _normalisations(net):

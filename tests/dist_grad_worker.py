@@ -54,11 +54,13 @@ def phase_grads(name, G, D, micro, dist, settings, pl_mean, augment=None):
 # Variants: (loss, augmentation). Augmentation draws come from each micro-batch's generator: the
 # same on any layout. ADA's pipeline runs at a fixed p = 0.5 (every transform group of bgc fires for
 # some samples), DiffAugment whole. wgan-gp's gradient penalty has R1's double backward in D_main.
+# "sn": spectrally normalised G and D (u fixed within a step, so every layout normalises alike).
 VARIANTS = {
-    "none": ("ns", lambda: None),
-    "ada": ("ns", lambda: Augmentation("fixed", augpipe="bgc", p=0.5)),
-    "diffaug": ("ns", lambda: Augmentation("diffaug")),
-    "wgan-gp": ("wgan-gp", lambda: None),
+    "none": ("ns", lambda: None, {}),
+    "ada": ("ns", lambda: Augmentation("fixed", augpipe="bgc", p=0.5), {}),
+    "diffaug": ("ns", lambda: Augmentation("diffaug"), {}),
+    "wgan-gp": ("wgan-gp", lambda: None, {}),
+    "sn": ("ns", lambda: None, {"spectral_norm": "gd"}),
 }
 
 
@@ -84,14 +86,19 @@ def main(out_path: str) -> None:
     mine = micro[dist.rank * ROUNDS : (dist.rank + 1) * ROUNDS]
     pl_mean = torch.tensor(0.25)
     report: dict = {"world_size": dist.world_size, "phases": {}}
-    for variant, (kind, make) in VARIANTS.items():
+    for variant, (kind, make, network) in VARIANTS.items():
         augment = make()
         settings = dataclasses.replace(base_settings, loss=kind)
+        if network:
+            torch.manual_seed(0)
+            Gv, Dv = stylegan.build("tiny", RES, 1, C_DIM, **network)
+        else:
+            Gv, Dv = G, D
         for name in PHASES:
-            grads, result = phase_grads(name, G, D, mine, dist, settings, pl_mean, augment)
+            grads, result = phase_grads(name, Gv, Dv, mine, dist, settings, pl_mean, augment)
             if dist.rank == 0:
-                ref, ref_result = phase_grads(name, G, D, micro, Dist(), settings, pl_mean, augment)
-                wrong, _ = phase_grads(name, G, D, micro[:ROUNDS], Dist(), settings, pl_mean, augment)
+                ref, ref_result = phase_grads(name, Gv, Dv, micro, Dist(), settings, pl_mean, augment)
+                wrong, _ = phase_grads(name, Gv, Dv, micro[:ROUNDS], Dist(), settings, pl_mean, augment)
                 report["phases"][f"{variant}:{name}"] = {
                     "num_grads": sum(g is not None for g in grads),
                     "num_params": len(grads),

@@ -50,8 +50,8 @@ def test_gradients_equal_one_process_with_the_same_global_batch(processes, tmp_p
     report = json.loads(report_path.read_text())
     assert report["world_size"] == processes
     # Each phase without augmentation, with ADA's pipeline (fixed p 0.5), with DiffAugment, and with
-    # --loss wgan-gp (its gradient penalty's double backward in D_main).
-    variants = ("none", "ada", "diffaug", "wgan-gp")
+    # --loss wgan-gp (its gradient penalty's double backward in D_main), and spectrally normalised G and D.
+    variants = ("none", "ada", "diffaug", "wgan-gp", "sn")
     assert set(report["phases"]) == {f"{a}:{n}" for a in variants for n in ("G_main", "G_reg", "D_main", "D_reg")}
     assert "gp_penalty" in report["phases"]["wgan-gp:D_main"]["sums"]
     for name, r in report["phases"].items():
@@ -107,6 +107,24 @@ def test_torchrun_two_processes_with_augmentation(data8, tmp_path, aug):
         # 4 D steps of 8 images over 2 processes: one update of p by 8 * 4 / 50 = 0.64 (up or down).
         assert state["d_steps"] == 4 and state["controller"]["last_rt"] is not None
         assert stats[-1]["aug_p"] == pytest.approx(state["p"]) and state["p"] in (0.0, pytest.approx(0.64))
+
+
+@pytest.mark.parametrize("extra", [
+    ["--spectral-norm", "gd"],
+    ["--preset", "dcgan", "--cbase", "256", "--cmax", "32", "--batch", "8"],
+    ["--preset", "progan", "--cbase", "256", "--cmax", "32", "--batch", "8", "--fade-kimg", "0.016",
+     "--stable-kimg", "0.016"],
+], ids=["spectral-norm", "dcgan", "progan"])
+def test_torchrun_two_processes_gan_family(data8, tmp_path, extra):
+    """Issue 17's networks and options on 2 processes: the replica check of every tick passed (DCGAN's
+    batch-norm statistics and spectral norm's u and v stay alike on both), and the snapshots load."""
+    out = tmp_path / "runs"
+    args = _train_args(data8, out)
+    if "--preset" in extra:
+        i = args.index("--preset")
+        del args[i : i + 2]
+    _run([str(BIN / "torchrun"), "--standalone", "--nproc-per-node=2", *args, *extra])
+    _check_run(out, 2)
 
 
 def test_accelerate_launch_two_processes(data8, tmp_path):

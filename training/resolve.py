@@ -210,6 +210,10 @@ def resolve_run(
         if getattr(cfg, name) is None:
             take(name, network_defaults.get(net_name, getattr(_DEFAULTS_NET, net_name)), "preset")
 
+    family = network_defaults.get("family", _DEFAULTS_NET.family)
+    if cfg.attention.strip() and family != "stylegan2":
+        raise ConfigError("--attention", f"self-attention blocks exist in the stylegan2 family only; --preset {preset} "
+                                         f"builds {family}'s networks")
     cond = values.get("cond", cfg.cond)
     if cond is None:
         take("cond", shape.num_classes > 0, "derived", "the dataset has labels" if shape.num_classes else "no labels")

@@ -116,17 +116,19 @@ def run_phase(
     """Run phase ``name`` of ``loss`` over this process's micro-batches and take one optimizer step.
 
     Gradients are accumulated locally, then summed over processes together with the statistics,
-    the changes of G's float buffers (``w_avg``) and two flags (a stop request, a state save that the
+    the changes of the float buffers (G's ``w_avg``, batch-norm statistics) and two flags (a stop request, a state save that the
     main process asks for), in one flat all-reduce, so every process decides alike. If any
     summed loss (or, without a loss scaler, any gradient) is not finite, the step is skipped and
-    G's buffers are restored: every process sees the same sums, so all skip together.
+    the buffers are restored: every process sees the same sums, so all skip together.
     """
     trained, frozen = loss.networks(name)
     sizes = [mb.real.shape[0] for mb in micro_batches]
     count = loss.count(name, sizes, dist.world_size)
     grad_scale = 1.0 if scaler is None else float(scaler.get_scale())
-    # Every phase that runs G's mapping moves its w_avg (as StyleGAN2-ADA): keep it in step across processes.
-    bufs = [b for b in loss.G.buffers() if b.is_floating_point()] if name != "D_reg" else []
+    # Every phase that runs G's mapping moves its w_avg (as StyleGAN2-ADA), and batch normalisation
+    # (DCGAN) moves running statistics in G and D: keep them in step across processes (the mean change).
+    nets = (loss.D,) if name == "D_reg" else (loss.G, loss.D)
+    bufs = [b for net in nets for b in net.buffers() if b.is_floating_point()]
     bufs_before = [b.detach().clone() for b in bufs]
 
     def backward(value: torch.Tensor) -> None:
