@@ -67,3 +67,18 @@ def test_train_bench_appends_to_the_docs_only_when_asked() -> None:
         sys.path.remove(str(ROOT))
     append = next(p for p in main.params if p.name == "append")
     assert append.default is False and "--append" in append.opts
+
+
+def test_gan_family_methods_are_valid_training_options() -> None:
+    """Every method of bench/gan_family.py goes through train.py's own parser and resolves (a renamed
+    or refused option fails here, not an hour into the benchmark); unknown names are refused."""
+    from click.testing import CliRunner
+
+    from bench.gan_family import METHODS, main as bench_main
+    from training.train import main as train_main
+
+    for name, (options, _) in METHODS.items():
+        res = CliRunner().invoke(train_main, [*options, "--dry-run"])
+        assert res.exit_code == 0, (name, res.output[-2000:])
+    res = CliRunner().invoke(bench_main, ["--methods", "ns,bogus"])
+    assert res.exit_code == 2 and "bogus: expected some of ns, minimax" in res.output
