@@ -60,6 +60,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from stylegan.config import NetworkConfig
+from stylegan.generator import MappedGenerator, SingleWMapping
 from stylegan.growth import GrowthMixin
 from stylegan.mapping import check_labels
 from stylegan.modconv import NoiseGenerator, check_noise_mode
@@ -114,7 +115,7 @@ def check_generator(generator: NoiseGenerator, n: int) -> None:
 # ----- generator ------------------------------------------------------------------------------------
 
 
-class DCGANMapping(nn.Module):
+class DCGANMapping(SingleWMapping):
     """``z [N, z_dim], c [N, c_dim] -> ws [N, 1, w_dim]``: the latent itself, with the label
     embedding concatenated for conditional models; ``w_avg`` for truncation."""
 
@@ -128,33 +129,8 @@ class DCGANMapping(nn.Module):
             self.embed = nn.Linear(config.c_dim, embed_dim, bias=False)  # one-hot c: a lookup table
         self.register_buffer("w_avg", torch.zeros(self.w_dim))
 
-    def forward(
-        self,
-        z: torch.Tensor,
-        c: torch.Tensor | None = None,
-        truncation_psi: float = 1.0,
-        truncation_cutoff: int | None = None,
-        update_emas: bool = False,
-    ) -> torch.Tensor:
-        if not isinstance(z, torch.Tensor) or z.ndim != 2 or z.shape[1] != self.z_dim:
-            shape = tuple(z.shape) if isinstance(z, torch.Tensor) else None
-            raise ValueError(f"z: expected shape [N, {self.z_dim}], got {shape}")
-        c = check_labels(c, self.c_dim, z.shape[0])
-        cutoff = truncation_cutoff
-        if cutoff is not None and (not isinstance(cutoff, int) or isinstance(cutoff, bool) or not 0 <= cutoff <= 1):
-            raise ValueError(f"truncation_cutoff={truncation_cutoff!r}: expected None or an int in [0, 1]")
-        dtype = self.w_avg.dtype
-        w = z.to(dtype)
-        if c is not None:
-            w = torch.cat([w, self.embed(c.to(dtype))], dim=1)
-        if update_emas:
-            # Running mean of w; lerp(a, b, beta) = a + beta * (b - a), so w_avg keeps beta of itself.
-            with torch.no_grad():
-                self.w_avg.copy_(w.detach().mean(dim=0).lerp(self.w_avg, self.w_avg_beta))
-        ws = w.unsqueeze(1)  # [N, 1, w_dim]
-        if truncation_psi != 1 and cutoff != 0:  # cutoff 1 (or None) = the one w
-            ws = self.w_avg.to(ws.dtype).lerp(ws, truncation_psi)  # w' = w_avg + psi (w - w_avg)
-        return ws
+    def prepare(self, z: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
+        return z if c is None else torch.cat([z, self.embed(c)], dim=1)
 
     def extra_repr(self) -> str:
         return f"z_dim={self.z_dim}, c_dim={self.c_dim}, w_dim={self.w_dim}, num_ws={self.num_ws}"
@@ -242,7 +218,7 @@ class DCGANSynthesis(nn.Module):
         return f"w_dim={self.w_dim}, num_ws={self.num_ws}, img_resolution={self.img_resolution}"
 
 
-class DCGANGenerator(GrowthMixin, nn.Module):
+class DCGANGenerator(GrowthMixin, MappedGenerator):
     """``G(z [N, z_dim], c [N, c_dim]) -> img [N, img_channels, r, r]`` in [-1, 1]."""
 
     network_kind = "generator"  # for network files (stylegan/families.py)
@@ -258,26 +234,6 @@ class DCGANGenerator(GrowthMixin, nn.Module):
         if config.c_dim > 0:
             nn.init.normal_(self.mapping.embed.weight, 0.0, 1.0)  # the label part of w on z's scale
         self._init_growth()  # progressive growing does not apply: set_growth accepts only the full stage
-
-    def forward(
-        self,
-        z: torch.Tensor,
-        c: torch.Tensor | None = None,
-        truncation_psi: float = 1.0,
-        truncation_cutoff: int | None = None,
-        noise_mode: str = "random",
-        update_emas: bool = False,
-        fused_modconv: bool | None = None,
-        precision: str = "auto",
-        generator: NoiseGenerator = None,
-    ) -> torch.Tensor:
-        """``synthesis(mapping(z, c))``; the arguments are those of the StyleGAN2 generator."""
-        ws = self.mapping(
-            z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff, update_emas=update_emas
-        )
-        return self.synthesis(
-            ws, noise_mode=noise_mode, fused_modconv=fused_modconv, precision=precision, generator=generator
-        )
 
 
 # ----- discriminator --------------------------------------------------------------------------------

@@ -52,6 +52,7 @@ from torch import nn
 
 from ops.bias_act import bias_act
 from stylegan.config import NetworkConfig
+from stylegan.generator import GrowthOfSynthesis, MappedGenerator, SingleWMapping
 from stylegan.growth import GrowthMixin
 from stylegan.layers import Conv2dLayer, FullyConnectedLayer, MinibatchStdLayer, normalize_2nd_moment
 from stylegan.mapping import check_labels
@@ -87,7 +88,7 @@ def _check_family(config: NetworkConfig, cls: type) -> None:
 # ----- generator ---------------------------------------------------------------------------------
 
 
-class ProGANLatent(nn.Module):
+class ProGANLatent(SingleWMapping):
     """``G.mapping`` of ProGAN: ``z [N, z_dim], c [N, c_dim] -> ws [N, 1, w_dim]``, no learned mapping.
 
     ``z`` is pixel-normalised (sec. 4.2; A.1 draws latents on the hypersphere). A label is embedded by
@@ -106,33 +107,11 @@ class ProGANLatent(nn.Module):
             self.embed = FullyConnectedLayer(c_dim, z_dim)
         self.register_buffer("w_avg", torch.zeros(self.w_dim))
 
-    def forward(
-        self,
-        z: torch.Tensor,
-        c: torch.Tensor | None = None,
-        truncation_psi: float = 1.0,
-        truncation_cutoff: int | None = None,
-        update_emas: bool = False,
-    ) -> torch.Tensor:
-        if not isinstance(z, torch.Tensor) or z.ndim != 2 or z.shape[1] != self.z_dim:
-            shape = tuple(z.shape) if isinstance(z, torch.Tensor) else None
-            raise ValueError(f"z: expected shape [N, {self.z_dim}], got {shape}")
-        c = check_labels(c, self.c_dim, z.shape[0])
-        dtype = self.w_avg.dtype  # the module's dtype (it may have no parameters)
-        x = pixel_norm(z.to(dtype))
+    def prepare(self, z: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
+        x = pixel_norm(z)
         if c is not None:
-            x = torch.cat([x, pixel_norm(self.embed(c.to(dtype)))], dim=1)
-        if update_emas:
-            # As StyleGAN's w_avg: lerp(a, b, beta) = a + beta * (b - a) keeps beta of the old average.
-            with torch.no_grad():
-                self.w_avg.copy_(x.detach().to(self.w_avg.dtype).mean(dim=0).lerp(self.w_avg, self.w_avg_beta))
-        ws = x.unsqueeze(1)  # [N, 1, w_dim]
-        cutoff = truncation_cutoff
-        if cutoff is not None and (not isinstance(cutoff, int) or isinstance(cutoff, bool) or not 0 <= cutoff <= 1):
-            raise ValueError(f"truncation_cutoff={cutoff!r}: expected None or an int in [0, 1] (num_ws is 1)")
-        if truncation_psi != 1 and cutoff != 0:
-            ws = self.w_avg.to(ws.dtype).lerp(ws, truncation_psi)
-        return ws
+            x = torch.cat([x, pixel_norm(self.embed(c))], dim=1)
+        return x
 
     def extra_repr(self) -> str:
         return f"z_dim={self.z_dim}, c_dim={self.c_dim}, w_dim={self.w_dim}, num_ws=1"
@@ -253,7 +232,7 @@ def _check_generator(generator: NoiseGenerator, n: int) -> None:
         raise ValueError(f"generator: expected one generator per sample ({n}), got {len(generator)}")
 
 
-class ProGANGenerator(nn.Module):
+class ProGANGenerator(GrowthOfSynthesis, MappedGenerator):
     """``G(z [N, z_dim], c [N, c_dim]) -> img [N, img_channels, r, r]`` (linear output, unclamped)."""
 
     network_kind = "generator"  # for network files (stylegan/families.py)
@@ -267,38 +246,6 @@ class ProGANGenerator(nn.Module):
         self.mapping = ProGANLatent(config.z_dim, config.c_dim, config.w_avg_beta)
         self.w_dim, self.num_ws = self.mapping.w_dim, 1
         self.synthesis = ProGANSynthesis(config, self.w_dim)
-
-    def forward(
-        self,
-        z: torch.Tensor,
-        c: torch.Tensor | None = None,
-        truncation_psi: float = 1.0,
-        truncation_cutoff: int | None = None,
-        noise_mode: str = "random",
-        update_emas: bool = False,
-        fused_modconv: bool | None = None,
-        precision: str = "auto",
-        generator: NoiseGenerator = None,
-    ) -> torch.Tensor:
-        """``G.synthesis(G.mapping(z, c, ...), ...)``; the arguments are StyleGAN2's ``Generator``'s."""
-        ws = self.mapping(
-            z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff, update_emas=update_emas
-        )
-        return self.synthesis(
-            ws, noise_mode=noise_mode, fused_modconv=fused_modconv, precision=precision, generator=generator
-        )
-
-    # Progressive growing: the stage is the synthesis network's.
-    def set_growth(self, resolution: int, alpha: float) -> None:
-        self.synthesis.set_growth(resolution, alpha)
-
-    @property
-    def growth_resolution(self) -> int:
-        return self.synthesis.growth_resolution
-
-    @property
-    def growth_alpha(self) -> float:
-        return self.synthesis.growth_alpha
 
 
 # ----- discriminator -----------------------------------------------------------------------------
