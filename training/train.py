@@ -119,7 +119,7 @@ _FROM_PRESET = "[default: from --preset, printed at start]"
 @_opt("--spectral-norm", type=str, default=_DEFAULT.spectral_norm,
       help="Spectral normalisation (Miyato et al. 2018) of D's weights (d), or of G's and D's (gd), or none.")
 @_opt("--attention", type=str, default=_DEFAULT.attention,
-      help="Self-attention blocks (SAGAN) in G and D at these resolutions, e.g. '16,32'.")
+      help="Self-attention blocks (SAGAN) in G and D at these resolutions, e.g. '16,32'.  [default: none]")
 @_opt("--loss", type=str, default=None,
       help="Adversarial loss: ns (non-saturating logistic, StyleGAN2), minimax (Goodfellow et al. 2014), lsgan "
            "(least squares, Mao et al. 2017), hinge (SAGAN/BigGAN), wgan (Arjovsky et al. 2017, weight clipping), "
