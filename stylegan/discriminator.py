@@ -9,6 +9,10 @@ adds a 1x1 downsampling shortcut scaled by ``sqrt(0.5)``. Channels follow the sa
 Conditional models use a projection head (Miyato & Koyama 2018, as in StyleGAN2-ADA): the label is
 embedded by a small mapping network to ``cmap`` and the logit is ``<out(x), cmap> / sqrt(cmap_dim)``.
 
+InfoGAN (Chen et al. 2016; ``config.info_codes``): a head Q on the epilogue's hidden features gives
+the codes' parameters, ``D(img, c, with_codes=True) -> (logits, code_params)`` from the same pass;
+without codes there is no head and ``D(img, c)`` is as before (:mod:`stylegan.info_codes`).
+
 Mixed precision (StyleGAN2-ADA appendix D, :mod:`stylegan.precision`): the blocks at or above
 ``fp16_resolution`` (their FromRGB and both convs, clamped to ``+-conv_clamp``) run in the low dtype
 that ``precision`` picks; the label mapping, the minibatch std layer and the whole 4x4 epilogue run
