@@ -248,3 +248,12 @@ def test_video_sweeps_one_code(coded_file, tmp_path):
     res = CliRunner().invoke(main, ["--network", str(coded_file[1]), "--seeds", "0", "--sweep-code", "0",
                                     "--out", str(out)])
     assert res.exit_code == 2 and "no InfoGAN codes" in res.output, res.output
+
+
+def test_train_help_lists_the_info_options_with_defaults():
+    from training.train import main
+
+    text = " ".join(CliRunner().invoke(main, ["--help"]).output.split())
+    for opt in ("--info-codes", "--info-weight", "--info-cont-weight"):
+        assert f" {opt} " in f" {text} ", opt
+    assert "e.g. 0.1). [default: 1.0]" in text and "lambda, the weight of InfoGAN's" in text
