@@ -14,6 +14,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from stylegan.info_codes import check_info_codes
+
 G_ARCHITECTURES = ("orig", "skip", "resnet")
 D_ARCHITECTURES = ("orig", "skip", "resnet")
 GROWTH_MODES = ("none", "progressive")
@@ -112,6 +114,9 @@ class NetworkConfig:
     growth: str = "none"  # 'progressive' adds the ToRGB/FromRGB layers every stage needs
     spectral_norm: str = "none"  # 'd': D's weights, 'gd': G's and D's (Miyato et al. 2018; stylegan/spectral.py)
     attention: tuple[int, ...] = ()  # resolutions with a self-attention block in G and D (SAGAN; stylegan/attention.py)
+    # InfoGAN's latent codes, the last entries of z, and D's head Q for them (stylegan/info_codes.py),
+    # e.g. (("cat", 10), ("cont", 1), ("cont", 1)).
+    info_codes: tuple[tuple[str, int], ...] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.preset, str) or len(self.preset) > LIMITS["preset"]:
@@ -168,6 +173,10 @@ class NetworkConfig:
                 f"attention={_short(att)}: expected distinct resolutions, powers of two in [8, {self.resolution // 2}] "
                 "(feature maps that both G and D have)"
             )
+        if self.info_codes and self.family != "stylegan2":
+            raise ValueError(f"info_codes={_short(self.info_codes)}: InfoGAN's codes (D's head Q) exist in the "
+                             f"stylegan2 family only, not in {self.family!r}")
+        check_info_codes(self.info_codes, self.z_dim)
         if not isinstance(self.use_noise, bool):
             raise ValueError(f"use_noise={_short(self.use_noise)}: expected True or False")
         taps = self.resample_filter
@@ -205,6 +214,7 @@ class NetworkConfig:
         out = dataclasses.asdict(self)
         out["resample_filter"] = list(self.resample_filter)
         out["attention"] = list(self.attention)
+        out["info_codes"] = [list(code) for code in self.info_codes]
         return out
 
     @classmethod
@@ -224,6 +234,8 @@ class NetworkConfig:
         for key in ("resample_filter", "attention"):
             if isinstance(values.get(key), list):
                 values[key] = tuple(values[key])
+        if isinstance(values.get("info_codes"), list):  # JSON's [[kind, n], ...]
+            values["info_codes"] = tuple(tuple(code) if isinstance(code, list) else code for code in values["info_codes"])
         return cls(**values)
 
     def replace(self, **changes: Any) -> "NetworkConfig":

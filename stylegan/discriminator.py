@@ -9,6 +9,10 @@ adds a 1x1 downsampling shortcut scaled by ``sqrt(0.5)``. Channels follow the sa
 Conditional models use a projection head (Miyato & Koyama 2018, as in StyleGAN2-ADA): the label is
 embedded by a small mapping network to ``cmap`` and the logit is ``<out(x), cmap> / sqrt(cmap_dim)``.
 
+InfoGAN (Chen et al. 2016; ``config.info_codes``): a head Q on the epilogue's hidden features gives
+the codes' parameters, ``D(img, c, with_codes=True) -> (logits, code_params)`` from the same pass;
+without codes there is no head and ``D(img, c)`` is as before (:mod:`stylegan.info_codes`).
+
 Mixed precision (StyleGAN2-ADA appendix D, :mod:`stylegan.precision`): the blocks at or above
 ``fp16_resolution`` (their FromRGB and both convs, clamped to ``+-conv_clamp``) run in the low dtype
 that ``precision`` picks; the label mapping, the minibatch std layer and the whole 4x4 epilogue run
@@ -29,6 +33,7 @@ from ops.upfirdn2d import downsample2d
 from stylegan.attention import attention_blocks
 from stylegan.config import NetworkConfig
 from stylegan.growth import GrowthMixin
+from stylegan.info_codes import code_dim
 from stylegan.layers import Conv2dLayer, FullyConnectedLayer, MinibatchStdLayer, register_filter
 from stylegan.mapping import MappingNetwork, check_labels
 from stylegan.precision import block_dtype, check_precision
@@ -92,8 +97,16 @@ class DiscriminatorEpilogue(nn.Module):
         )
         self.fc = FullyConnectedLayer(ch * 4 * 4, ch, activation="lrelu")
         self.out = FullyConnectedLayer(ch, 1 if cmap_dim == 0 else cmap_dim)
+        if cfg.info_codes:
+            # InfoGAN's Q (Chen et al. 2016, sec. 4 and appendix C): it shares every layer of D up to
+            # the hidden fc, then one more hidden layer and the codes' parameters (n logits per
+            # categorical code, one mean per continuous code; stylegan/info_codes.py).
+            self.q_fc = FullyConnectedLayer(ch, ch, activation="lrelu")
+            self.q_out = FullyConnectedLayer(ch, code_dim(cfg.info_codes))
 
-    def forward(self, x: torch.Tensor | None, img: torch.Tensor | None, cmap: torch.Tensor | None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor | None, img: torch.Tensor | None, cmap: torch.Tensor | None, with_codes: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         dtype = self.conv.weight.dtype
         if x is not None:
             x = x.to(dtype)
@@ -103,11 +116,13 @@ class DiscriminatorEpilogue(nn.Module):
         if self.mbstd is not None:
             x = self.mbstd(x)
         x = self.conv(x)
-        x = self.fc(x.flatten(1))
-        x = self.out(x)
+        h = self.fc(x.flatten(1))
+        x = self.out(h)
         if cmap is not None:
             # Projection discriminator: inner product with the label embedding, normalised.
             x = (x * cmap).sum(dim=1, keepdim=True) * (1 / math.sqrt(self.cmap_dim))
+        if with_codes:
+            return x, self.q_out(self.q_fc(h))
         return x
 
 
@@ -139,11 +154,16 @@ class Discriminator(GrowthMixin, nn.Module):
         register_filter(self, config.resample_filter)
         self._init_growth()
 
-    def forward(self, img: torch.Tensor, c: torch.Tensor | None = None, precision: str = "auto") -> torch.Tensor:
+    def forward(
+        self, img: torch.Tensor, c: torch.Tensor | None = None, precision: str = "auto", with_codes: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Float32 logits for ``img``. ``precision`` (``'auto'``, ``'fp32'``, ``'fp16'``, ``'bf16'``)
         picks the dtype of the top ``num_fp16_res`` blocks, as for the generator (float16 on CUDA by
-        default)."""
+        default). ``with_codes``: ``(logits, code_params [N, K])`` from the same pass, where ``K``
+        and the layout are those of ``config.info_codes`` (InfoGAN's Q; a network with codes only)."""
         check_precision(precision)
+        if with_codes and not self.config.info_codes:
+            raise ValueError("with_codes=True: this discriminator has no InfoGAN head Q (config.info_codes is empty)")
         top, alpha = self.growth_resolution, self.growth_alpha
         expected = (self.img_channels, top, top)
         if img.ndim != 4 or tuple(img.shape[1:]) != expected:
@@ -164,7 +184,7 @@ class Discriminator(GrowthMixin, nn.Module):
             if res == top and self.fading:
                 x, img = self._fade(x, inp, alpha, precision)
         cmap = self.mapping(None, c) if c is not None else None
-        return self.b4(x, img, cmap)
+        return self.b4(x, img, cmap, with_codes=with_codes)
 
     def _fade(
         self, x: torch.Tensor, inp: torch.Tensor, alpha: float, precision: str

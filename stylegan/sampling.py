@@ -7,6 +7,10 @@
   inputs and its class draw. Seeding a torch generator with ``s`` itself would give the Mersenne
   Twister state of ``RandomState(s)`` (both use MT19937's ``init_genrand``) and reuse the latent's raw
   bits, so each stream is seeded from ``(s, stream)`` through numpy's ``SeedSequence`` hash.
+* InfoGAN codes (:mod:`stylegan.info_codes`): for a network with codes, seed ``s``'s latent keeps
+  NVIDIA's noise in its first ``z_dim - K`` entries and takes its codes (the last ``K``) from the
+  seed's own code generator, so the seed still names one image and the codes have their own
+  distribution (one-hot classes, Uniform(-1, 1)).
 * :func:`to_uint8`: float images in [-1, 1] to uint8 as StyleGAN2-ADA quantises them
   (``x * 127.5 + 128``, clamped, truncated): round half up of ``x * 127.5 + 127.5``.
 """
@@ -18,19 +22,29 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from stylegan.info_codes import InfoCodes, sample_codes, with_codes
+
 MAX_SEED = 2**32 - 1  # RandomState's seeds
 _NOISE_STREAM = 0x6E6F697365  # "noise"
 _CLASS_STREAM = 0x636C617373  # "class"
+_CODE_STREAM = 0x636F646573  # "codes"
 
 
-def seed_latent(seed: int, z_dim: int) -> torch.Tensor:
-    """``z`` [z_dim] for ``seed`` in [0, 2**32): ``np.random.RandomState(seed).randn(z_dim)`` as float32."""
-    return torch.from_numpy(np.random.RandomState(seed).randn(z_dim)).float()
+def seed_latent(seed: int, z_dim: int, info_codes: InfoCodes = ()) -> torch.Tensor:
+    """``z`` [z_dim] for ``seed`` in [0, 2**32): ``np.random.RandomState(seed).randn(z_dim)`` as float32,
+    with its last entries replaced by InfoGAN codes drawn from :func:`code_generator` when
+    ``info_codes`` is given."""
+    z = torch.from_numpy(np.random.RandomState(seed).randn(z_dim)).float()
+    if not info_codes:
+        return z
+    return with_codes(z[None], info_codes, sample_codes(info_codes, 1, code_generator(seed)))[0]
 
 
-def seed_latents(seeds: Sequence[int], z_dim: int) -> torch.Tensor:
+def seed_latents(seeds: Sequence[int], z_dim: int, info_codes: InfoCodes = ()) -> torch.Tensor:
     """``z`` for each seed, ``[len(seeds), z_dim]`` on the CPU."""
-    return torch.stack([seed_latent(s, z_dim) for s in seeds]) if len(seeds) else torch.zeros(0, z_dim)
+    if not len(seeds):
+        return torch.zeros(0, z_dim)
+    return torch.stack([seed_latent(s, z_dim, info_codes) for s in seeds])
 
 
 def _stream(seed: int, stream: int) -> torch.Generator:
@@ -46,6 +60,11 @@ def noise_generator(seed: int) -> torch.Generator:
 def class_generator(seed: int) -> torch.Generator:
     """The CPU generator that draws ``seed``'s class where one is drawn (the metrics' fakes)."""
     return _stream(seed, _CLASS_STREAM)
+
+
+def code_generator(seed: int) -> torch.Generator:
+    """The CPU generator that draws ``seed``'s InfoGAN codes (:func:`seed_latent`)."""
+    return _stream(seed, _CODE_STREAM)
 
 
 def to_uint8(img: torch.Tensor) -> torch.Tensor:

@@ -92,6 +92,7 @@ def test_help_lists_every_option_with_its_default():
                "--metrics-features", "--inception-weights", "--threads", "--no-progress", "--dry-run",
                "--aug", "--augpipe", "--target", "--ada-kimg", "--p", "--diffaug", "--loss", "--gp-weight", "--drift",
                "--clip", "--n-critic", "--optimizer", "--beta1", "--beta2", "--spectral-norm", "--attention",
+               "--info-codes", "--info-weight", "--info-cont-weight",
                "--resolution", "--channels", "--classes"]
     for opt in options:
         assert f" {opt} " in f" {text} ", opt

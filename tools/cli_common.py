@@ -31,6 +31,8 @@ FLAGS = {
     "truncation_cutoff": "--truncation-cutoff",
     "noise_mode": "--noise-mode",
     "batch_size": "--batch",
+    "codes": "--code",
+    "code": "--sweep-code",
 }
 
 

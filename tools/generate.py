@@ -9,7 +9,10 @@ same seed, truncation and class. Seeds are rendered in batches; each seed's late
 its own (tools/genlib.py), so the image for a seed does not depend on the batch size or the device.
 Files are ``seed<NNNN>.<format>`` (uint8; grayscale, RGB or RGBA as the network's channels).
 ``--class`` takes an index or a class name; without it a conditional network gives seed N class
-``N mod C``, and the grid has one row per class.
+``N mod C``, and the grid has one row per class. ``--code 0=3,1=0.5`` sets InfoGAN codes of a
+network trained with ``--info-codes`` (code index = a class index for a categorical code, a number
+in [-1, 1] for a continuous one) for every seed; the seed gives the rest of z, codes not named
+included.
 """
 
 from __future__ import annotations
@@ -51,6 +54,10 @@ def rows_by_class(images: np.ndarray, classes: list[int]) -> np.ndarray:
 @click.option("--outdir", type=click.Path(file_okay=False, path_type=Path), required=True, help="Output folder.")
 @click.option("--grid/--no-grid", default=False, help="Also write grid.<format>, all seeds in one image.")
 @click.option("--format", "fmt", type=click.Choice(IMAGE_FORMATS), default="png", help="Image file format.")
+@click.option("--code", "code_spec", default=None, metavar="I=V,...",
+              help="InfoGAN codes (networks trained with --info-codes): code index = value, a class index for a "
+                   "categorical code, a number in [-1, 1] for a continuous one, e.g. 0=3,1=0.5. Codes not given come "
+                   "from the seed.")
 @nvidia_flag("--projected-w", "projected latents are not supported here (no projector yet)")
 @nvidia_flag("--translate", "it moves StyleGAN3's input grid; StyleGAN3 networks are not supported here")
 @nvidia_flag("--rotate", "it rotates StyleGAN3's input grid; StyleGAN3 networks are not supported here")
@@ -66,9 +73,12 @@ def main(
     device: str,
     grid: bool,
     fmt: str,
+    code_spec: str | None,
 ) -> None:
     """Generate one image per seed from a trained network file."""
     G, class_idx = load_checked(network, device, class_idx, truncation_psi, truncation_cutoff, noise_mode)
+    with flags():
+        codes = genlib.parse_codes(code_spec, genlib.network_codes(G))
     cycled = genlib.seed_classes(G, seeds) if class_idx is None else None  # conditional, no --class
     try:
         check_channels(G.img_channels, fmt)
@@ -80,7 +90,7 @@ def main(
     with flags(), progress(len(seeds)) as bar:
         batches = genlib.iter_generate(
             G, seeds, class_idx=class_idx, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff,
-            noise_mode=noise_mode, batch_size=batch_size,
+            noise_mode=noise_mode, batch_size=batch_size, codes=codes,
         )
         for batch_seeds, images in batches:
             images = to_uint8(images)

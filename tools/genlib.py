@@ -12,7 +12,10 @@ It knows the networks only through their public interface (``G.mapping``, ``G.sy
 
 Reproducibility: seed N's latent is ``np.random.RandomState(N).randn(z_dim)``, the latent NVIDIA's
 ``generate.py`` / ``gen_images.py`` draw, so an NVIDIA network renders the same image here for the
-same seed, truncation and class. With ``noise_mode='random'`` the noise inputs come from a CPU
+same seed, truncation and class. A network with InfoGAN codes (``G.config.info_codes``) takes
+the codes as the last entries of z: a seed's codes come from its own generator
+(:func:`stylegan.sampling.seed_latent`), and ``codes`` ({code index: value}, :func:`parse_codes`)
+sets some of them for every seed. With ``noise_mode='random'`` the noise inputs come from a CPU
 ``torch.Generator`` of the seed's own (:func:`noise_generator`). So a seed's inputs do not depend on
 the batch it lands in, on the other seeds, or on the device that renders it. (The arithmetic itself
 can differ in the last float bits between batch sizes, because matrix-multiply kernels sum in a
@@ -31,11 +34,12 @@ import difflib
 import math
 import re
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterator, Mapping, Sequence
 
 import torch
 from torch import nn
 
+from stylegan import info_codes as infocodes
 from stylegan import sampling
 
 NOISE_MODES = ("const", "random", "none")
@@ -92,6 +96,37 @@ def parse_ranges(text: str, arg: str = "seeds", lo: int = 0, hi: int = MAX_SEED)
 def parse_seeds(text: str) -> list[int]:
     """Seeds for ``--seeds``: numbers in ``[0, 2**32 - 1]``, see :func:`parse_ranges`."""
     return parse_ranges(text, arg="seeds", lo=0, hi=MAX_SEED)
+
+
+def network_codes(G: nn.Module) -> tuple[tuple[str, int], ...]:
+    """The InfoGAN codes of ``G`` (``()`` for a network without, or without a config)."""
+    return tuple(getattr(getattr(G, "config", None), "info_codes", ()) or ())
+
+
+def parse_codes(text: str | None, codes: Sequence[tuple[str, int]]) -> dict[int, float]:
+    """``'0=3,1=0.5'`` -> ``{0: 3.0, 1: 0.5}`` for ``--code``: code index = value, a class index for a
+    categorical code, a number in [-1, 1] for a continuous one; checked against ``codes`` (a
+    network's ``info_codes``). ``None`` or ``''`` is no codes."""
+    if text is None or not str(text).strip():
+        return {}
+    codes = tuple(codes)
+    if not codes:
+        raise ArgumentError("codes", f"{text!r} given, but this network has no InfoGAN codes (it was trained "
+                                     "without --info-codes); omit the codes")
+    out: dict[int, float] = {}
+    for item in str(text).split(","):
+        m = re.fullmatch(r"\s*(\d+)\s*=\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*", item)
+        if m is None:
+            raise ArgumentError("codes", f"{item.strip()!r} in {text!r}: expected INDEX=VALUE pairs, e.g. '0=3,1=0.5'")
+        index, value = int(m.group(1)), float(m.group(2))
+        if index in out:
+            raise ArgumentError("codes", f"code {index} appears more than once in {text!r}")
+        try:
+            infocodes.check_code_value(codes, index, value)
+        except ValueError as exc:
+            raise ArgumentError("codes", str(exc)) from None
+        out[index] = value
+    return out
 
 
 # ----- loading -------------------------------------------------------------------------------------
@@ -279,11 +314,20 @@ def seed_latent(seed: int, z_dim: int) -> torch.Tensor:
     return sampling.seed_latent(seed, z_dim)
 
 
-def latents(seeds: Sequence[int], z_dim: int) -> torch.Tensor:
-    """``z`` for each seed, ``[len(seeds), z_dim]`` on the CPU."""
+def latents(
+    seeds: Sequence[int], z_dim: int, info_codes: Sequence[tuple[str, int]] = (), codes: Mapping[int, float] | None = None
+) -> torch.Tensor:
+    """``z`` for each seed, ``[len(seeds), z_dim]`` on the CPU; with a network's ``info_codes``, the
+    last entries are the seed's codes, those in ``codes`` (code index -> value) set for every seed."""
     for s in seeds:
         check_seed(s)
-    return sampling.seed_latents(seeds, z_dim)
+    z = sampling.seed_latents(seeds, z_dim, tuple(info_codes))
+    if codes:
+        try:
+            z = infocodes.set_codes(z, tuple(info_codes), codes)
+        except ValueError as exc:
+            raise ArgumentError("codes", str(exc)) from None
+    return z
 
 
 def noise_generator(seed: int) -> torch.Generator:
@@ -331,12 +375,15 @@ def map_seeds(
     truncation_psi: float = 1.0,
     truncation_cutoff: int | None = None,
     batch_size: int = 16,
+    codes: Mapping[int, float] | None = None,
 ) -> torch.Tensor:
     """``ws`` [len(seeds), num_ws, w_dim] for seeds (see :func:`map_latents`); without ``class_idx`` a
-    conditional network gives seed N class ``N mod c_dim`` (:func:`seed_classes`)."""
+    conditional network gives seed N class ``N mod c_dim`` (:func:`seed_classes`). ``codes``: InfoGAN
+    code values set for every seed (:func:`parse_codes`)."""
     if class_idx is None:
         class_idx = seed_classes(G, seeds)
-    return map_latents(G, latents(seeds, G.z_dim), class_idx, truncation_psi, truncation_cutoff, batch_size)
+    z = latents(seeds, G.z_dim, network_codes(G), codes)
+    return map_latents(G, z, class_idx, truncation_psi, truncation_cutoff, batch_size)
 
 
 @torch.no_grad()
@@ -379,14 +426,22 @@ def iter_generate(
     truncation_cutoff: int | None = None,
     noise_mode: str = "const",
     batch_size: int = 16,
+    codes: Mapping[int, float] | None = None,
 ) -> Iterator[tuple[list[int], torch.Tensor]]:
     """Yield ``(seeds_of_batch, images)`` with images float [B, C, H, W] in [-1, 1] on the CPU.
 
     Mapping and synthesis run batch by batch, so memory stays bounded for any number of seeds.
     All arguments are checked before the first batch runs. Without ``class_idx`` a conditional
-    network gives seed N class ``N mod c_dim`` (:func:`seed_classes`).
+    network gives seed N class ``N mod c_dim`` (:func:`seed_classes`). ``codes``: InfoGAN code values
+    set for every seed (code index -> value, :func:`parse_codes`).
     """
     seeds = list(seeds)
+    if codes:
+        for index, value in codes.items():  # checked up front, like the labels
+            try:
+                infocodes.check_code_value(network_codes(G), index, value)
+            except ValueError as exc:
+                raise ArgumentError("codes", str(exc)) from None
     check_noise_mode(noise_mode)
     check_truncation(G, truncation_psi, truncation_cutoff)
     _check_batch_size(batch_size)
@@ -397,7 +452,7 @@ def iter_generate(
     for i in range(0, len(seeds), batch_size):
         sb = seeds[i : i + batch_size]
         cb = labels if labels is None or isinstance(labels, int) else labels[i : i + batch_size]
-        ws = map_seeds(G, sb, cb, truncation_psi, truncation_cutoff, batch_size)
+        ws = map_seeds(G, sb, cb, truncation_psi, truncation_cutoff, batch_size, codes)
         (img,) = iter_synthesize(G, ws, sb, noise_mode, batch_size)
         yield sb, img
 
@@ -410,9 +465,11 @@ def generate(
     truncation_cutoff: int | None = None,
     noise_mode: str = "const",
     batch_size: int = 16,
+    codes: Mapping[int, float] | None = None,
 ) -> torch.Tensor:
     """Images for ``seeds``: float [N, C, H, W] in [-1, 1] (unclamped) on the CPU, in seed order."""
-    parts = [img for _, img in iter_generate(G, seeds, class_idx, truncation_psi, truncation_cutoff, noise_mode, batch_size)]
+    parts = [img for _, img in iter_generate(G, seeds, class_idx, truncation_psi, truncation_cutoff, noise_mode, batch_size,
+                                             codes)]
     if not parts:
         raise ArgumentError("seeds", "empty; expected at least one seed")
     return torch.cat(parts)

@@ -174,7 +174,7 @@ def iter_video_frames(
     kw = dict(truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff, batch_size=batch_size)
     first = genlib.seed_classes(G, [walk[0] for walk in walks])
     cell_class = [class_idx if class_idx is not None or first is None else first[k] for k in range(len(walks))]
-    keys_z = [genlib.latents(walk, G.z_dim) for walk in walks]  # per cell [K, z_dim]
+    keys_z = [genlib.latents(walk, G.z_dim, genlib.network_codes(G)) for walk in walks]  # per cell [K, z_dim]
     keys_ws = [genlib.map_latents(G, z, cell_class[k], **kw) for k, z in enumerate(keys_z)] if space == "w" else None
     noise_seeds = [walk[0] for walk in walks]
     frames_per_batch = max(1, batch_size // len(walks))
@@ -197,6 +197,65 @@ def iter_video_frames(
         images = to_uint8(images)
         for f in range(len(chunk)):
             yield make_grid(images[f * len(walks) : (f + 1) * len(walks)], cols=cols)
+
+
+def code_sweep_values(codes: Sequence[tuple[str, int]], index: int, frames_per_transition: int, loop: bool) -> list[float]:
+    """The values InfoGAN code ``index`` takes, frame by frame, in a sweep (:func:`iter_code_sweep_frames`).
+
+    A continuous code goes linearly from -1 to 1 in ``frames`` steps (``frames + 1`` frames), and
+    with ``loop`` back again (``2 * frames`` frames, the last one short of -1 so the loop is seamless).
+    A categorical code shows each class in turn for ``frames`` frames (``n * frames`` frames).
+    """
+    from stylegan.info_codes import check_code_value
+
+    try:
+        check_code_value(tuple(codes), index, 0.0)  # index exists (0 is valid for both kinds)
+    except ValueError as exc:
+        raise ArgumentError("code", str(exc)) from None
+    if frames_per_transition < 1:
+        raise ArgumentError("frames", f"{frames_per_transition!r}; expected an int >= 1")
+    kind, n = codes[index]
+    if kind == "cat":
+        return [float(k) for k in range(n) for _ in range(frames_per_transition)]
+    up = [-1.0 + 2.0 * k / frames_per_transition for k in range(frames_per_transition + 1)]
+    return up + up[-2:0:-1] if loop else up
+
+
+def iter_code_sweep_frames(
+    G: nn.Module,
+    seeds: Sequence[int],
+    code: int,
+    grid: tuple[int, int] = (1, 1),
+    frames_per_transition: int = 30,
+    loop: bool = True,
+    class_idx: int | None = None,
+    truncation_psi: float = 1.0,
+    truncation_cutoff: int | None = None,
+    noise_mode: str = "const",
+    batch_size: int = 16,
+) -> Iterator[np.ndarray]:
+    """Yield uint8 frames of ``grid = (cols, rows)`` cells, one seed each, in which InfoGAN code
+    ``code`` sweeps its range (:func:`code_sweep_values`) while the rest of each seed's z, its
+    class and its noise stay fixed (Chen et al. 2016, fig. 2: varying one code, the others fixed)."""
+    genlib.check_noise_mode(noise_mode)
+    genlib.check_truncation(G, truncation_psi, truncation_cutoff)
+    cols, rows = grid
+    seeds = list(seeds)
+    if len(seeds) != cols * rows:
+        raise ArgumentError("seeds", f"{len(seeds)} seeds for {cols * rows} grid cells; a code sweep takes one seed "
+                                     f"per cell ({cols * rows})")
+    codes = genlib.network_codes(G)
+    values = code_sweep_values(codes, code, frames_per_transition, loop)
+    classes = genlib.seed_classes(G, seeds) if class_idx is None else class_idx
+    frames_per_batch = max(1, batch_size // len(seeds))
+    for start in range(0, len(values), frames_per_batch):
+        chunk = values[start : start + frames_per_batch]
+        z = torch.cat([genlib.latents(seeds, G.z_dim, codes, {code: v}) for v in chunk])  # frame-major
+        labels = classes if classes is None or isinstance(classes, int) else list(classes) * len(chunk)
+        ws = genlib.map_latents(G, z, labels, truncation_psi, truncation_cutoff, batch_size)
+        images = to_uint8(torch.cat(list(genlib.iter_synthesize(G, ws, seeds * len(chunk), noise_mode, batch_size))))
+        for f in range(len(chunk)):
+            yield make_grid(images[f * len(seeds) : (f + 1) * len(seeds)], cols=cols)
 
 
 def num_video_frames(num_seeds: int, cells: int, frames_per_transition: int, loop: bool) -> int:

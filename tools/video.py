@@ -7,6 +7,11 @@
 walks the k-th slice). ``--frames`` is the number of frames between two consecutive keyframes; a
 looping walk (the default) has ``keys * frames`` frames, an open one ``(keys - 1) * frames + 1``.
 GIF needs nothing extra; MP4 needs the optional package imageio-ffmpeg.
+
+``--sweep-code I`` (networks trained with ``--info-codes``) makes a different video: each grid cell
+is one seed, and InfoGAN code I sweeps its range while the rest of z stays fixed: a continuous code
+from -1 to 1 in ``--frames`` steps (and back with ``--loop``), a categorical code through its
+classes, ``--frames`` frames each (tools/latent_walks.py, ``iter_code_sweep_frames``).
 """
 
 from __future__ import annotations
@@ -23,7 +28,9 @@ import click
 from tools import genlib
 from tools.cli_common import SEEDS, flags, load_checked, network_options, nvidia_flag, progress
 from tools.imagefiles import check_channels, save_gif, save_mp4
-from tools.latent_walks import SPACES, iter_video_frames, num_video_frames, parse_grid, split_cells
+from tools.latent_walks import (
+    SPACES, code_sweep_values, iter_code_sweep_frames, iter_video_frames, num_video_frames, parse_grid, split_cells,
+)
 
 VIDEO_FORMATS = ("gif", "mp4")
 
@@ -44,6 +51,9 @@ def _grid(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, 
 @click.option("--fps", type=click.FloatRange(min=0, min_open=True, max=1000), default=30.0, help="Frames per second.")
 @click.option("--loop/--no-loop", default=True, help="Walk back to the first keyframe (a seamless loop).")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Output file, .gif or .mp4.")
+@click.option("--sweep-code", "sweep_code", type=click.IntRange(min=0), default=None, metavar="INDEX",
+              help="InfoGAN networks: instead of a walk, sweep code INDEX (a continuous one from -1 to 1, a "
+                   "categorical one through its classes) with the rest of z fixed; one seed per grid cell.")
 @nvidia_flag("--w-frames", "here it is --frames (frames between two consecutive keyframes)")
 @nvidia_flag("--num-keyframes", "here the keyframes are the seeds: give each grid cell as many seeds as keyframes")
 @nvidia_flag("--output", "here it is --out (a .gif or .mp4 file)")
@@ -62,6 +72,7 @@ def main(
     batch_size: int,
     device: str,
     out: Path,
+    sweep_code: int | None,
 ) -> None:
     """Write a video that interpolates between seeds."""
     fmt = out.suffix.lower().lstrip(".")
@@ -69,7 +80,10 @@ def main(
         raise click.BadParameter(f"{str(out)!r} has suffix {out.suffix!r}; expected .gif or .mp4", param_hint="'--out'")
     with flags({"seeds": "--seeds", "grid": "--grid", "frames": "--frames"}):
         cells = split_cells(seeds, grid[0] * grid[1])
-        if len(cells[0]) < 2:
+        if sweep_code is not None and len(cells[0]) != 1:
+            raise genlib.ArgumentError("seeds", f"{len(seeds)} seeds for {len(cells)} grid cells; --sweep-code takes "
+                                                f"one seed per cell ({len(cells)})")
+        if sweep_code is None and len(cells[0]) < 2:
             raise genlib.ArgumentError(
                 "seeds", f"{len(seeds)} seeds for {len(cells)} grid cells give each walk {len(cells[0])} keyframe; "
                 f"expected at least 2 per cell ({2 * len(cells)} seeds)"
@@ -88,13 +102,16 @@ def main(
                 "or write a .gif, which needs nothing extra", param_hint="'--out'",
             ) from None
 
-    total = num_video_frames(len(seeds), len(cells), frames, loop)
+    common = dict(grid=grid, frames_per_transition=frames, loop=loop, class_idx=class_idx, truncation_psi=truncation_psi,
+                  truncation_cutoff=truncation_cutoff, noise_mode=noise_mode, batch_size=batch_size)
+    with flags():
+        if sweep_code is None:
+            total = num_video_frames(len(seeds), len(cells), frames, loop)
+            stream = iter_video_frames(G, seeds, space=space, **common)
+        else:
+            total = len(code_sweep_values(genlib.network_codes(G), sweep_code, frames, loop))
+            stream = iter_code_sweep_frames(G, seeds, sweep_code, **common)
     with flags(), progress(total, unit="frame") as bar:
-        stream = iter_video_frames(
-            G, seeds, grid=grid, space=space, frames_per_transition=frames, loop=loop, class_idx=class_idx,
-            truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff, noise_mode=noise_mode,
-            batch_size=batch_size,
-        )
 
         def counted():
             for frame in stream:
@@ -109,7 +126,8 @@ def main(
             size = (first.shape[1], first.shape[0])
             save_mp4(itertools.chain([first], frames_iter), out, fps, size, first.shape[2])
     classes = f"; no --class: each walk has its first seed's class, seed mod {G.c_dim}" if class_idx is None and G.c_dim else ""
-    click.echo(f"Wrote {total} frames ({grid[0]}x{grid[1]} walks in {space}, {fps:g} fps{classes}) to {out}")
+    what = f"walks in {space}" if sweep_code is None else f"sweeps of code {sweep_code}"
+    click.echo(f"Wrote {total} frames ({grid[0]}x{grid[1]} {what}, {fps:g} fps{classes}) to {out}")
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from stylegan.config import SPECTRAL_NORM_MODES, suggest
+from stylegan.info_codes import parse_info_codes
 from stylegan.presets import PRESETS
 from training.loss import LOSSES, OPTIMIZERS
 from training.metrics.features import EXTRACTORS
@@ -84,6 +85,9 @@ class TrainConfig:
     growth: str | None = None  # none | progressive; default: the preset's (progressive for progan)
     spectral_norm: str = "none"  # none | d | gd: spectral normalisation of D's (and G's) weights
     attention: str = ""  # comma-separated resolutions with self-attention blocks in G and D (SAGAN)
+    info_codes: str = ""  # InfoGAN's latent codes, e.g. 'cat:10,cont:2' (stylegan/info_codes.py)
+    info_weight: float = 1.0  # InfoGAN's lambda on -L_I (eq. 6; the paper's 1 for categorical codes)
+    info_cont_weight: float = 1.0  # extra factor on the continuous codes' terms (the paper: smaller, e.g. 0.1)
     growth_start: int | None = None
     fade_kimg: float = 800.0
     stable_kimg: float = 800.0
@@ -165,6 +169,15 @@ class TrainConfig:
         if self.spectral_norm not in SPECTRAL_NORM_MODES:
             raise ConfigError("--spectral-norm", f"{self.spectral_norm!r}: expected one of {', '.join(SPECTRAL_NORM_MODES)}")
         parse_attention(self.attention)
+        codes = parse_info_codes_option(self.info_codes)
+        for name in ("info_weight", "info_cont_weight"):
+            _non_negative(getattr(self, name), name)
+            if not codes and getattr(self, name) != getattr(TrainConfig, name):
+                raise ConfigError(option_name(name), f"{getattr(self, name)!r} without --info-codes: the weight "
+                                                     "applies to InfoGAN's codes only; give --info-codes, e.g. 'cat:10,cont:2'")
+        if not any(kind == "cont" for kind, _ in codes) and self.info_cont_weight != TrainConfig.info_cont_weight:
+            raise ConfigError("--info-cont-weight", f"{self.info_cont_weight!r}: --info-codes {self.info_codes!r} has no "
+                                                    "continuous code (cont:M)")
         if self.growth_start is not None and not _is_pow2(self.growth_start, minimum=4):
             raise ConfigError("--growth-start", f"{self.growth_start!r}: expected a power of two >= 4")
         _positive(self.fade_kimg, "fade_kimg")
@@ -249,6 +262,14 @@ def parse_attention(text: str) -> tuple[int, ...]:
                                              "two >= 8, separated by commas, e.g. '16,32'")
         out.append(res)
     return tuple(sorted(out))
+
+
+def parse_info_codes_option(text: str) -> tuple[tuple[str, int], ...]:
+    """``--info-codes 'cat:10,cont:2'`` as NetworkConfig's ``info_codes`` (checked against z_dim later)."""
+    try:
+        return parse_info_codes(text)
+    except ValueError as exc:
+        raise ConfigError("--info-codes", str(exc)) from None
 
 
 def parse_growth_batch(text: str) -> dict[int, int]:

@@ -54,11 +54,11 @@ def grid_layout(num_classes: int, class_names: Sequence[str] | None = None) -> G
     return GridLayout(len(classes), CLASS_COLS, classes, names)
 
 
-def grid_inputs(layout: GridLayout, z_dim: int, c_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+def grid_inputs(layout: GridLayout, z_dim: int, c_dim: int, info_codes: tuple = ()) -> tuple[torch.Tensor, torch.Tensor]:
     """Fixed latents ``[rows * cols, z_dim]`` and one-hot labels for the grid (CPU tensors): cell
     ``i`` is seed ``i`` (:func:`stylegan.sampling.seed_latent`, the latent ``tools/generate.py``
-    draws), so ``generate.py --seeds`` on a snapshot shows the same digits as its grid."""
-    z = seed_latents(range(layout.size), z_dim)
+    draws, InfoGAN codes included), so ``generate.py --seeds`` on a snapshot shows the same digits as its grid."""
+    z = seed_latents(range(layout.size), z_dim, info_codes)
     if layout.row_classes is None or c_dim == 0:
         return z, torch.zeros([layout.size, c_dim])
     idx = torch.tensor([cls for cls in layout.row_classes for _ in range(layout.cols)])

@@ -12,6 +12,9 @@ processes give the gradient of the same global mean.
   lengths.
 * Style mixing (Karras et al. 2019, StyleGAN sec. 3.1): with probability ``mixing``, a sample's
   ``ws`` switch to those of a second latent from a random layer on.
+* InfoGAN (Chen et al. 2016, eq. 5-6), with ``info_codes``: the last entries of every fake's ``z``
+  are its codes, and ``info_weight * -L_I`` (:func:`stylegan.info_codes.info_loss`, from D's head Q)
+  is added to G's loss in G_main and to D's loss on the fakes in D_main.
 
 First-order gradients that the regularisers penalise are taken with
 ``torch.autograd.grad(create_graph=True)``; the caller then runs a plain ``backward``.
@@ -30,12 +33,18 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
+from stylegan.info_codes import InfoCodes, code_dim, info_loss, sample_codes, with_codes
+
 PHASES = ("G_main", "G_reg", "D_main", "D_reg")
 
 
-def sample_z(n: int, z_dim: int, gen: torch.Generator, device: torch.device) -> torch.Tensor:
-    """``n`` latents from N(0, I)."""
-    return torch.randn([n, z_dim], generator=gen, device=device)
+def sample_z(n: int, z_dim: int, gen: torch.Generator, device: torch.device, info_codes: InfoCodes = ()) -> torch.Tensor:
+    """``n`` latents from N(0, I); with InfoGAN ``info_codes``, their last entries are codes drawn
+    after the noise (one-hot uniform classes, Uniform(-1, 1); :func:`stylegan.info_codes.sample_codes`)."""
+    z = torch.randn([n, z_dim], generator=gen, device=device)
+    if not info_codes:
+        return z
+    return with_codes(z, info_codes, sample_codes(info_codes, n, gen, device))
 
 
 def sample_c(
@@ -66,6 +75,7 @@ def run_G(
     gen: torch.Generator,
     update_emas: bool = False,
     precision: str = "fp32",
+    code_dim: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Generate images with style-mixing regularisation; returns ``(img, ws)``.
 
@@ -75,7 +85,9 @@ def run_G(
     the second mapping call of style mixing never does. The noise inputs are drawn from ``gen``;
     ``precision`` is the networks' own (see :func:`training.precision.network_precision`): it
     reaches only the synthesis blocks; the mapping network runs in float32 (``w_avg`` is a float32
-    running mean, and in StyleGAN2-ADA only synthesis blocks use float16).
+    running mean, and in StyleGAN2-ADA only synthesis blocks use float16). ``code_dim``: the last
+    entries of ``z`` that are InfoGAN codes; the mixing latent keeps them (only the noise is mixed),
+    so every layer of an image sees the codes Q is asked to recover.
     """
     ws = G.mapping(z, c, update_emas=update_emas)
     if mixing > 0:
@@ -85,6 +97,8 @@ def run_G(
         use = torch.rand([n], generator=gen, device=z.device) < mixing
         cutoff = torch.where(use, cutoff, torch.full_like(cutoff, num_ws))
         z2 = torch.randn(z.shape, generator=gen, device=z.device, dtype=z.dtype)
+        if code_dim:
+            z2 = torch.cat([z2[:, : z.shape[1] - code_dim], z[:, z.shape[1] - code_dim :]], dim=1)
         ws2 = G.mapping(z2, c, update_emas=False)
         layer = torch.arange(num_ws, device=z.device)
         take2 = (layer[None, :] >= cutoff[:, None])[:, :, None]  # [N, num_ws, 1]
@@ -101,6 +115,15 @@ def run_D(D: torch.nn.Module, img: torch.Tensor, c: torch.Tensor, precision: str
     if augment is not None:
         img = augment(img, gen)
     return D(img, c, precision=precision).reshape(img.shape[0]).float()
+
+
+def run_DQ(D: torch.nn.Module, img: torch.Tensor, c: torch.Tensor, precision: str = "fp32",
+           augment: "Augment | None" = None, gen: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`run_D` that also returns Q's code parameters ``[N, K]`` (float32) from the same pass."""
+    if augment is not None:
+        img = augment(img, gen)
+    logits, params = D(img, c, precision=precision, with_codes=True)
+    return logits.reshape(img.shape[0]).float(), params.float()
 
 
 # ---------------------------------------------------------------------------------------- adversarial losses
@@ -165,10 +188,10 @@ def clip_weights(module: torch.nn.Module, clip: float) -> None:
             param.clamp_(-bound, bound)
 
 
-def fake_images(G, z, c, *, mixing: float, gen: torch.Generator, precision: str = "fp32") -> torch.Tensor:
+def fake_images(G, z, c, *, mixing: float, gen: torch.Generator, precision: str = "fp32", code_dim: int = 0) -> torch.Tensor:
     """G's images for D's phase: no graph into G (it is frozen there)."""
     with torch.no_grad():
-        img, _ = run_G(G, z, c, mixing=mixing, gen=gen, update_emas=True, precision=precision)
+        img, _ = run_G(G, z, c, mixing=mixing, gen=gen, update_emas=True, precision=precision, code_dim=code_dim)
     return img
 
 
@@ -183,6 +206,19 @@ def g_main_loss(
     return g_term(kind, logits), logits.detach()
 
 
+def g_main_info_loss(
+    G, D, z, c, *, mixing: float, gen: torch.Generator, precision: str = "fp32", augment: "Augment | None" = None,
+    kind: str = "ns", info_codes: InfoCodes, info_cont_weight: float = 1.0,
+):
+    """:func:`g_main_loss` of a network with InfoGAN codes (the last entries of ``z``): also
+    returns the unweighted ``-L_I`` per sample, from D's head Q in the same pass."""
+    k = code_dim(info_codes)
+    img, _ = run_G(G, z, c, mixing=mixing, gen=gen, update_emas=True, precision=precision, code_dim=k)
+    logits, params = run_DQ(D, img, c, precision, augment, gen)
+    mi = info_loss(info_codes, params, z[:, z.shape[1] - k :], info_cont_weight)
+    return g_term(kind, logits), logits.detach(), mi
+
+
 def d_fake_loss(
     G, D, z, c, *, mixing: float, gen: torch.Generator, precision: str = "fp32", augment: "Augment | None" = None,
     kind: str = "ns", img: torch.Tensor | None = None,
@@ -193,6 +229,17 @@ def d_fake_loss(
         img = fake_images(G, z, c, mixing=mixing, gen=gen, precision=precision)
     logits = run_D(D, img, c, precision, augment, gen)
     return d_fake_term(kind, logits), logits.detach()
+
+
+def d_fake_info_loss(
+    D, z, c, img: torch.Tensor, *, gen: torch.Generator, precision: str = "fp32", augment: "Augment | None" = None,
+    kind: str = "ns", info_codes: InfoCodes, info_cont_weight: float = 1.0,
+):
+    """:func:`d_fake_loss` of G's images ``img`` with InfoGAN codes (the last entries of ``z``):
+    also returns the unweighted ``-L_I`` per sample; Q's parameters are D's, so D minimises it too."""
+    logits, params = run_DQ(D, img, c, precision, augment, gen)
+    mi = info_loss(info_codes, params, z[:, z.shape[1] - code_dim(info_codes) :], info_cont_weight)
+    return d_fake_term(kind, logits), logits.detach(), mi
 
 
 def d_real_loss(
@@ -252,9 +299,10 @@ def path_lengths(
     gen: torch.Generator,
     grad_scale: float = 1.0,
     precision: str = "fp32",
+    code_dim: int = 0,
 ) -> torch.Tensor:
     """``||J_w^T y||_2`` per sample (StyleGAN2 eq. 4), averaged over the ``ws`` of each sample."""
-    img, ws = run_G(G, z, c, mixing=mixing, gen=gen, update_emas=True, precision=precision)
+    img, ws = run_G(G, z, c, mixing=mixing, gen=gen, update_emas=True, precision=precision, code_dim=code_dim)
     h, w = img.shape[2], img.shape[3]
     # y ~ N(0, I) / sqrt(H*W) makes the expected length independent of the resolution.
     y = torch.randn(img.shape, generator=gen, device=img.device, dtype=torch.float32) / math.sqrt(h * w)
@@ -306,6 +354,9 @@ class LossSettings:
     drift: float = 0.001  # wgan-gp: ProGAN's epsilon_drift
     clip: float = 0.01  # wgan: D's effective weights are clipped to [-clip, clip] after each D step
     n_critic: int = 1  # D steps per G step (WGAN's n_critic)
+    info_codes: InfoCodes = ()  # InfoGAN's codes, the last entries of z (NetworkConfig.info_codes)
+    info_weight: float = 1.0  # InfoGAN's lambda (eq. 6) on -L_I, in G_main and D_main
+    info_cont_weight: float = 1.0  # an extra factor on the continuous codes' terms of -L_I
 
 
 # What D sees: images -> images with every random draw from the micro-batch's generator
@@ -349,6 +400,9 @@ class StyleGAN2Loss:
         self.stats = dict(self.STATS)
         if settings.loss == "wgan-gp":
             self.stats["D_main"] = self.STATS["D_main"] + ("gp_penalty",)
+        if settings.info_codes:  # InfoGAN's -L_I, one statistic over G_main's and D_main's fakes
+            self.stats["G_main"] = self.stats["G_main"] + ("info_loss",)
+            self.stats["D_main"] = self.stats["D_main"] + ("info_loss",)
         self.pl_mean = torch.zeros([], device=next(G.parameters()).device)
         self._pending_pl_mean: torch.Tensor | None = None
 
@@ -422,19 +476,32 @@ class StyleGAN2Loss:
     def _micro_loss(self, name: str, mb, gen: torch.Generator, grad_scale: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The summed (unnormalised) loss of one micro-batch and its per-sample statistics."""
         n, device, s, aug = mb.real.shape[0], mb.real.device, self.s, self.augment
+        k, info = code_dim(s.info_codes), dict(info_codes=s.info_codes, info_cont_weight=s.info_cont_weight)
         if name in ("G_main", "D_main"):
-            z = sample_z(n, self.G.z_dim, gen, device)
+            z = sample_z(n, self.G.z_dim, gen, device, s.info_codes)
             c = sample_c(n, self.G.c_dim, gen, device, s.class_probs)
         if name == "G_main":
-            loss, fake = g_main_loss(self.G, self.D, z, c, mixing=s.mixing, gen=gen, precision=s.precision, augment=aug,
-                                     kind=s.loss)
-            return loss.sum(), {"loss_G": loss.detach(), "scores_fake_G": fake}
+            common = dict(mixing=s.mixing, gen=gen, precision=s.precision, augment=aug, kind=s.loss)
+            if s.info_codes:
+                loss, fake, mi = g_main_info_loss(self.G, self.D, z, c, **common, **info)
+            else:
+                (loss, fake), mi = g_main_loss(self.G, self.D, z, c, **common), None
+            stats = {"loss_G": loss.detach(), "scores_fake_G": fake}
+            if mi is not None:
+                loss = loss + s.info_weight * mi
+                stats["info_loss"] = mi.detach()
+            return loss.sum(), stats
         if name == "D_main":
             if s.loss == "wgan-gp" and self.G.c_dim:
                 c = mb.real_c  # fakes of the reals' classes, so each interpolate between them has one label
-            img = fake_images(self.G, z, c, mixing=s.mixing, gen=gen, precision=s.precision)
-            loss_fake, fake = d_fake_loss(self.G, self.D, z, c, gen=gen, mixing=s.mixing, precision=s.precision,
-                                          augment=aug, kind=s.loss, img=img)
+            img = fake_images(self.G, z, c, mixing=s.mixing, gen=gen, precision=s.precision, code_dim=k)
+            if s.info_codes:
+                loss_fake, fake, mi = d_fake_info_loss(self.D, z, c, img, gen=gen, precision=s.precision, augment=aug,
+                                                       kind=s.loss, **info)
+            else:
+                mi = None
+                loss_fake, fake = d_fake_loss(self.G, self.D, z, c, gen=gen, mixing=s.mixing, precision=s.precision,
+                                              augment=aug, kind=s.loss, img=img)
             loss_real, real = d_real_loss(self.D, mb.real, mb.real_c, precision=s.precision, augment=aug, gen=gen,
                                           kind=s.loss, drift=s.drift if s.loss == "wgan-gp" else 0.0)
             loss = loss_fake + loss_real
@@ -444,6 +511,9 @@ class StyleGAN2Loss:
                                       precision=s.precision, augment=aug)
                 loss = loss + s.gp_weight * gp
                 stats["gp_penalty"] = gp.detach()
+            if mi is not None:  # Q's parameters are D's: D minimises -L_I on the fakes too (eq. 6)
+                loss = loss + s.info_weight * mi
+                stats["info_loss"] = mi.detach()
             return loss.sum(), stats
         if name == "D_reg":
             penalty = r1_penalty(self.D, mb.real, mb.real_c, grad_scale=grad_scale, precision=s.precision,
@@ -456,9 +526,10 @@ class StyleGAN2Loss:
         device = mb.real.device
         gen = torch.Generator(device=device).manual_seed(mb.seed)
         m = self.pl_micro_batch(mb.real.shape[0])
-        z = sample_z(m, self.G.z_dim, gen, device)
+        z = sample_z(m, self.G.z_dim, gen, device, self.s.info_codes)
         c = sample_c(m, self.G.c_dim, gen, device, self.s.class_probs)
-        return path_lengths(self.G, z, c, mixing=self.s.mixing, gen=gen, grad_scale=grad_scale, precision=self.s.precision)
+        return path_lengths(self.G, z, c, mixing=self.s.mixing, gen=gen, grad_scale=grad_scale, precision=self.s.precision,
+                            code_dim=code_dim(self.s.info_codes))
 
     def _path_length_phase(self, micro_batches, count, grad_scale, backward, reduce, stats) -> None:
         """G_reg in StyleGAN2-ADA's order: update the running mean with this phase's lengths, then

@@ -31,6 +31,7 @@ from training.config import (
     micro_batch,
     option_name,
     parse_attention,
+    parse_info_codes_option,
     parse_growth_batch,
 )
 
@@ -214,6 +215,9 @@ def resolve_run(
     if cfg.attention.strip() and family != "stylegan2":
         raise ConfigError("--attention", f"self-attention blocks exist in the stylegan2 family only; --preset {preset} "
                                          f"builds {family}'s networks")
+    if cfg.info_codes.strip() and family != "stylegan2":
+        raise ConfigError("--info-codes", f"InfoGAN's codes (D's head Q) exist in the stylegan2 family only; --preset "
+                                          f"{preset} builds {family}'s networks")
     cond = values.get("cond", cfg.cond)
     if cond is None:
         take("cond", shape.num_classes > 0, "derived", "the dataset has labels" if shape.num_classes else "no labels")
@@ -291,7 +295,8 @@ def network_config(cfg: TrainConfig, shape: DataShape) -> NetworkConfig:
     """The networks of a resolved ``cfg`` on data of ``shape``. Float32 runs have no float16 blocks
     and no clamping (StyleGAN2-ADA ``--fp32``); fp16 and bf16 runs take the preset's."""
     overrides: dict[str, Any] = {net: getattr(cfg, ours) for ours, net in NETWORK_FIELDS.items()}
-    overrides.update(spectral_norm=cfg.spectral_norm, attention=parse_attention(cfg.attention))
+    overrides.update(spectral_norm=cfg.spectral_norm, attention=parse_attention(cfg.attention),
+                     info_codes=parse_info_codes_option(cfg.info_codes))
     if cfg.precision == "fp32":
         overrides.update(num_fp16_res=0, conv_clamp=None)
     c_dim = shape.num_classes if cfg.cond else 0
@@ -315,7 +320,8 @@ def _network_from_file(file_net: NetworkConfig, cfg: TrainConfig, shape: DataSha
             "--init", f"{cfg.init}: its networks differ from this run's ({', '.join(diff)}); use data of the "
             f"file's resolution and channels, and --cond/--no-cond to match its classes",
         )
-    for name, ours in (("spectral_norm", cfg.spectral_norm), ("attention", parse_attention(cfg.attention))):
+    for name, ours in (("spectral_norm", cfg.spectral_norm), ("attention", parse_attention(cfg.attention)),
+                       ("info_codes", parse_info_codes_option(cfg.info_codes))):
         if ours != getattr(file_net, name) and ours != getattr(_DEFAULTS_NET, name):
             raise ConfigError(option_name(name), f"{cfg.init} has {name}={getattr(file_net, name)!r}; a run that takes "
                                                  "its weights builds the same networks (leave the option out)")

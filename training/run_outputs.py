@@ -71,7 +71,7 @@ class Samples:
         self.dir, self.session, self.log = Path(run_dir) / "samples", session, log
         c_dim = session.G.c_dim
         self.layout = grids.grid_layout(c_dim, info.class_names if c_dim else None)
-        self.z, self.c = grids.grid_inputs(self.layout, session.G.z_dim, c_dim)
+        self.z, self.c = grids.grid_inputs(self.layout, session.G.z_dim, c_dim, session.net_config.info_codes)
         self.tile = max(info.resolution, grids.MIN_TILE)
 
     def write_reals(self, source: str, seed: int) -> None:
@@ -183,6 +183,7 @@ def format_tick(r: dict[str, Any]) -> str:
         f"tick {r['tick']:<4d} kimg {r['kimg']:<8.2f} {r['phase']:<9s} a={r['alpha']:.2f}  "
         f"sec/kimg {r['sec_per_kimg']:<7.2f} img/s {r['img_per_sec']:<7.1f} data {100 * r['data_wait']:4.1f}%  "
         f"G {f('loss_G', '.3f')} D {f('loss_D', '.3f')} R1 {f('r1_penalty', '.4f')} PL {f('pl_penalty', '.4f')}  "
+        f"{'' if 'info_loss' not in r else 'I ' + f('info_loss', '.4f') + '  '}"
         f"{_aug_part(r)}skipped {r['skipped']}  bad data {r.get('data_skipped', 0)}  mem {r['peak_mem_gb']:.2f}GB  "
         f"state {format_age(r.get('state_age_sec'))}  elapsed {format_duration(r['elapsed_sec'])}  "
         f"eta {format_duration(r['eta_sec'])}{_clock_after(r['eta_sec'])}"

@@ -194,6 +194,9 @@ def build_session(
         drift=cfg.drift,
         clip=cfg.clip,
         n_critic=cfg.n_critic,
+        info_codes=net_config.info_codes,
+        info_weight=cfg.info_weight,
+        info_cont_weight=cfg.info_cont_weight,
     )
     # Lazy regularisation's Adam correction whenever an interval is set, as in StyleGAN2-ADA's loop:
     # also when a weight is 0 (cifar has no path length, yet G's lr is 0.0025 * 4/5 there too).

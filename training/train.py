@@ -120,6 +120,14 @@ _FROM_PRESET = "[default: from --preset, printed at start]"
       help="Spectral normalisation (Miyato et al. 2018) of D's weights (d), or of G's and D's (gd), or none.")
 @_opt("--attention", type=str, default=_DEFAULT.attention,
       help="Self-attention blocks (SAGAN) in G and D at these resolutions, e.g. '16,32'.  [default: none]")
+@_opt("--info-codes", type=str, default=_DEFAULT.info_codes,
+      help="InfoGAN's latent codes (Chen et al. 2016), the last entries of z, and D's head Q for them: cat:N "
+           "(N classes) and cont:M (M codes in [-1, 1]), e.g. 'cat:10,cont:2'.  [default: none]")
+@_opt("--info-weight", type=float, default=_DEFAULT.info_weight,
+      help="--info-codes: lambda, the weight of InfoGAN's mutual-information term in G's and D's losses.")
+@_opt("--info-cont-weight", type=float, default=_DEFAULT.info_cont_weight,
+      help="--info-codes: extra factor on the continuous codes' terms (the paper uses a smaller lambda for them, "
+           "e.g. 0.1).")
 @_opt("--loss", type=str, default=None,
       help="Adversarial loss: ns (non-saturating logistic, StyleGAN2), minimax (Goodfellow et al. 2014), lsgan "
            "(least squares, Mao et al. 2017), hinge (SAGAN/BigGAN), wgan (Arjovsky et al. 2017, weight clipping), "

@@ -65,12 +65,13 @@ def generator_resolution(G: nn.Module) -> int:
 
 
 def seed_inputs(
-    seeds: Sequence[int], z_dim: int, class_probs: torch.Tensor | None
+    seeds: Sequence[int], z_dim: int, class_probs: torch.Tensor | None, info_codes: tuple = ()
 ) -> tuple[torch.Tensor, torch.Tensor | None, list[torch.Generator]]:
     """``z`` [N, z_dim], one-hot ``c`` [N, classes] (or None) and each seed's noise generator, all
     from :mod:`stylegan.sampling`: seed ``s``'s latent is the one ``tools/generate.py`` draws, its
-    class comes from the seed's class generator, its noise inputs from its noise generator."""
-    z = seed_latents(seeds, z_dim)
+    class comes from the seed's class generator, its noise inputs from its noise generator, its
+    InfoGAN codes (if any) from its code generator."""
+    z = seed_latents(seeds, z_dim, info_codes)
     gens = [noise_generator(s) for s in seeds]
     if class_probs is None:
         return z, None, gens
@@ -83,7 +84,7 @@ def generate_uint8(G: nn.Module, seeds: Sequence[int], *, class_probs: torch.Ten
                    truncation_psi: float, noise_mode: str) -> torch.Tensor:
     """uint8 images [N, C, r, r] on G's device for ``seeds``; each image depends on its seed only."""
     device = next(G.parameters()).device
-    z, c, gens = seed_inputs(seeds, G.z_dim, class_probs)
+    z, c, gens = seed_inputs(seeds, G.z_dim, class_probs, getattr(getattr(G, "config", None), "info_codes", ()))
     img = G(z.to(device), None if c is None else c.to(device), truncation_psi=truncation_psi,
             noise_mode=noise_mode, generator=gens)
     return to_uint8(img)  # as StyleGAN2-ADA quantises
