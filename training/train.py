@@ -115,14 +115,15 @@ _FROM_PRESET = "[default: from --preset, printed at start]"
 @_opt("--fade-kimg", type=float, default=_DEFAULT.fade_kimg, help="Progressive growing: kimg per fade-in phase.")
 @_opt("--stable-kimg", type=float, default=_DEFAULT.stable_kimg, help="Progressive growing: kimg per stable phase.")
 @_opt("--growth-batch", default=None,
-      help="Progressive growing: global batch per resolution, e.g. '4:128,8:128,16:64' (others use --batch).")
+      help="Progressive growing: global batch per resolution, e.g. '4:128,8:128,16:64' (others use --batch).  "
+           "[default: the preset's: 256:14,512:6,1024:3 for progan, else none]")
 @_opt("--spectral-norm", type=str, default=_DEFAULT.spectral_norm,
       help="Spectral normalisation (Miyato et al. 2018) of D's weights (d), or of G's and D's (gd), or none.")
-@_opt("--attention", type=str, default=_DEFAULT.attention,
-      help="Self-attention blocks (SAGAN) in G and D at these resolutions, e.g. '16,32'.  [default: none]")
-@_opt("--info-codes", type=str, default=_DEFAULT.info_codes,
+@_opt("--attention", type=str, default=_DEFAULT.attention, show_default="none",
+      help="Self-attention blocks (SAGAN) in G and D at these resolutions, e.g. '16,32'.")
+@_opt("--info-codes", type=str, default=_DEFAULT.info_codes, show_default="none",
       help="InfoGAN's latent codes (Chen et al. 2016), the last entries of z, and D's head Q for them: cat:N "
-           "(N classes) and cont:M (M codes in [-1, 1]), e.g. 'cat:10,cont:2'.  [default: none]")
+           "(N classes) and cont:M (M codes in [-1, 1]), e.g. 'cat:10,cont:2'.")
 @_opt("--info-weight", type=float, default=_DEFAULT.info_weight,
       help="--info-codes: lambda, the weight of InfoGAN's mutual-information term in G's and D's losses.")
 @_opt("--info-cont-weight", type=float, default=_DEFAULT.info_cont_weight,
