@@ -112,14 +112,15 @@ def test_torchrun_two_processes_with_augmentation(data8, tmp_path, aug):
 @pytest.mark.parametrize("extra", [
     ["--spectral-norm", "gd"],
     ["--loss", "wgan", "--n-critic", "2"],
+    ["--info-codes", "cat:3,cont:1"],
     ["--preset", "dcgan", "--cbase", "256", "--cmax", "32", "--batch", "8"],
     ["--preset", "progan", "--cbase", "256", "--cmax", "32", "--batch", "8", "--fade-kimg", "0.016",
      "--stable-kimg", "0.016"],
-], ids=["spectral-norm", "wgan", "dcgan", "progan"])
+], ids=["spectral-norm", "wgan", "infogan", "dcgan", "progan"])
 def test_torchrun_two_processes_gan_family(data8, tmp_path, extra):
     """Issue 17's networks and options on 2 processes: the replica check of every tick passed (DCGAN's
-    batch-norm statistics, spectral norm's u and v, WGAN's clipped weights with RMSProp stay alike on
-    both), and the snapshots load."""
+    batch-norm statistics, spectral norm's u and v, WGAN's clipped weights with RMSProp, InfoGAN's head Q
+    stay alike on both), and the snapshots load."""
     out = tmp_path / "runs"
     args = _train_args(data8, out)
     if "--preset" in extra:
