@@ -110,6 +110,8 @@ def generated(snapshot: Path) -> tuple[np.ndarray, np.ndarray]:
         seeds = list(range(c * PER_CLASS, (c + 1) * PER_CLASS))
         with torch.no_grad():
             img = generate(G, seeds, truncation_psi=1.0, class_idx=c)
+        if img.shape[-1] < 32:  # a progressive run stopped below full resolution: shown as it is, enlarged
+            img = torch.nn.functional.interpolate(img, size=(32, 32), mode="nearest")
         out.append(to_uint8(img[:, 0]).numpy())
         labels += [c] * PER_CLASS
     return np.concatenate(out), np.array(labels)
