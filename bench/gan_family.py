@@ -100,7 +100,6 @@ def main(methods: str, minutes: float, threads: int, keep: Path | None, append: 
             speed = kimg * 1000 / seconds  # start-up included, as a user's clock counts it
             rows.append({"method": name, "options": " ".join(options), "acc": acc, "fd": fd, "kimg": kimg,
                          "img_s": speed, "min": seconds / 60, "note": note, "grid": snapshot.name})
-            r = rows[-1]
             print(f"{name:10s} acc {acc:.3f}  fd {fd:6.2f}  kimg {kimg:6.1f}  img/s {speed:5.1f}  "
                   f"({seconds / 60:.1f} min; {snapshot.name})", flush=True)
     header = (f"`python bench/gan_family.py --minutes {minutes:g} --threads {threads}` on {platform.processor() or platform.machine()}, "

@@ -30,8 +30,6 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrizations, parametrize
 
-from stylegan.config import SPECTRAL_NORM_MODES  # noqa: F401  (the --spectral-norm values)
-
 
 def _weight_gained_layers() -> tuple[type[nn.Module], ...]:
     from stylegan.layers import Conv2dLayer, FullyConnectedLayer
