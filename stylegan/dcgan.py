@@ -53,17 +53,15 @@ of two or more dimensions, the label embeddings included) and refuses ``attentio
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from stylegan.config import NetworkConfig
-from stylegan.generator import MappedGenerator, SingleWMapping
+from stylegan.generator import MappedGenerator, SingleWMapping, check_single_w_synthesis_args
 from stylegan.growth import GrowthMixin
 from stylegan.mapping import check_labels
-from stylegan.modconv import NoiseGenerator, check_noise_mode
+from stylegan.modconv import NoiseGenerator
 from stylegan.precision import block_dtype, check_precision
 
 INIT_STD = 0.02  # sec. 4: "initialized from a zero-centered Normal distribution with standard deviation 0.02"
@@ -97,19 +95,6 @@ def init_weights(module: nn.Module) -> None:
         elif isinstance(m, nn.BatchNorm2d):
             nn.init.normal_(m.weight, 1.0, INIT_STD)
             nn.init.zeros_(m.bias)
-
-
-def check_generator(generator: NoiseGenerator, n: int) -> None:
-    """Validate ``generator`` as :func:`stylegan.modconv.make_noise` would (DCGAN draws no noise)."""
-    if generator is None or isinstance(generator, torch.Generator):
-        return
-    if isinstance(generator, Sequence) and all(isinstance(g, torch.Generator) for g in generator):
-        if len(generator) != n:
-            raise ValueError(f"generator: expected one generator per sample ({n}), got {len(generator)}")
-        return
-    raise ValueError(
-        f"generator: expected None, a torch.Generator or one per sample, got {type(generator).__name__}"
-    )
 
 
 # ----- generator ------------------------------------------------------------------------------------
@@ -199,14 +184,7 @@ class DCGANSynthesis(nn.Module):
         """Render ws. DCGAN has no noise inputs and no modulated convs: ``noise_mode``,
         ``fused_modconv`` and ``generator`` are validated and have no effect. ``precision``: ``'auto'``,
         ``'fp32'``, ``'fp16'`` or ``'bf16'``, the dtype of the top ``num_fp16_res`` resolutions."""
-        check_noise_mode(noise_mode)
-        check_precision(precision)
-        if fused_modconv is not None and not isinstance(fused_modconv, bool):
-            raise ValueError(f"fused_modconv={fused_modconv!r}: expected None, True or False")
-        if not isinstance(ws, torch.Tensor) or ws.ndim != 3 or ws.shape[1:] != (self.num_ws, self.w_dim):
-            shape = tuple(ws.shape) if isinstance(ws, torch.Tensor) else None
-            raise ValueError(f"ws: expected shape [N, {self.num_ws}, {self.w_dim}], got {shape}")
-        check_generator(generator, ws.shape[0])
+        check_single_w_synthesis_args(ws, self.w_dim, noise_mode, fused_modconv, precision, generator)
         default_dtype = self.blocks["b4"].fc.weight.dtype
         x = self.blocks["b4"](ws[:, 0].to(default_dtype))
         for res in self.config.block_resolutions[1:]:

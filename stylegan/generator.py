@@ -13,7 +13,8 @@ from torch import nn
 
 from stylegan.config import NetworkConfig
 from stylegan.mapping import MappingNetwork, check_labels
-from stylegan.modconv import NoiseGenerator
+from stylegan.modconv import NoiseGenerator, check_noise_mode
+from stylegan.precision import check_precision
 from stylegan.synthesis import SynthesisNetwork
 
 
@@ -66,6 +67,28 @@ class GrowthOfSynthesis:
     @property
     def growth_alpha(self) -> float:
         return self.synthesis.growth_alpha
+
+
+def check_single_w_synthesis_args(
+    ws: torch.Tensor, w_dim: int, noise_mode: str, fused_modconv: bool | None, precision: str, generator: NoiseGenerator
+) -> None:
+    """Check the arguments of StyleGAN2's ``G.synthesis`` for a family that renders one ``w`` and
+    draws no noise (ProGAN, DCGAN): they are accepted as StyleGAN2 accepts them, then unused."""
+    check_noise_mode(noise_mode)
+    check_precision(precision)
+    if fused_modconv is not None and not isinstance(fused_modconv, bool):
+        raise ValueError(f"fused_modconv={fused_modconv!r}: expected None, True or False")
+    if not isinstance(ws, torch.Tensor) or ws.ndim != 3 or ws.shape[1:] != (1, w_dim):
+        shape = tuple(ws.shape) if isinstance(ws, torch.Tensor) else None
+        raise ValueError(f"ws: expected shape [N, 1, {w_dim}], got {shape}")
+    if generator is None or isinstance(generator, torch.Generator):
+        return
+    if not isinstance(generator, (list, tuple)) or not all(isinstance(g, torch.Generator) for g in generator):
+        raise ValueError(
+            f"generator: expected None, a torch.Generator or one per sample, got {type(generator).__name__}"
+        )
+    if len(generator) != ws.shape[0]:
+        raise ValueError(f"generator: expected one generator per sample ({ws.shape[0]}), got {len(generator)}")
 
 
 class SingleWMapping(nn.Module):

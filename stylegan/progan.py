@@ -52,11 +52,11 @@ from torch import nn
 
 from ops.bias_act import bias_act
 from stylegan.config import NetworkConfig
-from stylegan.generator import GrowthOfSynthesis, MappedGenerator, SingleWMapping
+from stylegan.generator import GrowthOfSynthesis, MappedGenerator, SingleWMapping, check_single_w_synthesis_args
 from stylegan.growth import GrowthMixin
 from stylegan.layers import Conv2dLayer, FullyConnectedLayer, MinibatchStdLayer, normalize_2nd_moment
 from stylegan.mapping import check_labels
-from stylegan.modconv import NoiseGenerator, check_noise_mode
+from stylegan.modconv import NoiseGenerator
 from stylegan.precision import block_dtype, check_precision
 
 
@@ -192,14 +192,7 @@ class ProGANSynthesis(GrowthMixin, nn.Module):
         """Render ``ws``. ProGAN has no noise and no modulated convs: ``noise_mode``, ``fused_modconv``
         and ``generator`` are checked as StyleGAN2's synthesis checks them, then unused.
         ``precision``: ``'auto'``, ``'fp32'``, ``'fp16'`` or ``'bf16'`` (:mod:`stylegan.precision`)."""
-        check_noise_mode(noise_mode)
-        check_precision(precision)
-        if fused_modconv is not None and not isinstance(fused_modconv, bool):
-            raise ValueError(f"fused_modconv={fused_modconv!r}: expected None, True or False")
-        if not isinstance(ws, torch.Tensor) or ws.ndim != 3 or ws.shape[1:] != (1, self.w_dim):
-            shape = tuple(ws.shape) if isinstance(ws, torch.Tensor) else None
-            raise ValueError(f"ws: expected shape [N, 1, {self.w_dim}], got {shape}")
-        _check_generator(generator, ws.shape[0])
+        check_single_w_synthesis_args(ws, self.w_dim, noise_mode, fused_modconv, precision, generator)
         default_dtype = self.blocks["b4"].conv1.weight.dtype
         top, alpha, fading = self.growth_resolution, self.growth_alpha, self.fading
         x, img, prev = ws[:, 0].to(default_dtype), None, None
@@ -218,18 +211,6 @@ class ProGANSynthesis(GrowthMixin, nn.Module):
 
     def extra_repr(self) -> str:
         return f"w_dim={self.w_dim}, num_ws=1, img_resolution={self.img_resolution}"
-
-
-def _check_generator(generator: NoiseGenerator, n: int) -> None:
-    """The ``generator`` forms StyleGAN2's noise accepts (one, or one per sample); ProGAN draws nothing."""
-    if generator is None or isinstance(generator, torch.Generator):
-        return
-    if not isinstance(generator, (list, tuple)) or not all(isinstance(g, torch.Generator) for g in generator):
-        raise ValueError(
-            f"generator: expected None, a torch.Generator or a sequence of them, got {type(generator).__name__}"
-        )
-    if len(generator) != n:
-        raise ValueError(f"generator: expected one generator per sample ({n}), got {len(generator)}")
 
 
 class ProGANGenerator(GrowthOfSynthesis, MappedGenerator):
