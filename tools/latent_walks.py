@@ -192,11 +192,18 @@ def iter_video_frames(
                 z = slerp(keys_z[cell][ia], keys_z[cell][ib], t)
                 ws.append(genlib.map_latents(G, z, cell_class[cell], **kw))
         ws = torch.stack(ws, dim=1).flatten(0, 1)  # [F * cells, num_ws, w_dim]
-        seeds_per_ws = noise_seeds * len(chunk)
-        images = torch.cat(list(genlib.iter_synthesize(G, ws, seeds_per_ws, noise_mode, batch_size)))
-        images = to_uint8(images)
-        for f in range(len(chunk)):
-            yield make_grid(images[f * len(walks) : (f + 1) * len(walks)], cols=cols)
+        yield from _frame_grids(G, ws, noise_seeds, cols, noise_mode, batch_size)
+
+
+def _frame_grids(G: nn.Module, ws: torch.Tensor, noise_seeds: list[int], cols: int, noise_mode: str,
+                 batch_size: int) -> Iterator[np.ndarray]:
+    """Render frame-major ``ws`` ``[frames * cells, num_ws, w_dim]`` (cell k's noise from
+    ``noise_seeds[k]``) and yield one uint8 grid of ``cols`` columns per frame."""
+    cells = len(noise_seeds)
+    frames = ws.shape[0] // cells
+    images = to_uint8(torch.cat(list(genlib.iter_synthesize(G, ws, noise_seeds * frames, noise_mode, batch_size))))
+    for f in range(frames):
+        yield make_grid(images[f * cells : (f + 1) * cells], cols=cols)
 
 
 def code_sweep_values(codes: Sequence[tuple[str, int]], index: int, frames_per_transition: int, loop: bool) -> list[float]:
@@ -253,9 +260,7 @@ def iter_code_sweep_frames(
         z = torch.cat([genlib.latents(seeds, G.z_dim, codes, {code: v}) for v in chunk])  # frame-major
         labels = classes if classes is None or isinstance(classes, int) else list(classes) * len(chunk)
         ws = genlib.map_latents(G, z, labels, truncation_psi, truncation_cutoff, batch_size)
-        images = to_uint8(torch.cat(list(genlib.iter_synthesize(G, ws, seeds * len(chunk), noise_mode, batch_size))))
-        for f in range(len(chunk)):
-            yield make_grid(images[f * len(seeds) : (f + 1) * len(seeds)], cols=cols)
+        yield from _frame_grids(G, ws, seeds, cols, noise_mode, batch_size)
 
 
 def num_video_frames(num_seeds: int, cells: int, frames_per_transition: int, loop: bool) -> int:
