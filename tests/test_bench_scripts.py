@@ -82,3 +82,20 @@ def test_gan_family_methods_are_valid_training_options() -> None:
         assert res.exit_code == 0, (name, res.output[-2000:])
     res = CliRunner().invoke(bench_main, ["--methods", "ns,bogus"])
     assert res.exit_code == 2 and "bogus: expected some of ns, minimax" in res.output
+
+
+def test_gan_family_code_accuracy_matches_each_code_value_to_one_digit() -> None:
+    """The InfoGAN row's score: a code that names the digits under any relabelling scores 1, a code G
+    ignores scores 1/10 whatever the digits' shares, and two code values can not claim the same digit."""
+    import numpy as np
+
+    from bench.gan_family import code_accuracy
+
+    codes = np.repeat(np.arange(10), 20)
+    perm = np.array([3, 7, 0, 9, 1, 4, 8, 2, 6, 5])
+    assert code_accuracy(codes, perm[codes]) == (1.0, perm.tolist())
+    ignored = np.tile(np.array([1] * 6 + [2] * 4 + [5] * 10), 10)  # every code value: 30% 1s, 20% 2s, 50% 5s
+    acc, matched = code_accuracy(codes, ignored)
+    assert acc == (10 + 6 + 4) / 200 and len(set(matched)) == 10
+    half = np.where(codes < 5, codes, codes - 5)  # values k and k+5 both draw digit k
+    assert code_accuracy(codes, half)[0] == 0.5
