@@ -57,6 +57,26 @@ def reals_resample_taps(config: NetworkConfig) -> list[float]:
     return [1.0, 1.0] if config.family == "progan" else [1.0, 3.0, 3.0, 1.0]
 
 
+# The NetworkConfig fields each family's networks never read (the configuration keeps every field so
+# that one file format serves all families). Listed in stylegan/progan.py's and stylegan/dcgan.py's
+# docstrings; tests/test_train_gan_family.py builds each family with each of them changed.
+_UNUSED_FIELDS = {
+    "stylegan2": frozenset(),
+    "progan": frozenset({"w_dim", "mapping_layers", "mapping_lr_multiplier", "d_mapping_layers", "g_architecture",
+                         "d_architecture", "resample_filter", "use_noise"}),
+    "dcgan": frozenset({"w_dim", "mapping_layers", "mapping_lr_multiplier", "d_mapping_layers", "g_architecture",
+                        "d_architecture", "resample_filter", "use_noise", "conv_clamp", "mbstd_group_size",
+                        "mbstd_num_channels"}),
+}
+
+
+def unused_fields(family: str) -> frozenset[str]:
+    """The :class:`NetworkConfig` fields that have no effect on ``family``'s networks."""
+    if family not in _UNUSED_FIELDS:
+        raise ValueError(f"family={family!r}: expected one of {', '.join(map(repr, FAMILIES))}")
+    return _UNUSED_FIELDS[family]
+
+
 # Network files name each module's kind; the builder of each.
 BUILDERS = {"generator": build_generator, "discriminator": build_discriminator}
 

@@ -50,6 +50,49 @@ def test_progan_preset_is_the_papers_recipe(data16, tmp_path):
     assert "--kimg=4000 (the growth schedule up to this resolution, then one stable phase)" in cfg["output"]
 
 
+# A changed value for each field some family does not read (stylegan.families.unused_fields).
+CHANGED = {"w_dim": 32, "mapping_layers": 3, "mapping_lr_multiplier": 0.5, "d_mapping_layers": 3,
+           "g_architecture": "orig", "d_architecture": "orig", "resample_filter": (1.0, 1.0), "use_noise": None,
+           "conv_clamp": 128.0, "mbstd_group_size": 2, "mbstd_num_channels": 2}
+
+
+@pytest.mark.parametrize("family", ["progan", "dcgan"])
+def test_the_fields_a_family_does_not_use_change_nothing(family):
+    """Each field ``unused_fields`` names for a family builds the same networks, weight for weight and
+    image for image, when changed; --dry-run then does not list the matching option as the preset's."""
+    from stylegan.families import unused_fields
+
+    def outputs(**overrides):
+        torch.manual_seed(0)
+        G, D = stylegan.build(family, 16, 1, 2, **overrides)
+        z, c = torch.randn([4, G.z_dim], generator=torch.Generator().manual_seed(1)), torch.eye(2)[[0, 1, 0, 1]]
+        with torch.no_grad():
+            img = G(z, c)
+            return G.state_dict(), D.state_dict(), img, D(img, c)
+
+    base = stylegan.preset_network(family, 16, 1)
+    ref = outputs()
+    assert unused_fields(family) <= set(CHANGED)
+    for name in sorted(unused_fields(family)):
+        value = (not base.get("use_noise", True)) if name == "use_noise" else CHANGED[name]
+        got = outputs(**{name: value})
+        for a, b in zip(ref[:2], got[:2]):
+            assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), (family, name)
+        assert torch.equal(ref[2], got[2]) and torch.equal(ref[3], got[3]), (family, name)
+    # Against a field the family does read: the comparison has teeth.
+    assert not torch.equal(ref[2], outputs(channel_max=32)[2])
+
+
+def test_dry_run_lists_only_the_network_options_a_family_reads(data16, tmp_path):
+    def preset_line(preset: str) -> str:
+        output = dry_run(data16, tmp_path, "--preset", preset)["output"]
+        return next(x for x in output.splitlines() if x.startswith(f"from --preset {preset}: "))
+
+    assert "--map=" not in preset_line("progan") and "--mbstd-group=4" in preset_line("progan")
+    assert "--map=" not in preset_line("dcgan") and "--mbstd-group=" not in preset_line("dcgan")
+    assert "--map=2" in preset_line("tiny") and "--cmax=64" in preset_line("tiny")
+
+
 def test_dcgan_preset_is_the_papers_recipe(data16, tmp_path):
     cfg = dry_run(data16, tmp_path, "--preset", "dcgan")
     assert cfg["network"]["family"] == "dcgan" and cfg["network"]["z_dim"] == 100

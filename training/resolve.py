@@ -23,6 +23,7 @@ from typing import Any
 
 import stylegan
 from stylegan.config import NetworkConfig
+from stylegan.families import unused_fields
 from training.config import (
     ACCELERATE_PRECISIONS,
     ConfigError,
@@ -89,9 +90,12 @@ class ResolvedRun:
         def note(name: str) -> str:
             return f" ({self.notes[name]})" if name in self.notes else ""
 
+        # Network options the family's networks never read (--map for ProGAN, …) are not listed as the
+        # preset's or the file's choice (config.json still records them).
+        unused = {ours for ours, net in NETWORK_FIELDS.items() if net in unused_fields(self.network.family)}
         lines = []
         for source, label in (("file", f"from --init {cfg.init}"), ("preset", f"from --preset {cfg.preset}")):
-            names = self.by_source(source)
+            names = [n for n in self.by_source(source) if n not in unused]
             if names:
                 lines.append(f"{label}: " + " ".join(flag(n) + note(n) for n in names))
         derived = self.by_source("derived")
