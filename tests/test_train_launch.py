@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from training.launch import DEFAULT_SHUTDOWN_TIMEOUT_SEC, status_after_signal
+from training.launch import DEFAULT_SHUTDOWN_TIMEOUT_SEC, STOP_REPORTS_ENV, resume_command, status_after_signal
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -129,3 +129,17 @@ def test_status_after_signal_reads_only_the_newest_attempt(tmp_path):
     report(1, restart=1)
     assert status_after_signal(tmp_path, signal.SIGINT) == (
         0, "training.launch: got SIGINT; all 2 training process(es) stopped cleanly with state/ saved at kimg 0.064: exit 0")
+
+
+def test_the_resume_line_names_the_launcher_that_started_the_run():
+    """A stopped run says how to resume it with the launcher it ran under (each is told apart by what
+    it sets in the environment; Accelerate of several processes also sets torchrun's run id)."""
+    base = {"PATH": "/usr/bin", "HOME": "/home/u"}
+    tail = "training/train.py --resume runs/00003-x"
+    assert resume_command("runs/00003-x", base) == f"resume with: python {tail}"
+    torchrun = {**base, "TORCHELASTIC_RUN_ID": "none", "LOCAL_RANK": "0"}
+    assert resume_command("runs/00003-x", torchrun) == f"resume with: torchrun [its options as before] {tail}"
+    accelerate = {**torchrun, "ACCELERATE_MIXED_PRECISION": "no"}
+    assert resume_command("runs/00003-x", accelerate) == f"resume with: accelerate launch [its options as before] {tail}"
+    ours = {**torchrun, STOP_REPORTS_ENV: "/tmp/reports"}
+    assert resume_command("runs/00003-x", ours) == f"resume with: python -m training.launch [its options as before] {tail}"

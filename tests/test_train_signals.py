@@ -210,6 +210,7 @@ def test_group_sigint_saves_and_exits_0(data8, tmp_path):
     assert proc.returncode == 0, output[-4000:]
     (run,) = out.iterdir()
     assert any(line.startswith("stopped by SIGINT") for line in log_lines(run))
+    assert f"resume with: python training/train.py --resume {run}" in log_lines(run)
     assert load_state(run / "state").progress["nimg"] >= 16
 
 
@@ -316,6 +317,7 @@ def test_training_launch_exits_0_after_a_ctrl_c_to_two_processes(data8, tmp_path
     assert "KeyboardInterrupt" not in output
     (run,) = out.iterdir()
     assert sum(line.startswith("stopped by SIGINT") for line in log_lines(run)) == 1
+    assert f"resume with: python -m training.launch [its options as before] training/train.py --resume {run}" in log_lines(run)
     assert load_state(run / "state").progress["world_size"] == 2
 
 

@@ -32,7 +32,6 @@ from typing import Literal
 
 import numpy as np
 import torch
-import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from training.data_info import DatasetInfo, _is_url, load_dataset_info, open_url, pipe_timeout_seconds, url2path

@@ -29,11 +29,27 @@ import signal
 import sys
 import tempfile
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 STOP_REPORTS_ENV = "STYLEGAN_STOP_REPORTS"
 SHUTDOWN_TIMEOUT_ENV = "TORCH_ELASTIC_SHUTDOWN_TIMEOUT"
 DEFAULT_SHUTDOWN_TIMEOUT_SEC = 90
+
+
+def resume_command(run_dir: str | os.PathLike, env: Mapping[str, str] = os.environ) -> str:
+    """The line a stopped run prints: how to resume it, under the launcher that started it (told
+    apart by the environment each sets: ``accelerate launch`` always sets ACCELERATE_MIXED_PRECISION,
+    and of several processes runs torchrun inside, so it is checked before torchrun's run id). The launcher's own options (process
+    count, rendezvous) are not visible from here, so for a launcher the line asks for them again."""
+    if env.get(STOP_REPORTS_ENV):
+        launcher = "python -m training.launch"
+    elif "ACCELERATE_MIXED_PRECISION" in env:
+        launcher = "accelerate launch"
+    elif env.get("TORCHELASTIC_RUN_ID"):
+        launcher = "torchrun"
+    else:
+        return f"resume with: python training/train.py --resume {run_dir}"
+    return f"resume with: {launcher} [its options as before] training/train.py --resume {run_dir}"
 
 
 def report_clean_stop(nimg: int, reason: str) -> None:

@@ -52,7 +52,7 @@ from training.resolve import DataShape, ResolvedRun, resolve_run, with_network_f
 from training.runlog import RunLog, next_run_dir, trim_stats, write_json_atomic
 from training.runs import candidates, choose_run, data_location, dataset_fingerprint, fingerprint_differences
 from training.session import make_schedule
-from training.launch import report_clean_stop
+from training.launch import report_clean_stop, resume_command
 from training.signals import StopRequest
 
 _DEFAULT = TrainConfig()
@@ -255,7 +255,7 @@ def main(**opts: Any) -> None:
             result = fit(cfg, dist, run_dir, state_dir=state_dir, stop=stop, log=log, net_config=run.network,
                          progress_bar=not no_progress)
         if result.status == "stopped":
-            log.info(f"resume with: accelerate launch training/train.py --resume {run_dir}")
+            log.info(resume_command(run_dir))
         else:
             log.info(
                 f"done: {result.nimg / 1000:g} kimg. Run folder {run_dir}: final network {result.snapshot}, "
