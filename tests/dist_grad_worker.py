@@ -24,6 +24,7 @@ import torch.nn.functional as F
 import stylegan
 from train_fixtures import RecordGrads
 from training.augmentation import Augmentation
+from stylegan.attention import SelfAttention
 from training.distributed import Dist, module_fingerprint
 from training.loss import PHASES, LossSettings
 from training.step import MicroBatch
@@ -51,17 +52,39 @@ def phase_grads(name, G, D, micro, dist, settings, pl_mean, augment=None):
     return opt.grads, result
 
 
-# Variants: (loss, augmentation). Augmentation draws come from each micro-batch's generator: the
-# same on any layout. ADA's pipeline runs at a fixed p = 0.5 (every transform group of bgc fires for
-# some samples), DiffAugment whole. wgan-gp's gradient penalty has R1's double backward in D_main.
-# "sn": spectrally normalised G and D (u fixed within a step, so every layout normalises alike).
+# Variants: (loss, augmentation, network options, loss settings). Augmentation draws come from each
+# micro-batch's generator: the same on any layout. ADA's pipeline runs at a fixed p = 0.5 (every
+# transform group of bgc fires for some samples), DiffAugment whole. wgan-gp's gradient penalty has
+# R1's double backward in D_main. "sn": spectrally normalised G and D (u fixed within a step, so every
+# layout normalises alike). "attention": SAGAN blocks at 8x8 of a 16x16 G and D (the reals enlarged),
+# their gates set to 0.5 so that the attention path carries gradient. "infogan": two codes and D's
+# head Q, whose -L_I is in G_main and D_main.
+CODES = (("cat", 3), ("cont", 1))
 VARIANTS = {
-    "none": ("ns", lambda: None, {}),
-    "ada": ("ns", lambda: Augmentation("fixed", augpipe="bgc", p=0.5), {}),
-    "diffaug": ("ns", lambda: Augmentation("diffaug"), {}),
-    "wgan-gp": ("wgan-gp", lambda: None, {}),
-    "sn": ("ns", lambda: None, {"spectral_norm": "gd"}),
+    "none": ("ns", lambda: None, {}, {}),
+    "ada": ("ns", lambda: Augmentation("fixed", augpipe="bgc", p=0.5), {}, {}),
+    "diffaug": ("ns", lambda: Augmentation("diffaug"), {}, {}),
+    "wgan-gp": ("wgan-gp", lambda: None, {}, {}),
+    "sn": ("ns", lambda: None, {"spectral_norm": "gd"}, {}),
+    "attention": ("ns", lambda: None, {"resolution": 2 * RES, "attention": (RES,)}, {}),
+    "infogan": ("ns", lambda: None, {"info_codes": CODES}, {"info_codes": CODES, "info_weight": 1.0}),
 }
+
+
+def build_variant(network: dict) -> tuple[torch.nn.Module, torch.nn.Module]:
+    torch.manual_seed(0)
+    options = dict(network)
+    G, D = stylegan.build("tiny", options.pop("resolution", RES), 1, C_DIM, **options)
+    for module in [*G.modules(), *D.modules()]:
+        if isinstance(module, SelfAttention):
+            module.gate.data.fill_(0.5)
+    return G, D
+
+
+def at_resolution(micro: list[MicroBatch], res: int) -> list[MicroBatch]:
+    if res == RES:
+        return micro
+    return [dataclasses.replace(m, real=F.interpolate(m.real, size=(res, res), mode="nearest")) for m in micro]
 
 
 def max_rel_diff(a: list, b: list) -> float:
@@ -86,22 +109,23 @@ def main(out_path: str) -> None:
     mine = micro[dist.rank * ROUNDS : (dist.rank + 1) * ROUNDS]
     pl_mean = torch.tensor(0.25)
     report: dict = {"world_size": dist.world_size, "phases": {}}
-    for variant, (kind, make, network) in VARIANTS.items():
+    for variant, (kind, make, network, extra) in VARIANTS.items():
         augment = make()
-        settings = dataclasses.replace(base_settings, loss=kind)
-        if network:
-            torch.manual_seed(0)
-            Gv, Dv = stylegan.build("tiny", RES, 1, C_DIM, **network)
-        else:
-            Gv, Dv = G, D
+        settings = dataclasses.replace(base_settings, loss=kind, **extra)
+        Gv, Dv = build_variant(network) if network else (G, D)
+        all_micro = at_resolution(micro, Gv.img_resolution)
+        own = all_micro[dist.rank * ROUNDS : (dist.rank + 1) * ROUNDS]
         for name in PHASES:
-            grads, result = phase_grads(name, Gv, Dv, mine, dist, settings, pl_mean, augment)
+            grads, result = phase_grads(name, Gv, Dv, own, dist, settings, pl_mean, augment)
             if dist.rank == 0:
-                ref, ref_result = phase_grads(name, Gv, Dv, micro, Dist(), settings, pl_mean, augment)
-                wrong, _ = phase_grads(name, Gv, Dv, micro[:ROUNDS], Dist(), settings, pl_mean, augment)
+                ref, ref_result = phase_grads(name, Gv, Dv, all_micro, Dist(), settings, pl_mean, augment)
+                wrong, _ = phase_grads(name, Gv, Dv, all_micro[:ROUNDS], Dist(), settings, pl_mean, augment)
                 report["phases"][f"{variant}:{name}"] = {
                     "num_grads": sum(g is not None for g in grads),
                     "num_params": len(grads),
+                    # R1 (D_reg) reads D without its InfoGAN head Q: Q's parameters get no gradient there
+                    "unused_params": sum(1 for n, _ in Dv.named_parameters() if n.startswith("b4.q_"))
+                    if name == "D_reg" else 0,
                     "max_rel_diff": max_rel_diff(grads, ref),
                     "wrong_ref_diff": max_rel_diff(grads, wrong) if [g is None for g in grads] == [g is None for g in wrong] else float("inf"),
                     "count": result.count,

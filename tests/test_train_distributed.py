@@ -49,14 +49,18 @@ def test_gradients_equal_one_process_with_the_same_global_batch(processes, tmp_p
           str(REPO / "tests" / "dist_grad_worker.py"), str(report_path)])
     report = json.loads(report_path.read_text())
     assert report["world_size"] == processes
-    # Each phase without augmentation, with ADA's pipeline (fixed p 0.5), with DiffAugment, and with
-    # --loss wgan-gp (its gradient penalty's double backward in D_main), and spectrally normalised G and D.
-    variants = ("none", "ada", "diffaug", "wgan-gp", "sn")
+    # Each phase without augmentation, with ADA's pipeline (fixed p 0.5), with DiffAugment, with
+    # --loss wgan-gp (its gradient penalty's double backward in D_main), spectrally normalised G and D,
+    # self-attention (gates open) and InfoGAN's codes with D's head Q.
+    variants = ("none", "ada", "diffaug", "wgan-gp", "sn", "attention", "infogan")
     assert set(report["phases"]) == {f"{a}:{n}" for a in variants for n in ("G_main", "G_reg", "D_main", "D_reg")}
     assert "gp_penalty" in report["phases"]["wgan-gp:D_main"]["sums"]
+    assert "info_loss" in report["phases"]["infogan:G_main"]["sums"] and "info_loss" in report["phases"]["infogan:D_main"]["sums"]
+    assert report["phases"]["infogan:D_reg"]["unused_params"] == 4  # Q's two layers: R1 does not read them
     for name, r in report["phases"].items():
         assert not r["skipped"], name
-        assert r["num_grads"] >= r["num_params"] - 2 > 0, name  # the ToRGB / output biases have no R1/PL gradient
+        # the ToRGB / output biases have no R1/PL gradient, nor has InfoGAN's head Q under R1
+        assert r["num_grads"] >= r["num_params"] - 2 - r["unused_params"] > 0, name
         assert r["count"] == r["ref_count"], name
         assert r["max_rel_diff"] < 1e-5, (name, r["max_rel_diff"])
         # A reference that misses the other processes' data is far off: the comparison has teeth.
