@@ -57,12 +57,17 @@ def test_gradients_equal_one_process_with_the_same_global_batch(processes, tmp_p
     assert "gp_penalty" in report["phases"]["wgan-gp:D_main"]["sums"]
     assert "info_loss" in report["phases"]["infogan:G_main"]["sums"] and "info_loss" in report["phases"]["infogan:D_main"]["sums"]
     assert report["phases"]["infogan:D_reg"]["unused_params"] == 4  # Q's two layers: R1 does not read them
+    assert report["phases"]["attention:G_reg"]["unused_params"] == 1  # the 16x16 G's third ToRGB bias
     for name, r in report["phases"].items():
         assert not r["skipped"], name
-        # the ToRGB / output biases have no R1/PL gradient, nor has InfoGAN's head Q under R1
+        # the ToRGB / output biases have no R1/PL gradient, nor has InfoGAN's head Q under R1 (the
+        # worker counts what exceeds two)
         assert r["num_grads"] >= r["num_params"] - 2 - r["unused_params"] > 0, name
         assert r["count"] == r["ref_count"], name
-        assert r["max_rel_diff"] < 1e-5, (name, r["max_rel_diff"])
+        # Float32 rounding differs with the summation order; the attention blocks' softmax under path
+        # length's double backward reached 1.3e-5 on 3 processes (2026-12-02), the others stay below 1e-5.
+        tolerance = 5e-5 if name.startswith("attention:") else 1e-5
+        assert r["max_rel_diff"] < tolerance, (name, r["max_rel_diff"])
         # A reference that misses the other processes' data is far off: the comparison has teeth.
         assert r["wrong_ref_diff"] > 1e-2, (name, r["wrong_ref_diff"])
         for key, value in r["sums"].items():
