@@ -35,7 +35,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.limited_data import PER_CLASS, features, fit_scorer, frechet, real_digits, score  # noqa: E402
+from bench.limited_data import features, fit_scorer, frechet, generated, real_digits, score  # noqa: E402
 
 # name -> (train.py options, what differs from the paper's own recipe in this comparison)
 METHODS: dict[str, tuple[list[str], str]] = {
@@ -74,25 +74,12 @@ def code_accuracy(codes: np.ndarray, digits: np.ndarray, n: int = 10) -> tuple[f
 
 def score_codes(clf, snapshot: Path, real_feat: np.ndarray) -> tuple[float, float, list[int]]:
     """``(code accuracy, fd, digit of each code value)`` of an unconditional InfoGAN snapshot whose
-    first code is categorical: PER_CLASS images (200) per value of that code, classified as digits."""
-    import torch
-
-    from stylegan.sampling import to_uint8
-    from tools.genlib import generate, load_generator
-
-    G = load_generator(str(snapshot), device="cpu")
-    kind, n = G.config.info_codes[0]
-    if kind != "cat" or n != 10:
-        raise click.ClickException(f"{snapshot.name}: expected a first InfoGAN code cat:10, got {kind}:{n}")
-    images, codes = [], []
-    for k in range(n):
-        with torch.no_grad():
-            img = generate(G, list(range(k * PER_CLASS, (k + 1) * PER_CLASS)), codes={0: k})
-        images.append(to_uint8(img[:, 0]).numpy())
-        codes += [k] * PER_CLASS
-    fake = np.concatenate(images)
+    first code is cat:10: PER_CLASS images (200) per value of that code, classified as digits."""
+    fake, codes = generated(snapshot, code=0)
+    if codes.max() != 9:
+        raise click.ClickException(f"{snapshot.name}: expected a first InfoGAN code cat:10")
     pred = clf.predict(fake.reshape(len(fake), -1) / 255.0)
-    acc, matched = code_accuracy(np.array(codes), pred, n)
+    acc, matched = code_accuracy(codes, pred, 10)
     return acc, frechet(features(clf, fake), real_feat), matched
 
 

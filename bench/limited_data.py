@@ -97,19 +97,25 @@ def frechet(a: np.ndarray, b: np.ndarray) -> float:
     return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a + cov_b - 2 * np.real(covmean)))
 
 
-def generated(snapshot: Path) -> tuple[np.ndarray, np.ndarray]:
-    """PER_CLASS digits of each class from the snapshot's G_ema, as uint8 ``[N, 32, 32]``."""
+def generated(snapshot: Path, code: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """PER_CLASS digits of each class from the snapshot's G_ema, as uint8 ``[N, 32, 32]``, and the class
+    asked for. With ``code`` (an unconditional InfoGAN network): PER_CLASS per value of that
+    categorical code instead, and the code value in place of the class."""
     import torch
 
     from stylegan.sampling import to_uint8
     from tools.genlib import generate, load_generator
 
     G = load_generator(str(snapshot), device="cpu")
+    values = G.c_dim if code is None else G.config.info_codes[code][1]
     out, labels = [], []
-    for c in range(G.c_dim):
+    for c in range(values):
         seeds = list(range(c * PER_CLASS, (c + 1) * PER_CLASS))
         with torch.no_grad():
-            img = generate(G, seeds, truncation_psi=1.0, class_idx=c)
+            if code is None:
+                img = generate(G, seeds, truncation_psi=1.0, class_idx=c)
+            else:
+                img = generate(G, seeds, truncation_psi=1.0, codes={code: c})
         if img.shape[-1] < 32:  # a progressive run stopped below full resolution: shown as it is, enlarged
             img = torch.nn.functional.interpolate(img, size=(32, 32), mode="nearest")
         out.append(to_uint8(img[:, 0]).numpy())
