@@ -4,6 +4,7 @@ autocast), and a training step in fp16 / bf16 has finite gradients close to fp32
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import pytest
 import torch
@@ -67,6 +68,74 @@ def test_training_step_in_reduced_precision_has_finite_gradients_close_to_fp32(p
         # scalars such as a noise strength, sums of many cancelling terms, can be 20-60% off.
         err = float((got - want).norm() / want.norm())
         assert err < 0.15, f"{name}: relative gradient error vs fp32 {err:.3g}"
+
+
+
+# ----- bf16 double backward on a CPU: around oneDNN --------------------------------------------------------
+# oneDNN's bfloat16 convolution gets some of the shapes a double backward makes wrong on AMX CPUs
+# (training/precision.py: onednn_unsafe); R1's gradient was 0.27 off fp32 there, path length's 0.14.
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "bf16"])
+@pytest.mark.parametrize("loss", ["ns", "wgan-gp"])
+def test_bf16_double_backward_on_a_cpu_runs_without_onednn(precision, loss):
+    """The backward of exactly the phases that differentiate a gradient (path length, R1, WGAN-GP's
+    penalty) runs with oneDNN off, only for bf16; the flag is back on after each phase."""
+    G, D, micro = _setup()
+    settings = dataclasses.replace(_settings(precision), loss=loss)
+    for name in PHASES:
+        if loss == "wgan-gp" and name == "D_reg":
+            continue  # WGAN-GP has no R1
+        net = G if name.startswith("G") else D
+        seen: list[bool] = []
+        param = next(p for n, p in net.named_parameters() if "b32" in n)  # in a reduced-precision block
+        handle = param.register_hook(lambda g: seen.append(torch.backends.mkldnn.enabled))
+        try:
+            run_loss_phase(name, G, D, RecordGrads(net.parameters()), micro, settings=settings, dist=Dist(),
+                           pl_mean=torch.tensor(0.5), scaler=make_scaler(precision, torch.device("cpu")))
+        finally:
+            handle.remove()
+        double = name in ("G_reg", "D_reg") or (name == "D_main" and loss == "wgan-gp")
+        assert seen and set(seen) == {not (double and precision == "bf16")}, (name, seen)
+        assert torch.backends.mkldnn.enabled, name
+
+
+def test_without_onednn_restores_the_setting_and_does_nothing_when_inactive():
+    from training.precision import onednn_unsafe, without_onednn
+
+    assert onednn_unsafe("bf16", torch.device("cpu"))
+    assert not onednn_unsafe("fp32", torch.device("cpu")) and not onednn_unsafe("fp16", torch.device("cpu"))
+    assert not onednn_unsafe("bf16", torch.device("cuda"))
+    with without_onednn(False):
+        assert torch.backends.mkldnn.enabled
+    with pytest.raises(RuntimeError, match="inside"):
+        with without_onednn():
+            assert not torch.backends.mkldnn.enabled
+            raise RuntimeError("inside")
+    assert torch.backends.mkldnn.enabled
+
+
+def test_a_bf16_convolution_double_backward_without_onednn_is_close_to_fp32():
+    """The smallest case of the fault: the weight gradient of ||d/dx sum(v * conv(x, w))||^2 for a
+    3x3 convolution with padding 1 (D's conv0). On an AMX CPU with oneDNN it is ~100% off
+    (2026-12-03); without oneDNN it is within bfloat16's rounding of float32's (0.3% measured)."""
+    from training.precision import without_onednn
+
+    gen = torch.Generator().manual_seed(0)
+    x0, v = torch.randn([4, 32, 32, 32], generator=gen), torch.randn([4, 32, 32, 32], generator=gen)
+    w0 = torch.randn([32, 32, 3, 3], generator=gen) / 3 / 32**0.5
+
+    def weight_grad(dtype):
+        x, w = x0.to(dtype).clone().requires_grad_(True), w0.clone().requires_grad_(True)
+        y = F.conv2d(x, w.to(dtype), padding=1)
+        (gx,) = torch.autograd.grad((y.float() * v).sum(), x, create_graph=True)
+        gx.float().square().sum().backward()
+        return w.grad
+
+    want = weight_grad(torch.float32)
+    with without_onednn():
+        got = weight_grad(torch.bfloat16)
+    assert float((got - want).norm() / want.norm()) < 0.02
 
 
 @pytest.mark.parametrize("precision", ["fp16", "bf16"])

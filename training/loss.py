@@ -421,6 +421,11 @@ class StyleGAN2Loss:
             names.append("D_reg")
         return names
 
+    def double_backward(self, name: str) -> bool:
+        """Whether phase ``name``'s backward differentiates a gradient: path length (``G_reg``), R1
+        (``D_reg``) and WGAN-GP's penalty (``D_main`` with ``--loss wgan-gp``)."""
+        return name in ("G_reg", "D_reg") or (name == "D_main" and self.s.loss == "wgan-gp")
+
     def pl_micro_batch(self, n: int) -> int:
         """Samples per micro-batch used by path-length regularisation (StyleGAN2 uses half)."""
         return max(1, n // self.s.pl_batch_shrink)

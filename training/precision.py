@@ -13,7 +13,8 @@ which would also run the float32 layers' convolutions and matmuls in reduced pre
   scaler (one scaler shared by G and D would let one network's overflow shrink the other's scale;
   see accelerate#439).
 * ``bf16``: the same blocks in bfloat16. bfloat16 has float32's exponent range, so it needs no loss
-  scaler; it keeps the float16 layout because its 8-bit mantissa is coarser than float16's.
+  scaler; it keeps the float16 layout because its 8-bit mantissa is coarser than float16's. On a
+  CPU the double backward of the regularisers runs without oneDNN (:func:`onednn_unsafe`).
 
 Weights, gradients and optimizer state stay float32 in every mode. We do not use
 ``Accelerator(mixed_precision=...)``: Accelerate's state is a process-wide singleton that cannot
@@ -23,7 +24,9 @@ scaler, which is exactly what fp16 GAN training must avoid.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
+from typing import Iterator
 
 import torch
 
@@ -90,6 +93,37 @@ def make_scaler(precision: str, device: torch.device) -> torch.amp.GradScaler | 
     # 2**10 rather than the default 2**16: the double backward of R1 and path length overflows
     # float16 at large scales, and every overflow costs a skipped step while the scale backs off.
     return torch.amp.GradScaler(device.type, init_scale=2.0**10)
+
+
+def onednn_unsafe(precision: str, device: torch.device) -> bool:
+    """Whether a double backward (R1, path length, gradient penalty) in ``precision`` on ``device``
+    must not run on oneDNN's convolutions: bfloat16 on a CPU.
+
+    Their double backward convolves an activation with a gradient, a convolution whose "kernel" is
+    a whole feature map. oneDNN's bfloat16 convolution returns wrong numbers for some such shapes
+    on CPUs with AMX (measured 2026-12-03, torch 2.14.1, Xeon with ``amx_bf16``: a 32x32 kernel over
+    4 input channels with padding 1 is 100% off, its float32 twin and the same call with oneDNN
+    off are right; kernels 16, 24, 32 wide fail, 15, 17 and 31 do not). That made R1's gradient of
+    D's 3x3 convolutions ~100% wrong (the whole D_reg gradient 0.27 off float32) and path
+    length's 0.14 off. The failing shapes follow oneDNN's blocking, not a rule we can check
+    cheaply, so every bfloat16 double backward on a CPU avoids oneDNN; GPUs never use it."""
+    return precision == "bf16" and device.type == "cpu"
+
+
+@contextlib.contextmanager
+def without_onednn(active: bool = True) -> Iterator[None]:
+    """Run the block with PyTorch's oneDNN (mkldnn) kernels off when ``active``, and restore the
+    previous setting after. PyTorch then uses its own convolution and matmul kernels, which are
+    right for every shape and several times slower (see :func:`onednn_unsafe`)."""
+    if not active:
+        yield
+        return
+    before = torch.backends.mkldnn.enabled
+    torch.backends.mkldnn.enabled = False
+    try:
+        yield
+    finally:
+        torch.backends.mkldnn.enabled = before
 
 
 def loss_scale(scaler: torch.amp.GradScaler | None) -> float:

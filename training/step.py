@@ -27,6 +27,7 @@ import torch
 
 from training.distributed import Dist
 from training.loss import StyleGAN2Loss
+from training.precision import onednn_unsafe, without_onednn
 
 
 @dataclass(frozen=True)
@@ -131,8 +132,12 @@ def run_phase(
     bufs = [b for net in nets for b in net.buffers() if b.is_floating_point()]
     bufs_before = [b.detach().clone() for b in bufs]
 
+    # bfloat16 on a CPU: the double backward avoids oneDNN, which gets some of its shapes wrong.
+    avoid_onednn = loss.double_backward(name) and onednn_unsafe(loss.s.precision, dist.device)
+
     def backward(value: torch.Tensor) -> None:
-        (value if scaler is None else scaler.scale(value)).backward()
+        with without_onednn(avoid_onednn):
+            (value if scaler is None else scaler.scale(value)).backward()
 
     opt.zero_grad(set_to_none=True)
     with requires_grad(trained, True), requires_grad(frozen, False):
