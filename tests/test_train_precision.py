@@ -70,7 +70,6 @@ def test_training_step_in_reduced_precision_has_finite_gradients_close_to_fp32(p
         assert err < 0.15, f"{name}: relative gradient error vs fp32 {err:.3g}"
 
 
-
 # ----- bf16 double backward on a CPU: around oneDNN --------------------------------------------------------
 # oneDNN's bfloat16 convolution gets some of the shapes a double backward makes wrong on AMX CPUs
 # (training/precision.py: onednn_unsafe); R1's gradient was 0.27 off fp32 there, path length's 0.14.
