@@ -62,7 +62,8 @@ BAD = [
     (["--seed", "-1"], "--seed", "[0, 2**31)"),
     (["--workers", "-1"], "--workers", "expected an integer >= 0"),
     (["--max-skipped", "0"], "--max-skipped", "expected an integer >= 1"),
-    (["--threads", "0"], "--threads", "expected an integer >= 1"),
+    (["--threads", "0"], "--threads", "expected an integer >= 1 or 'auto'"),
+    (["--threads", "many"], "--threads", "expected an integer >= 1 or 'auto'"),
     (["--metrics", "fud50k"], "--metrics", "fid50k_full"),
     (["--metrics-features", "vgg"], "--metrics-features", "inception"),
 ]

@@ -42,6 +42,7 @@ from training.run_outputs import (
 )
 from training.runlog import RunLog
 from training.counters import derive_seed
+from training.cpu_threads import ThreadGovernor, cpu_record
 from training.session import Session, build_session
 from training.signals import StopRequest
 from training.loss import PHASES
@@ -139,10 +140,12 @@ def fit(
     log: RunLog | None = None,
     progress_bar: bool = True,
     net_config: NetworkConfig | None = None,
+    threads: ThreadGovernor | None = None,
 ) -> FitResult:
     """Train until ``cfg.kimg`` thousand images (or a stop request); ``cfg`` must be resolved.
     ``net_config`` is the run's network (:func:`training.resolve.resolve_run`); by default the
-    preset's for this data."""
+    preset's for this data. ``threads``: the CPU thread count that follows the load
+    (:mod:`training.cpu_threads`), polled between steps; None leaves the count alone."""
     run_dir = Path(run_dir)
     log = log or RunLog(run_dir, enabled=False)
     stop = stop or StopRequest()
@@ -168,6 +171,7 @@ def fit(
     total = int(round(cfg.kimg * 1000))
     tick = TickStats(start_wait=feed.wait_sec)
     saver = Saver(session, run_dir, samples, log, state_dir, info.class_names)
+    saver.threads = threads
     signal_name = None
     # Whole images (an int never overshoots total as a float sum of kimg did: tqdm's clamping warning).
     bar = tqdm(total=total, initial=min(p.nimg, total), unit="img", unit_scale=1 / 1000,
@@ -184,6 +188,8 @@ def fit(
             p.train_sec += now - clock
             clock = now
             tick.add(outcome)
+            if threads is not None and (change := threads.poll()) is not None:
+                log.info(change.line())
             bar.update(min(outcome.batch, max(total - bar.n, 0)))  # the last step may overshoot
             if p.bad_in_row >= cfg.max_skipped:
                 raise TrainingDiverged(
@@ -236,6 +242,7 @@ class Saver:
         self.saved_nimg = -1  # of the last snapshot: the same on every process, unlike the paths
         self._started = time.monotonic()
         self.expectation_said = False
+        self.threads: ThreadGovernor | None = None  # set by fit: the CPU thread count, for the tick line
         # When state/ was last written, or the run resumed from it.
         self._state_clock = self._started if state_dir is not None else None
 
@@ -297,6 +304,7 @@ def end_tick(session: Session, tick: TickStats, feed: DataFeed, log: RunLog, sav
     p.tick_start_nimg = p.nimg
     check_replicas(session)
     record = tick_record(session, tick, feed, saver.state_age(), saver.elapsed())
+    record.update(cpu_record(saver.threads))
     expect = not saver.expectation_said and record["eta_sec"] > 0
     saver.expectation_said = saver.expectation_said or expect
 

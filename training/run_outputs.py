@@ -187,15 +187,19 @@ def format_tick(r: dict[str, Any]) -> str:
         f"{_aug_part(r)}skipped {r['skipped']}  bad data {r.get('data_skipped', 0)}  mem {r['peak_mem_gb']:.2f}GB  "
         f"state {format_age(r.get('state_age_sec'))}  elapsed {format_duration(r['elapsed_sec'])}  "
         f"eta {format_duration(r['eta_sec'])}{_clock_after(r['eta_sec'])}"
+        f"{'' if not r.get('cpu_hint') else '  (' + r['cpu_hint'] + ')'}"
     )
 
 
 def expectation_line(record: dict[str, Any], kimg: float) -> str:
     """After a process's first tick: how long the rest of the run should take at that tick's speed."""
     eta = record["eta_sec"]
-    return (f"expected: {format_duration(eta)} more{_clock_after(eta)} at {record['img_per_sec']:.0f} img/s to "
+    line = (f"expected: {format_duration(eta)} more{_clock_after(eta)} at {record['img_per_sec']:.0f} img/s to "
             f"--kimg {kimg:g}; the speed depends on the device and on other work sharing it (the ETA on each "
             "tick line follows it)")
+    if record.get("cpu_hint"):
+        line += f". {record['cpu_hint']}: this run is slower than the machine alone allows"
+    return line
 
 
 def _aug_part(r: dict[str, Any]) -> str:

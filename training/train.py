@@ -42,6 +42,7 @@ import stylegan
 from stylegan.config import NetworkConfig
 from training.checkpoint import read_progress, resolve_resume
 from training.config import ConfigError, TrainConfig
+from training.cpu_threads import ThreadGovernor, usable_cores
 from training.data import DataError, forward_data_warnings
 from training.distributed import Dist
 from training.init_from import network_config_from_file, options_from_file, plan_init
@@ -180,8 +181,10 @@ _FROM_PRESET = "[default: from --preset, printed at start]"
            "and its weights, else the metrics are skipped with a warning) or a seeded random network (demos).")
 @_opt("--inception-weights", default=None,
       help="Path of the Inception weights file.  [default: $STYLEGAN_INCEPTION_WEIGHTS, else the cache folder]")
-@_opt("--threads", type=int, default=None,
-      help="CPU threads per process.  [default: this machine's cores / its training processes]")
+@_opt("--threads", default="auto", show_default=True,
+      help="CPU threads per process: 'auto' takes the cores other busy processes leave free (at most this "
+           "machine's cores / its training processes) and follows the load as it changes; N fixes the count "
+           "(bit-reproducible CPU runs). Ignored on a GPU.")
 @_opt("--no-progress", is_flag=True, default=False,
       help="No progress bar (for batch logs: SLURM's output file, CI); the tick lines still say kimg, elapsed and ETA.  [default: off]")
 @_opt("--dry-run", is_flag=True, default=False,
@@ -203,8 +206,7 @@ def main(**opts: Any) -> None:
     threads, dry_run, resume = opts.pop("threads"), opts.pop("dry_run"), opts.pop("resume")
     no_progress = opts.pop("no_progress")
     planned = {k: opts.pop(k) for k in ("resolution", "channels", "classes")}
-    if threads is not None and threads < 1:
-        raise click.BadParameter(f"{threads}: expected an integer >= 1", param_hint="--threads")
+    threads = _parse_threads(threads)
     dist = Dist.from_accelerate()
     given = {k for k in opts if ctx.get_parameter_source(k) not in (click.core.ParameterSource.DEFAULT, None)}
 
@@ -220,9 +222,9 @@ def main(**opts: Any) -> None:
         _check_same_data(run_dir, info)
         if _report_complete(run_dir, state_dir, cfg, dist, found_line):
             return
-    _set_threads(threads)
+    governor = _set_threads(threads, dist)
 
-    lines = ([found_line] if found_line else []) + _describe(run, dist)
+    lines = ([found_line] if found_line else []) + _describe(run, dist, governor)
     if dry_run:
         _dry_run(run, lines, dist)
         return
@@ -253,7 +255,7 @@ def main(**opts: Any) -> None:
         log.info(f"run folder: {run_dir}")
         with StopRequest(early=_EARLY_SIGNALS) as stop, forward_data_warnings(lambda text: log.warning(text, dist.rank)):
             result = fit(cfg, dist, run_dir, state_dir=state_dir, stop=stop, log=log, net_config=run.network,
-                         progress_bar=not no_progress)
+                         progress_bar=not no_progress, threads=governor)
         if result.status == "stopped":
             log.info(resume_command(run_dir))
         else:
@@ -283,16 +285,33 @@ def main(**opts: Any) -> None:
 
 
 # ---------------------------------------------------------------------------------------- start-up
-def _set_threads(threads: int | None) -> None:
-    """CPU threads per process. ``accelerate launch`` exports OMP_NUM_THREADS=1 by default, which
-    would leave all but one core idle on a CPU machine, so we decide here."""
-    if threads is None:
-        if torch.cuda.is_available():
-            return
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-        threads = max(1, cores // max(local, 1))
-    torch.set_num_threads(threads)
+def _parse_threads(value: str | int | None) -> int | None:
+    """``--threads``: ``'auto'`` (None) or an integer >= 1."""
+    if value is None or str(value).strip().lower() == "auto":
+        return None
+    try:
+        threads = int(str(value))
+    except ValueError:
+        threads = 0
+    if threads < 1:
+        raise click.BadParameter(f"{value}: expected an integer >= 1 or 'auto'", param_hint="--threads")
+    return threads
+
+
+def _set_threads(threads: int | None, dist: Dist) -> ThreadGovernor | None:
+    """CPU threads per process (:mod:`training.cpu_threads`): ``--threads auto`` starts with the cores
+    other processes leave free and follows the load; ``--threads N`` fixes N. ``accelerate launch``
+    exports OMP_NUM_THREADS=1 by default, which would leave all but one core idle on a CPU
+    machine, so we decide here. On a GPU the count is left alone (None)."""
+    if dist.device.type != "cpu":
+        if threads is not None:
+            torch.set_num_threads(threads)
+        return None
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    limit = threads or max(1, len(usable_cores()) // max(local, 1))
+    governor = ThreadGovernor(limit, fixed=threads is not None)
+    governor.start()
+    return governor
 
 
 def _find_resume(
@@ -457,7 +476,7 @@ class _Run:
         self.train, self.network = resolved.train, resolved.network
 
 
-def _describe(run: _Run, dist: Dist) -> list[str]:
+def _describe(run: _Run, dist: Dist, governor: ThreadGovernor | None = None) -> list[str]:
     from training.precision import precision_warning
 
     cfg = run.train
@@ -468,7 +487,8 @@ def _describe(run: _Run, dist: Dist) -> list[str]:
         "config: " + json.dumps(cfg.to_dict(), sort_keys=True),
         *run.resolved.describe(),
         f"processes: {dist.world_size} on {dist.device.type}, micro-batch {cfg.batch_gpu}, "
-        f"{accumulate} accumulation round(s) per step, {torch.get_num_threads()} CPU threads per process",
+        f"{accumulate} accumulation round(s) per step, {torch.get_num_threads()} CPU threads per process"
+        + ("" if governor is None else f" ({governor.describe()})"),
         *([slow] if slow else []),
         *schedule.describe(cfg.kimg),
     ]
