@@ -69,7 +69,14 @@ def worker(spec: dict) -> None:
     from training.session import build_session
     from training.signals import StopRequest
 
-    torch.set_num_threads(spec["threads"])
+    from training.cpu_threads import ThreadGovernor, usable_cores
+
+    governor = None
+    if spec["threads"] == "auto":  # what training/train.py does by default on a CPU
+        governor = ThreadGovernor(len(usable_cores()) // spec["processes"])
+        governor.start()
+    else:
+        torch.set_num_threads(spec["threads"])
     dist = Dist.from_accelerate()
     res = spec["resolution"] or stylegan.resolve_config(spec["preset"]).resolution
     cfg = TrainConfig(preset=spec["preset"], batch=spec["batch"], batch_gpu=spec["batch_gpu"],
@@ -94,6 +101,8 @@ def worker(spec: dict) -> None:
     t0 = time.perf_counter()
     for _ in range(spec["steps"]):
         train_step(session, feed, stop, f)
+        if governor is not None:
+            governor.poll()
     sync()
     dist.barrier()
     sec = time.perf_counter() - t0
@@ -122,12 +131,15 @@ def machine() -> str:
     return f"{text}; torch {torch.__version__}"
 
 
-def run_case(spec: dict) -> dict:
+def run_case(spec: dict, env: dict[str, str] | None = None) -> dict:
+    """Run one case in fresh processes; ``env``: extra environment (e.g. ``OMP_WAIT_POLICY``)."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(spec)]
     if spec["processes"] > 1:
         torchrun = Path(sys.executable).parent / "torchrun"
         cmd = [str(torchrun), "--standalone", f"--nproc-per-node={spec['processes']}", *cmd[1:]]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": str(spec["threads"]), "STYLEGAN_OPS": spec["ops"]}
+    threads = spec["threads"] if spec["threads"] != "auto" else 1  # auto: the worker decides
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": str(threads), "STYLEGAN_OPS": spec["ops"],
+           **(env or {})}
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
     for line in out.stdout.splitlines():
         if line.startswith("RESULT "):

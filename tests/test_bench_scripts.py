@@ -27,6 +27,7 @@ def test_gpu_check_is_valid_bash_and_rejects_unknown_stages(tmp_path: Path) -> N
     assert not (out / "doctor.log").exists()  # nothing ran
 
 
+@pytest.mark.e2e
 def test_train_bench_reports_a_case_that_cannot_run(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     run = subprocess.run(
@@ -43,6 +44,7 @@ def test_train_bench_reports_a_case_that_cannot_run(tmp_path: Path) -> None:
     assert "CUDA devices only" in run.stderr and "1 of 2 cases failed" in run.stderr
 
 
+@pytest.mark.e2e
 @pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
 def test_gpu_check_tests_stage_fails_when_no_gpu_test_ran(tmp_path: Path) -> None:
     """Without CUDA every GPU test is skipped and pytest exits 0; the stage must say so and fail."""

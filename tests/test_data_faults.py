@@ -158,6 +158,7 @@ def test_three_unreadable_shards_in_a_row_stop_with_one_line(ds, workers):
     assert message.startswith("cannot read shard ") and "3 shards in a row unreadable" in message
 
 
+@pytest.mark.e2e
 def test_training_reports_bad_samples_in_the_tick_line_and_stats(tmp_path):
     from train_fixtures import make_dataset as make_train_dataset
     from training.train import main

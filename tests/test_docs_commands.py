@@ -342,6 +342,7 @@ def _check(block: Block, outcome: subprocess.CompletedProcess | str | None) -> N
         )
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("block", [b for b in BLOCKS if b.lang == "bash"], ids=lambda b: b.id)
 def test_bash_block_runs_as_documented(block: Block, outcomes):
     for command in bash_commands(block.text):
@@ -351,6 +352,7 @@ def test_bash_block_runs_as_documented(block: Block, outcomes):
     _check(block, outcomes[block.id])
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("block", [b for b in BLOCKS if b.lang == "python"], ids=lambda b: b.id)
 def test_python_block_runs_as_documented(block: Block, outcomes):
     _check(block, outcomes[block.id])

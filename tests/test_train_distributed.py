@@ -42,6 +42,7 @@ def _run(cmd: list[str], timeout: int = 300) -> subprocess.CompletedProcess:
     return result
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("processes", [2, 3])
 def test_gradients_equal_one_process_with_the_same_global_batch(processes, tmp_path):
     report_path = tmp_path / "report.json"
@@ -95,12 +96,14 @@ def _check_run(out: Path, processes: int) -> None:
     assert all(torch.isfinite(p).all() for p in nets["G_ema"].parameters())
 
 
+@pytest.mark.e2e
 def test_torchrun_two_processes(data8, tmp_path):
     out = tmp_path / "runs"
     _run([str(BIN / "torchrun"), "--standalone", "--nproc-per-node=2", *_train_args(data8, out)])
     _check_run(out, 2)
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("aug", [["--aug", "ada", "--ada-kimg", "0.05"], ["--aug", "diffaug"]])
 def test_torchrun_two_processes_with_augmentation(data8, tmp_path, aug):
     """ADA and DiffAugment end to end on 2 processes; ADA's p (moved from every process's r_t sums)
@@ -126,6 +129,7 @@ def test_torchrun_two_processes_with_augmentation(data8, tmp_path, aug):
     ["--preset", "progan", "--cbase", "256", "--cmax", "32", "--batch", "8", "--fade-kimg", "0.016",
      "--stable-kimg", "0.016"],
 ], ids=["spectral-norm", "wgan", "infogan", "dcgan", "progan"])
+@pytest.mark.e2e
 def test_torchrun_two_processes_gan_family(data8, tmp_path, extra):
     """Issue 17's networks and options on 2 processes: the replica check of every tick passed (DCGAN's
     batch-norm statistics, spectral norm's u and v, WGAN's clipped weights with RMSProp, InfoGAN's head Q
@@ -147,6 +151,7 @@ def test_accelerate_launch_two_processes(data8, tmp_path):
     _check_run(out, 2)
 
 
+@pytest.mark.e2e
 def test_torchrun_two_processes_start_from_a_network_file(data8, tmp_path):
     G, D = stylegan.build("tiny", 8, 1, 4)
     init = tmp_path / "start.safetensors"
@@ -158,6 +163,7 @@ def test_torchrun_two_processes_start_from_a_network_file(data8, tmp_path):
     assert f"initialised from {init} (trained 12.5 kimg)" in (run / "log.txt").read_text()
 
 
+@pytest.mark.e2e
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="lists threads through /proc")
 def test_leaving_the_group_stops_gloo_even_when_the_networks_are_imported_late():
     # Without the early torch._dynamo import in Dist.from_accelerate, gloo's threads outlive

@@ -125,6 +125,7 @@ VARIANTS = {
 }
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_trains_resumes_exactly_and_generates(data16, tmp_path, variant):
     opts = VARIANTS[variant]

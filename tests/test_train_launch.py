@@ -100,6 +100,7 @@ def test_a_process_that_did_not_report_makes_it_128_plus_the_signal(tmp_path):
     assert "training.launch: got SIGTERM; local process(es) 1 of 2 did not report a clean stop: exit 143" in output
 
 
+@pytest.mark.e2e
 def test_success_and_failure_are_torchruns_and_the_grace_period_is_90_s(tmp_path):
     done = start(tmp_path, "finish")
     output = finish(done)

@@ -129,6 +129,7 @@ def _env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
 
 
+@pytest.mark.e2e
 def test_sigterm_saves_state_and_resume_matches_an_uninterrupted_run(data8, tmp_path):
     out = tmp_path / "runs"
     proc = subprocess.Popen(_cli(out, data8, "--kimg", "10"), cwd=REPO, env=_env(),
@@ -227,6 +228,7 @@ def test_progressive_growing_passes_through_every_phase(tmp_path):
         assert im.text["phase"] == "stable16" and im.text["resolution"] == "16"
 
 
+@pytest.mark.e2e
 def test_resume_in_the_middle_of_a_fade_is_exact(tmp_path):
     data = make_dataset(tmp_path / "data16", resolution=16, num_images=32, num_classes=0)
     kw = dict(growth="progressive", growth_start=8, fade_kimg=0.032, stable_kimg=0.008, tick=0.008, snap=1,

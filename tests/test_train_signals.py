@@ -140,6 +140,7 @@ def _catches(pid: int, sig: signal.Signals) -> bool:
     return bool(mask >> (sig - 1) & 1)
 
 
+@pytest.mark.e2e
 @pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="reads the handler mask from /proc")
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_during_start_up_stops_cleanly(data8, tmp_path, sig):
@@ -165,6 +166,7 @@ def test_a_signal_during_start_up_stops_cleanly(data8, tmp_path, sig):
     assert load_state(run / "state").progress["nimg"] == 0
 
 
+@pytest.mark.e2e
 def test_group_sigterm_saves_under_a_stop_name_and_exits_0(data8, tmp_path):
     """A SIGTERM to the process group, loader workers included: the step ends, state/ is written,
     one line says so, exit 0; the stop's snapshot and grid do not overwrite the regular ones."""
@@ -198,6 +200,7 @@ def test_group_sigterm_saves_under_a_stop_name_and_exits_0(data8, tmp_path):
     assert set(stylegan.load_network(stop_net)) == {"G", "D", "G_ema"}
 
 
+@pytest.mark.e2e
 def test_group_sigint_saves_and_exits_0(data8, tmp_path):
     out = tmp_path / "runs"
     proc = subprocess.Popen([sys.executable, *train_args(data8, out, "--kimg", "20", "--tick", "0.016",
@@ -262,6 +265,7 @@ def test_state_every_is_checked(data8, tmp_path):
 
 
 # ---------------------------------------------------------------------------------------- two processes
+@pytest.mark.e2e
 def test_two_processes_group_sigterm_then_resume_on_one(data8, tmp_path):
     """Two training processes (and their loader workers) in one process group, as srun starts them,
     all get SIGTERM: both finish the step, agree, state/ is written once, and both exit 0. The run then
@@ -299,6 +303,7 @@ def test_two_processes_group_sigterm_then_resume_on_one(data8, tmp_path):
     assert load_state(run / "state").progress["nimg"] == stopped["nimg"] + 16
 
 
+@pytest.mark.e2e
 def test_training_launch_exits_0_after_a_ctrl_c_to_two_processes(data8, tmp_path):
     """``python -m training.launch`` (torchrun in-process) on two processes, a group SIGINT as a
     terminal's Ctrl-C sends it: each worker gets it twice (the terminal's, then torchrun's copy), which

@@ -491,7 +491,48 @@ def _describe(run: _Run, dist: Dist, governor: ThreadGovernor | None = None) -> 
         + ("" if governor is None else f" ({governor.describe()})"),
         *([slow] if slow else []),
         *schedule.describe(cfg.kimg),
+        *_cpu_time_notes(run, dist),
     ]
+
+
+# A CPU run expected to take longer than this gets the CPU preset's expected time beside it.
+_CPU_PATIENCE_SEC = 24 * 3600
+
+
+def _cpu_time_notes(run: _Run, dist: Dist) -> list[str]:
+    """On a CPU: about how long the run will take (counted FLOPs at this CPU's measured matrix speed,
+    training/flops.py), and, when that is more than a day, what ``--preset tiny`` would take on the
+    same data (the preset sized for CPUs). Said before the first step, so a user whose ``--data``
+    picked ``auto``'s GPU-sized networks learns it at once, not after the first tick."""
+    if dist.device.type != "cpu" or not dist.is_main:
+        return []
+    from training.flops import expected_cpu_seconds, gemm_flops_per_sec
+    from training.run_outputs import format_duration
+
+    cfg, net = run.train, run.network
+    gemm = gemm_flops_per_sec(seconds=0.1) * dist.world_size  # every process's threads together
+    G, D = stylegan.build_from_config(net)
+    seconds = expected_cpu_seconds(G, D, cfg.kimg, gemm)
+    del G, D
+    lines = [f"expected on this CPU: about {format_duration(seconds)} for --kimg {cfg.kimg:g} "
+             f"({_size(net)}; counted FLOPs at this CPU's measured speed; the first tick measures it)"]
+    if cfg.preset == "tiny" or seconds <= _CPU_PATIENCE_SEC:
+        return lines
+    shape = DataShape(net.resolution, net.img_channels, net.c_dim)
+    tiny = resolve_run(TrainConfig(preset="tiny", data=cfg.data), shape, world_size=dist.world_size,
+                       device_type="cpu")
+    G, D = stylegan.build_from_config(tiny.network)
+    tiny_sec = expected_cpu_seconds(G, D, tiny.train.kimg, gemm)
+    lines.append(
+        f"warning: --preset {cfg.preset} has networks sized for GPUs: on this CPU that is about "
+        f"{format_duration(seconds)}. --preset tiny (the CPU preset: 64 feature maps at most) trains "
+        f"this {net.resolution}x{net.resolution} data in about {format_duration(tiny_sec)} for its --kimg "
+        f"{tiny.train.kimg:g} (docs/training.md, 'Training on a CPU')")
+    return lines
+
+
+def _size(net: NetworkConfig) -> str:
+    return f"{net.resolution}x{net.resolution}, {net.channel_max} feature maps at most"
 
 
 def _dry_run(run: _Run, lines: list[str], dist: Dist) -> None:
