@@ -17,6 +17,7 @@ from torch import nn
 from tqdm import tqdm
 
 from tools import genlib
+from training.cpu_threads import set_threads_for_load
 
 # More images than this get a progress bar.
 PROGRESS_MIN = 8
@@ -86,7 +87,10 @@ def load_checked(
     the file or its run's ``config.json``). A ``.pkl`` (NVIDIA's snapshot, converted in memory) is
     announced in one line on stderr, and so is a class number that is also another class's name."""
     with flags():
-        G = genlib.load_generator(network, device=genlib.resolve_device(device), log=say)
+        dev = genlib.resolve_device(device)
+        if dev.type == "cpu":  # as many threads as the cores other busy processes leave free
+            set_threads_for_load()
+        G = genlib.load_generator(network, device=dev, log=say)
         names = genlib.read_class_names(network, G.c_dim) if class_value is not None and G.c_dim else None
         class_idx, note = genlib.parse_class(class_value, G.c_dim, names)
         if note:

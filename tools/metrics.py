@@ -31,6 +31,7 @@ from tqdm import tqdm
 from tools import genlib
 from tools.cli_common import NETWORK_HELP, finite_float, flags, nvidia_flag, say
 from training import metrics as M
+from training.cpu_threads import set_threads_for_load, usable_cores
 from training.data import DataError, forward_data_warnings
 
 
@@ -81,6 +82,8 @@ def _init_processes(device: str) -> tuple[M.Ranks, torch.device]:
     dev = torch.device(f"cuda:{local}") if device == "cuda" else torch.device("cpu")
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
+    else:  # the cores other busy processes leave free, shared among this machine's processes
+        set_threads_for_load(max(1, len(usable_cores()) // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
     if world > 1 and not torch_dist.is_initialized():
         torch_dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
     return M.Ranks.current(), dev
