@@ -31,7 +31,7 @@ from tqdm import tqdm
 from tools import genlib
 from tools.cli_common import NETWORK_HELP, finite_float, flags, nvidia_flag, say
 from training import metrics as M
-from training.cpu_threads import set_threads_for_load, usable_cores
+from training.cpu_threads import local_share, set_threads_for_load
 from training.data import DataError, forward_data_warnings
 
 
@@ -83,7 +83,7 @@ def _init_processes(device: str) -> tuple[M.Ranks, torch.device]:
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
     else:  # the cores other busy processes leave free, shared among this machine's processes
-        set_threads_for_load(max(1, len(usable_cores()) // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
+        set_threads_for_load(local_share())
     if world > 1 and not torch_dist.is_initialized():
         torch_dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
     return M.Ranks.current(), dev

@@ -40,6 +40,12 @@ def usable_cores() -> list[int]:
     return list(range(os.cpu_count() or 1))
 
 
+def local_share() -> int:
+    """This process's share of its cores: the cores divided among the processes that torchrun or
+    ``accelerate launch`` started on this machine (``LOCAL_WORLD_SIZE``), at least 1."""
+    return max(1, len(usable_cores()) // max(int(os.environ.get("LOCAL_WORLD_SIZE", "1")), 1))
+
+
 def _busy_and_total_ticks(cores: list[int], stat: Path) -> tuple[int, int] | None:
     """Busy and total clock ticks of ``cores`` since boot from ``/proc/stat`` (None without it)."""
     try:

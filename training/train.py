@@ -42,7 +42,7 @@ import stylegan
 from stylegan.config import NetworkConfig
 from training.checkpoint import read_progress, resolve_resume
 from training.config import ConfigError, TrainConfig
-from training.cpu_threads import ThreadGovernor, usable_cores
+from training.cpu_threads import ThreadGovernor, local_share
 from training.data import DataError, forward_data_warnings
 from training.distributed import Dist
 from training.init_from import network_config_from_file, options_from_file, plan_init
@@ -307,8 +307,7 @@ def _set_threads(threads: int | None, dist: Dist) -> ThreadGovernor | None:
         if threads is not None:
             torch.set_num_threads(threads)
         return None
-    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-    limit = threads or max(1, len(usable_cores()) // max(local, 1))
+    limit = threads or local_share()
     governor = ThreadGovernor(limit, fixed=threads is not None)
     governor.start()
     return governor
