@@ -131,7 +131,7 @@ def main(methods: str, minutes: float, threads: int, keep: Path | None, append: 
                 acc, fd, matched = score_codes(clf, snapshot, real_feat)
                 note = f"{note}; code values 0-9 matched to digits {matched}"
             else:
-                acc, fd = score(clf, snapshot, real_feat)
+                acc, fd, _ = score(clf, snapshot, real_feat, labels)
             kimg = json.loads((run / "state" / "progress.json").read_text())["nimg"] / 1000
             speed = kimg * 1000 / seconds  # start-up included, as a user's clock counts it
             rows.append({"method": name, "options": " ".join(options), "acc": acc, "fd": fd, "kimg": kimg,

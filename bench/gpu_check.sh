@@ -5,7 +5,7 @@
 # machine, a new driver or a new torch, and after changing ops/csrc/.
 #
 #   bench/gpu_check.sh                       # all stages, logs in gpu-check-<date>/
-#   bench/gpu_check.sh OUT_DIR tests ops     # only these stages (doctor tests ops compile train)
+#   bench/gpu_check.sh OUT_DIR tests ops     # only these stages (doctor tests ops compile train speedups)
 #
 # Each stage writes OUT_DIR/<stage>.log; OUT_DIR/summary.md lists every stage with its exit code
 # and duration, and the tables to copy into docs/benchmarks.md. Exit code: the number of stages
@@ -19,7 +19,7 @@ cd "$(dirname "$0")/.."
 out="${1:-gpu-check-$(date +%Y%m%d-%H%M%S)}"
 shift || true
 stages=("$@")
-[ ${#stages[@]} -eq 0 ] && stages=(doctor tests ops compile train)
+[ ${#stages[@]} -eq 0 ] && stages=(doctor tests ops compile train speedups)
 py="${PYTHON:-python3}"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 mkdir -p "$out"
@@ -66,9 +66,17 @@ stage_train() {
     return $status
 }
 
+stage_speedups() {
+    # train.py's --memory-format and --compile (training/speedups.py) at 256x256 in fp16 with the fused
+    # kernels: which layout `auto` should pick on CUDA, and whether --compile pays (warm-up column).
+    "$py" bench/train.py --device cuda --preset paper256 --channels 3 --classes 0 --batch 32 \
+        --precision fp16 --ops cuda --processes 1 --memory-format contiguous --memory-format channels-last \
+        --compile off --compile on --no-append
+}
+
 for stage in "${stages[@]}"; do
     if ! declare -F "stage_$stage" >/dev/null; then
-        echo "unknown stage '$stage': expected some of doctor, tests, ops, compile, train" >&2
+        echo "unknown stage '$stage': expected some of doctor, tests, ops, compile, train, speedups" >&2
         exit 64
     fi
 done
@@ -89,7 +97,7 @@ for stage in "${stages[@]}"; do
     [ $rc -eq 0 ] || failed=$((failed + 1))
 done
 # The result tables, ready for docs/benchmarks.md.
-for stage in ops compile train; do
+for stage in ops compile train speedups; do
     if [ -f "$out/$stage.log" ]; then
         { echo; echo "## $stage"; echo; grep -E '^(\||#)' "$out/$stage.log"; } >> "$summary"
     fi

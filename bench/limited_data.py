@@ -15,6 +15,8 @@ snapshot's G_ema is scored with a classifier fitted on all 1,797 real digits (sc
 * ``fd``: the Fréchet distance between the classifier's hidden features of the generated digits
   and of all real digits (as FID, in a feature space that knows digits; the real digits' own split
   halves give the floor printed as ``fd real/real``);
+* ``variety`` (``--score``): within-class variety, the generated digits' mean distance to their
+  class mean in the same features over the real digits' (1: as varied as the real digits);
 * ``p`` and ``rt``: ADA's final probability and last measured r_t = E[sign(D(real))] from
   ``stats.jsonl`` (``-`` without ADA).
 
@@ -123,12 +125,21 @@ def generated(snapshot: Path, code: int | None = None) -> tuple[np.ndarray, np.n
     return np.concatenate(out), np.array(labels)
 
 
-def score(clf, snapshot: Path, real_feat: np.ndarray) -> tuple[float, float]:
-    """``(class accuracy, fd)`` of a snapshot's G_ema against the real digits' features."""
+def spread(feat: np.ndarray, labels: np.ndarray) -> float:
+    """Within-class variety: the mean distance of a class's features to their class mean, averaged over
+    the classes (a G that draws one 7 per class scores 0)."""
+    return float(np.mean([np.linalg.norm(feat[labels == c] - feat[labels == c].mean(0), axis=1).mean()
+                          for c in np.unique(labels)]))
+
+
+def score(clf, snapshot: Path, real_feat: np.ndarray, real_labels: np.ndarray) -> tuple[float, float, float]:
+    """``(class accuracy, fd, variety)`` of a snapshot's G_ema against the real digits' features;
+    variety is :func:`spread` of the generated digits over that of the real ones (1: as varied)."""
     fake, fake_labels = generated(snapshot)
     pred = clf.predict(fake.reshape(len(fake), -1) / 255.0)
     acc = float(np.mean([(pred[fake_labels == c] == c).mean() for c in range(10)]))
-    return acc, frechet(features(clf, fake), real_feat)
+    fake_feat = features(clf, fake)
+    return acc, frechet(fake_feat, real_feat), spread(fake_feat, fake_labels) / spread(real_feat, real_labels)
 
 
 def train(data: Path, aug: str, kimg: float, outdir: Path, threads: int, ada_kimg: float) -> Path:
@@ -163,9 +174,9 @@ def main(subsets: str, augs: str, kimg: float, ada_kimg: float, threads: int, ke
     if score_runs:
         for run in score_runs:
             for snapshot in sorted(run.glob("network-snapshot-*.safetensors")):
-                acc, fd = score(clf, snapshot, real_feat)
-                print(f"{run.name} {snapshot.name}: class accuracy {acc:.3f}, fd {fd:.2f} (fd real/real {floor:.2f})",
-                      flush=True)
+                acc, fd, var = score(clf, snapshot, real_feat, labels)
+                print(f"{run.name} {snapshot.name}: class accuracy {acc:.3f}, fd {fd:.2f} (fd real/real {floor:.2f}), "
+                      f"variety {var:.2f}", flush=True)
         return
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -176,7 +187,7 @@ def main(subsets: str, augs: str, kimg: float, ada_kimg: float, threads: int, ke
                 t0 = time.time()
                 run = train(data, aug, kimg, work / f"runs-{n}-{aug}", threads, ada_kimg)
                 snapshot = max(run.glob("network-snapshot-*.safetensors"), key=lambda p: p.stat().st_mtime)
-                acc, fd = score(clf, snapshot, real_feat)
+                acc, fd, _ = score(clf, snapshot, real_feat, labels)
                 last = [json.loads(l) for l in (run / "stats.jsonl").read_text().splitlines() if '"tick"' in l][-1]
                 rows.append({"n": n, "aug": aug, "acc": acc, "fd": fd,
                              "p": last.get("aug_p"), "rt": last.get("aug_rt"), "min": (time.time() - t0) / 60})

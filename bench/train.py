@@ -5,6 +5,8 @@
     python bench/train.py --device cuda --preset paper256 --batch 32 --precision fp32 --precision fp16
     python bench/train.py --processes 1 --steps 32
     python bench/train.py --device cuda --preset stylegan2 --batch 4 --ops cuda --ops ref   # fused kernels vs reference
+    python bench/train.py --processes 1 --precision fp32 --memory-format contiguous --memory-format channels-last \
+        --compile off --compile on                          # the layouts and torch.compile, 4 cases
 
 A step is exactly what ``training/train.py`` runs (``training.loop.train_step``: G_main, G_reg,
 D_main, D_reg by their intervals, the all-reduce, the EMA update), fed with random uint8 images
@@ -13,9 +15,10 @@ The timed steps are a multiple of the regularisation intervals (16 by default), 
 length are counted at their real frequency. ``--ops`` runs each case with ``STYLEGAN_OPS`` set to
 ``cuda`` (the fused kernels; a case fails, and says why, if they cannot be used) or ``ref`` (the
 PyTorch reference), so the two compare in one table. Each case runs in fresh processes (``torchrun`` for
-more than one); CPU threads are split evenly between the processes of a case. Warm-up steps are
-not timed; CUDA is synchronised before reading the clock. The table is printed, and with ``--append``
-also appended to docs/benchmarks.md with the date and machine. Nothing is asserted.
+more than one); CPU threads are split evenly between the processes of a case. ``--memory-format``
+and ``--compile`` are train.py's (training/speedups.py); the warm-up column is the untimed first
+steps' seconds, where torch.compile does its compiling. Warm-up steps are not timed; CUDA is
+synchronised before reading the clock. The table is printed, and with ``--append`` also appended to docs/benchmarks.md with the date and machine. Nothing is asserted.
 """
 
 from __future__ import annotations
@@ -80,7 +83,8 @@ def worker(spec: dict) -> None:
     dist = Dist.from_accelerate()
     res = spec["resolution"] or stylegan.resolve_config(spec["preset"]).resolution
     cfg = TrainConfig(preset=spec["preset"], batch=spec["batch"], batch_gpu=spec["batch_gpu"],
-                      precision=spec["precision"], kimg=1.0)
+                      precision=spec["precision"], kimg=1.0, memory_format=spec.get("memory_format"),
+                      compile=spec.get("compile", False))
     run = resolve_run(cfg, DataShape(res, spec["channels"], spec["c_dim"]), world_size=dist.world_size,
                       device_type=dist.device.type)
     cfg = run.train
@@ -92,8 +96,11 @@ def worker(spec: dict) -> None:
         if dist.device.type == "cuda":
             torch.cuda.synchronize(dist.device)
 
+    t_warm = time.perf_counter()
     for _ in range(spec["warmup"]):
         train_step(session, feed, stop, f)
+    sync()
+    warmup_sec = time.perf_counter() - t_warm
     # Start the timed steps at a multiple of the intervals: R1 and PL run at their real rate.
     session.progress.step = 0
     sync()
@@ -109,7 +116,8 @@ def worker(spec: dict) -> None:
     images = spec["steps"] * cfg.batch
     if dist.is_main:
         print("RESULT " + json.dumps({"sec_per_kimg": sec / (images / 1000), "img_per_sec": images / sec,
-                                     "peak_mem_gb": peak_memory_gb(dist.device), "batch_gpu": cfg.batch_gpu}),
+                                     "peak_mem_gb": peak_memory_gb(dist.device), "batch_gpu": cfg.batch_gpu,
+                                     "memory_format": cfg.memory_format, "warmup_sec": warmup_sec}),
               flush=True)
     if dist.active:
         torch.distributed.destroy_process_group()
@@ -164,11 +172,15 @@ def run_case(spec: dict, env: dict[str, str] | None = None) -> dict:
 @click.option("--warmup", type=int, default=2, show_default=True, help="Untimed steps first.")
 @click.option("--ops", "ops_impls", multiple=True, type=click.Choice(["auto", "cuda", "ref"]),
               help="STYLEGAN_OPS per case, repeatable.  [default: cuda and ref on CUDA, ref on CPU]")
+@click.option("--memory-format", "layouts", multiple=True, type=click.Choice(["auto", "contiguous", "channels-last"]),
+              help="Repeatable: each case in each layout.  [default: auto, train.py's choice for the device]")
+@click.option("--compile", "compiles", multiple=True, type=click.Choice(["off", "on"]),
+              help="Repeatable: torch.compile off and/or on (train.py's --compile).  [default: off]")
 @click.option("--append/--no-append", default=False, show_default=True,
               help="Also append the table to docs/benchmarks.md (with the date and machine).")
 @click.option("--worker", default=None, hidden=True)
 def main(preset, resolution, channels, c_dim, batch, batch_gpu, device, precisions, process_counts, threads, steps,
-         warmup, ops_impls, append, worker) -> None:
+         warmup, ops_impls, layouts, compiles, append, worker) -> None:
     """Measure training throughput (see the module docstring)."""
     if worker is not None:
         return globals()["worker"](json.loads(worker))
@@ -181,33 +193,35 @@ def main(preset, resolution, channels, c_dim, batch, batch_gpu, device, precisio
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     threads = threads or cores
     ops_impls = ops_impls or (("cuda", "ref") if cuda else ("ref",))
+    layouts, compiles = layouts or ("auto",), compiles or ("off",)
     import stylegan
 
     resolution = resolution or stylegan.resolve_config(preset).resolution
     rows, failed = [], 0
-    header = ("| device | preset | res | batch | batch/proc | precision | ops | processes | sec/kimg | img/s "
-              "| peak mem GB (per process) |")
+    header = ("| device | preset | res | batch | batch/proc | precision | ops | layout | compile | processes | sec/kimg "
+              "| img/s | warm-up s | peak mem GB (per process) |")
     columns = header.count("|") - 1
     click.echo(header)
     click.echo("|" + "---|" * columns)
-    for precision in precisions:
-        for ops_impl in ops_impls:
-            for p in process_counts:
-                spec = dict(preset=preset, resolution=resolution, channels=channels, c_dim=c_dim, batch=batch,
-                            batch_gpu=batch_gpu, precision=precision, processes=p, threads=max(1, threads // p),
-                            steps=steps, warmup=warmup, ops=ops_impl)
-                prefix = f"| {'cuda' if cuda else 'cpu'} | {preset} | {resolution} | {batch} |"
-                try:
-                    r = run_case(spec)
-                except click.ClickException as err:  # one failed case (e.g. --ops cuda without kernels)
-                    click.echo(err.format_message(), err=True)
-                    failed += 1
-                    row = f"{prefix} - | {precision} | {ops_impl} | {p} | failed | failed | - |"
-                else:
-                    row = (f"{prefix} {r['batch_gpu']} | {precision} | {ops_impl} | {p} | {r['sec_per_kimg']:.1f} | "
-                           f"{r['img_per_sec']:.1f} | {r['peak_mem_gb']:.2f} |")
-                rows.append(row)
-                click.echo(row)
+    cases = [(precision, ops_impl, layout, comp, p) for precision in precisions for ops_impl in ops_impls
+             for layout in layouts for comp in compiles for p in process_counts]
+    for precision, ops_impl, layout, comp, p in cases:
+        spec = dict(preset=preset, resolution=resolution, channels=channels, c_dim=c_dim, batch=batch,
+                    batch_gpu=batch_gpu, precision=precision, processes=p, threads=max(1, threads // p),
+                    steps=steps, warmup=warmup, ops=ops_impl, memory_format=None if layout == "auto" else layout,
+                    compile=comp == "on")
+        prefix = f"| {'cuda' if cuda else 'cpu'} | {preset} | {resolution} | {batch} |"
+        try:
+            r = run_case(spec)
+        except click.ClickException as err:  # one failed case (e.g. --ops cuda without kernels)
+            click.echo(err.format_message(), err=True)
+            failed += 1
+            row = f"{prefix} - | {precision} | {ops_impl} | {layout} | {comp} | {p} | failed | failed | - | - |"
+        else:
+            row = (f"{prefix} {r['batch_gpu']} | {precision} | {ops_impl} | {r['memory_format']} | {comp} | {p} | "
+                   f"{r['sec_per_kimg']:.1f} | {r['img_per_sec']:.1f} | {r['warmup_sec']:.1f} | {r['peak_mem_gb']:.2f} |")
+        rows.append(row)
+        click.echo(row)
     if append:
         path = ROOT / "docs" / "benchmarks.md"
         new = not path.exists()

@@ -23,7 +23,7 @@ def test_gpu_check_is_valid_bash_and_rejects_unknown_stages(tmp_path: Path) -> N
     out = tmp_path / "out"
     run = subprocess.run(["bash", str(GPU_CHECK), str(out), "doctor", "typo"], capture_output=True, text=True)
     assert run.returncode == 64
-    assert "unknown stage 'typo'" in run.stderr and "doctor, tests, ops, compile, train" in run.stderr
+    assert "unknown stage 'typo'" in run.stderr and "doctor, tests, ops, compile, train, speedups" in run.stderr
     assert not (out / "doctor.log").exists()  # nothing ran
 
 
@@ -39,8 +39,9 @@ def test_train_bench_reports_a_case_that_cannot_run(tmp_path: Path) -> None:
     rows = [line for line in run.stdout.splitlines() if line.startswith("| cpu ")]
     assert len(rows) == 2
     ref, cuda = (row.split("|")[1:-1] for row in rows)
-    assert ref[6].strip() == "ref" and float(ref[8]) > 0  # sec/kimg measured
-    assert cuda[6].strip() == "cuda" and cuda[8].strip() == "failed"
+    assert ref[6].strip() == "ref" and float(ref[10]) > 0  # sec/kimg measured
+    assert ref[7].strip() == "channels-last" and ref[8].strip() == "off"  # train.py's defaults on a CPU
+    assert cuda[6].strip() == "cuda" and cuda[10].strip() == "failed"
     assert "CUDA devices only" in run.stderr and "1 of 2 cases failed" in run.stderr
 
 

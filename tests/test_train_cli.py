@@ -89,7 +89,7 @@ def test_help_lists_every_option_with_its_default():
     options = ["--data", "--outdir", "--preset", "--cond", "--kimg", "--batch", "--batch-gpu", "--gamma",
                "--r1-interval", "--pl-weight", "--pl-interval", "--mixing", "--ema-kimg", "--ema-rampup", "--glr",
                "--dlr", "--cbase", "--cmax", "--map", "--mbstd-group", "--mirror", "--growth", "--growth-start", "--fade-kimg", "--stable-kimg", "--growth-batch",
-               "--precision", "--tick", "--snap", "--state-every", "--resume", "--init", "--seed", "--workers", "--max-skipped", "--metrics",
+               "--precision", "--memory-format", "--compile", "--tick", "--snap", "--state-every", "--resume", "--init", "--seed", "--workers", "--max-skipped", "--metrics",
                "--metrics-features", "--inception-weights", "--threads", "--no-progress", "--dry-run",
                "--aug", "--augpipe", "--target", "--ada-kimg", "--p", "--diffaug", "--loss", "--gp-weight", "--drift",
                "--clip", "--n-critic", "--optimizer", "--beta1", "--beta2", "--spectral-norm", "--attention",

@@ -22,6 +22,7 @@ from stylegan.presets import PRESETS
 from training.loss import LOSSES, OPTIMIZERS
 from training.metrics.features import EXTRACTORS
 from training.metrics.specs import parse_metrics
+from training.speedups import MEMORY_FORMATS
 
 GROWTH_MODES = ("none", "progressive")
 AUG_MODES = ("none", "ada", "fixed", "diffaug")  # training.augmentation
@@ -93,6 +94,8 @@ class TrainConfig:
     stable_kimg: float = 800.0
     growth_batch: str | None = None  # e.g. '256:14,512:6'; default: the preset's ('' for most)
     precision: str | None = None
+    memory_format: str | None = None  # contiguous | channels-last (training.speedups); default: by device
+    compile: bool = False  # torch.compile of G's and D's forward passes (training.speedups)
     aug: str | None = None  # augmentation of what D sees (AUG_MODES); default: the preset's
     augpipe: str = "bgc"  # ADA's pipeline (--aug ada|fixed)
     target: float = 0.6  # ADA's target for r_t = E[sign(D(real))]
@@ -185,6 +188,11 @@ class TrainConfig:
         parse_growth_batch(self.growth_batch or "")
         if self.precision is not None and self.precision not in PRECISIONS:
             raise ConfigError("--precision", f"{self.precision!r}: expected one of {', '.join(PRECISIONS)}")
+        if self.memory_format is not None and self.memory_format not in MEMORY_FORMATS:
+            raise ConfigError("--memory-format", f"{self.memory_format!r}: expected one of {', '.join(MEMORY_FORMATS)}"
+                                                 f"{suggest(self.memory_format, MEMORY_FORMATS)}")
+        if not isinstance(self.compile, bool):
+            raise ConfigError("--compile", f"{self.compile!r}: expected true or false")
         if self.loss is not None and self.loss not in LOSSES:
             raise ConfigError("--loss", f"{self.loss!r}: expected one of {', '.join(LOSSES)}{suggest(self.loss, LOSSES)}")
         _non_negative(self.gp_weight, "gp_weight")

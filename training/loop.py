@@ -45,6 +45,7 @@ from training.counters import derive_seed
 from training.cpu_threads import ThreadGovernor, cpu_record
 from training.session import Session, build_session
 from training.signals import StopRequest
+from training.speedups import EAGER_PHASES_NOTE, images_in
 from training.loss import PHASES
 from training.step import MicroBatch, PhaseResult, run_phase
 
@@ -88,10 +89,10 @@ def train_step(session: Session, feed: DataFeed, stop: StopRequest, resample_fil
     batch_gpu = session.micro_batch(phase.batch)
     rounds = phase.batch // (batch_gpu * dist.world_size)
     feed.ensure(batch_gpu)
-    reals = []
+    reals, layout = [], session.cfg.memory_format or "contiguous"
     for _ in range(rounds):
         images, c = feed.next()
-        reals.append((prepare_reals(images, phase.resolution, alpha, resample_filter), c))
+        reals.append((images_in(prepare_reals(images, phase.resolution, alpha, resample_filter), layout), c))
     # One seed per (phase, round), drawn in full every step so the stream does not depend on
     # which regularisers run.
     seeds = torch.randint(0, 2**62, (len(PHASES), rounds), generator=session.rank_gen).tolist()
@@ -154,7 +155,10 @@ def fit(
     info = load_dataset_info(cfg.data)
     c_dim = info.num_classes if cfg.cond else 0
     net_config = net_config or network_config(cfg, DataShape.of(info))
-    session = build_session(cfg, dist, net_config, class_counts=info.class_counts)
+    session = build_session(cfg, dist, net_config, class_counts=info.class_counts,
+                            warn=lambda text: log.warning(text, dist.rank))
+    if cfg.compile:
+        log.info(f"note: {EAGER_PHASES_NOTE}")
     if state_dir is not None:
         for note in session.load_state_dict(load_state(state_dir, dist.device)):
             log.info(f"note: {note}")

@@ -394,8 +394,11 @@ class StyleGAN2Loss:
     }
 
     def __init__(self, G: torch.nn.Module, D: torch.nn.Module, settings: LossSettings,
-                 augment: Augment | None = None) -> None:
+                 augment: Augment | None = None, fast: tuple | None = None) -> None:
         self.G, self.D, self.s, self.augment = G, D, settings, augment
+        # ``fast``: (G, D) with compiled forward passes (training.speedups.compile_networks), used by the
+        # phases whose backward is a plain one; the double-backward phases always use G and D.
+        self.fast_G, self.fast_D = fast if fast is not None else (G, D)
         g_term(settings.loss, torch.zeros(1))  # an unknown --loss fails here, not mid-step
         self.stats = dict(self.STATS)
         if settings.loss == "wgan-gp":
@@ -482,37 +485,38 @@ class StyleGAN2Loss:
         """The summed (unnormalised) loss of one micro-batch and its per-sample statistics."""
         n, device, s, aug = mb.real.shape[0], mb.real.device, self.s, self.augment
         k, info = code_dim(s.info_codes), dict(info_codes=s.info_codes, info_cont_weight=s.info_cont_weight)
+        G, D = (self.G, self.D) if self.double_backward(name) else (self.fast_G, self.fast_D)
         if name in ("G_main", "D_main"):
-            z = sample_z(n, self.G.z_dim, gen, device, s.info_codes)
-            c = sample_c(n, self.G.c_dim, gen, device, s.class_probs)
+            z = sample_z(n, G.z_dim, gen, device, s.info_codes)
+            c = sample_c(n, G.c_dim, gen, device, s.class_probs)
         if name == "G_main":
             common = dict(mixing=s.mixing, gen=gen, precision=s.precision, augment=aug, kind=s.loss)
             if s.info_codes:
-                loss, fake, mi = g_main_info_loss(self.G, self.D, z, c, **common, **info)
+                loss, fake, mi = g_main_info_loss(G, D, z, c, **common, **info)
             else:
-                (loss, fake), mi = g_main_loss(self.G, self.D, z, c, **common), None
+                (loss, fake), mi = g_main_loss(G, D, z, c, **common), None
             stats = {"loss_G": loss.detach(), "scores_fake_G": fake}
             if mi is not None:
                 loss = loss + s.info_weight * mi
                 stats["info_loss"] = mi.detach()
             return loss.sum(), stats
         if name == "D_main":
-            if s.loss == "wgan-gp" and self.G.c_dim:
+            if s.loss == "wgan-gp" and G.c_dim:
                 c = mb.real_c  # fakes of the reals' classes, so each interpolate between them has one label
-            img = fake_images(self.G, z, c, mixing=s.mixing, gen=gen, precision=s.precision, code_dim=k)
+            img = fake_images(G, z, c, mixing=s.mixing, gen=gen, precision=s.precision, code_dim=k)
             if s.info_codes:
-                loss_fake, fake, mi = d_fake_info_loss(self.D, z, c, img, gen=gen, precision=s.precision, augment=aug,
+                loss_fake, fake, mi = d_fake_info_loss(D, z, c, img, gen=gen, precision=s.precision, augment=aug,
                                                        kind=s.loss, **info)
             else:
                 mi = None
-                loss_fake, fake = d_fake_loss(self.G, self.D, z, c, gen=gen, mixing=s.mixing, precision=s.precision,
+                loss_fake, fake = d_fake_loss(G, D, z, c, gen=gen, mixing=s.mixing, precision=s.precision,
                                               augment=aug, kind=s.loss, img=img)
-            loss_real, real = d_real_loss(self.D, mb.real, mb.real_c, precision=s.precision, augment=aug, gen=gen,
+            loss_real, real = d_real_loss(D, mb.real, mb.real_c, precision=s.precision, augment=aug, gen=gen,
                                           kind=s.loss, drift=s.drift if s.loss == "wgan-gp" else 0.0)
             loss = loss_fake + loss_real
             stats = {"loss_D": loss.detach(), "scores_real": real, "scores_fake": fake, "signs_real": real.sign()}
             if s.loss == "wgan-gp":
-                gp = gradient_penalty(self.D, mb.real, img, mb.real_c, gen=gen, grad_scale=grad_scale,
+                gp = gradient_penalty(D, mb.real, img, mb.real_c, gen=gen, grad_scale=grad_scale,
                                       precision=s.precision, augment=aug)
                 loss = loss + s.gp_weight * gp
                 stats["gp_penalty"] = gp.detach()

@@ -24,6 +24,7 @@ from typing import Any
 import stylegan
 from stylegan.config import NetworkConfig
 from stylegan.families import unused_fields
+from training.speedups import default_memory_format
 from training.config import (
     ACCELERATE_PRECISIONS,
     ConfigError,
@@ -239,6 +240,9 @@ def resolve_run(
         else:
             take("precision", recipe.precision, "preset")
 
+    if cfg.memory_format is None:
+        layout, why = default_memory_format(device_type)
+        take("memory_format", layout, "derived", why)
     _resolve_augmentation(cfg, given, values, sources, notes)
     resolved = cfg.replace(**values)
     for name in sorted(f.name for f in fields(resolved)):

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -29,6 +29,7 @@ from training.precision import make_scaler, network_precision
 from training.progressive import GrowthSchedule
 from training.augmentation import Augmentation
 from training.loss import LossSettings, StyleGAN2Loss
+from training.speedups import compile_networks, to_memory_format
 from training.step import make_optimizer
 
 
@@ -170,14 +171,17 @@ def class_probs(class_counts: Sequence[int] | None, c_dim: int) -> tuple[float, 
 
 
 def build_session(
-    cfg: TrainConfig, dist: Dist, net_config: NetworkConfig, class_counts: Sequence[int] | None = None
+    cfg: TrainConfig, dist: Dist, net_config: NetworkConfig, class_counts: Sequence[int] | None = None,
+    warn: Callable[[str], None] | None = None, compile_backend: str = "inductor",
 ) -> Session:
     """A fresh session for a resolved ``cfg`` and its networks (see :func:`training.resolve.resolve_run`);
-    ``class_counts`` (dataset.json's) make the fakes' labels follow the dataset's class frequencies."""
+    ``class_counts`` (dataset.json's) make the fakes' labels follow the dataset's class frequencies.
+    ``warn`` reports a failed compile (``--compile``, with ``compile_backend``; training.speedups)."""
     G, D = build_networks(cfg, net_config)
     G, D = G.to(dist.device).train(), D.to(dist.device).train()
     dist.broadcast_module_(G)
     dist.broadcast_module_(D)
+    to_memory_format((G, D), cfg.memory_format or "contiguous")
     G_ema = copy.deepcopy(G).eval().requires_grad_(False)
     settings = LossSettings(
         r1_gamma=cfg.gamma,
@@ -222,7 +226,8 @@ def build_session(
         scaler_D=make_scaler(cfg.precision, dist.device),
         schedule=schedule,
         ema=EmaSchedule(cfg.ema_kimg, cfg.ema_rampup),
-        loss=StyleGAN2Loss(G, D, settings, augment=augmentation if augmentation.active else None),
+        loss=StyleGAN2Loss(G, D, settings, augment=augmentation if augmentation.active else None,
+                           fast=compile_networks(G, D, compile_backend, warn) if cfg.compile else None),
         augmentation=augmentation,
         rank_gen=torch.Generator().manual_seed(derive_seed(cfg.seed, "rank", dist.rank)),
     )

@@ -60,6 +60,7 @@ _DEFAULT = TrainConfig()
 # Options a resumed run may change; the others define the run and must stay as saved.
 RESUME_MAY_CHANGE = (
     "kimg", "tick", "snap", "state_every", "workers", "batch_gpu", "max_skipped", "metrics", "metrics_features", "inception_weights",
+    "memory_format", "compile",
 )
 
 
@@ -160,6 +161,13 @@ _FROM_PRESET = "[default: from --preset, printed at start]"
       help="fp16/bf16: the preset's top num_fp16_res blocks in reduced precision with conv_clamp, the rest fp32; "
            "fp32: no reduced precision, no clamping.  [default: accelerate config's mixed_precision, else the "
            "preset's (fp16 on CUDA for the paper presets), else fp32]")
+@_opt("--memory-format", type=click.Choice(["auto", "contiguous", "channels-last"]), default="auto",
+      callback=lambda ctx, param, value: None if value == "auto" else value,
+      help="Layout of the networks' weights and the images: channels-last (NHWC) or contiguous (NCHW); the same "
+           "results up to float rounding. auto: channels-last on a CPU (measured faster), contiguous on CUDA.")
+@_opt("--compile/--no-compile", default=_DEFAULT.compile,
+      help="torch.compile G's and D's forward passes (the phases without a double backward; the regularisers run "
+           "eagerly). Costs minutes of compiling at start-up; see docs/training.md.")
 @_opt("--tick", type=float, default=_DEFAULT.tick, help="Progress report (stats.jsonl line) every this many kimg.")
 @_opt("--snap", type=int, default=None, help=f"Snapshot, sample grid and state every this many ticks.  {_FROM_PRESET}")
 @_opt("--state-every", type=float, default=_DEFAULT.state_every, metavar="MINUTES",
@@ -389,6 +397,7 @@ def _config_for(
         return TrainConfig(**opts), given, None
     saved_json = json.loads((run_dir / "config.json").read_text())
     saved_json["train"].setdefault("aug", "none")  # a run from before augmentation trained without it
+    saved_json["train"].setdefault("memory_format", "contiguous")  # ... and one from before --memory-format
     saved = TrainConfig.from_dict(with_network_fields(saved_json["train"], saved_json.get("network", {})))
     changes = {}
     for key in sorted(given):
