@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 LINKED = ("training", "tools", "stylegan", "ops", "bench", "data", "tests", "pyproject.toml")
 DEMO_RUN = "runs/00000-data-tiny-cond-b32"
-DEMO_NET = f"{DEMO_RUN}/network-snapshot-000080.safetensors"
+DEMO_NET = f"{DEMO_RUN}/network-snapshot-000064.safetensors"
 
 
 @dataclass(frozen=True)
@@ -62,11 +62,11 @@ TABLE = [
     Rule(r"pip install -e \"\.\[(metrics|demo-data)\]\".*", "skip", "pip install from the package index (no network)"),
     Rule(r"docker .*", "skip", "docker and GPUs"),
     Rule(r"accelerate launch training/train\.py", "demo",
-         "the demo, run once by the fixture with --kimg 0.032 (80 kimg takes ~12 minutes); its final snapshot is "
-         "copied to the name the 80-kimg run writes (checked with the loop's own naming)", add=("--kimg", "0.032")),
+         "the demo, run once by the fixture with --kimg 0.032 (64 kimg take ~11 minutes); its final snapshot is "
+         "copied to the name the 64-kimg run writes (checked with the loop's own naming)", add=("--kimg", "0.032")),
     Rule(r"accelerate launch --multi_gpu --num_processes 8 training/train\.py .*", "parse", "8 GPUs, /shards/ffhq256"),
     Rule(r"accelerate launch --multi_gpu --num_processes 2 training/train\.py --growth progressive --fade-kimg 10 --stable-kimg 10", "run",
-         "2 CPU processes; --dry-run: the resolved run, not 80 kimg of training", add=("--dry-run",)),
+         "2 CPU processes; --dry-run: the resolved run, not 64 kimg of training", add=("--dry-run",)),
     Rule(r"accelerate launch --multi_gpu --num_processes 2 training/train\.py --kimg 2", "parse",
          "2 processes for 2 kimg: minutes; tests/test_train_distributed.py trains 2 gloo processes"),
     Rule(r"torchrun --standalone --nproc-per-node 2 training/train\.py --kimg 2", "parse",
@@ -237,7 +237,7 @@ def _demo(ws: Path) -> None:
     assert done.returncode == 0, f"{command}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
     run = ws / DEMO_RUN
     assert (run / "samples" / "fakes000000.png").is_file() and (run / "state").is_dir(), sorted(run.iterdir())
-    # The documented name is the one the full demo writes: 80 kimg (the preset) in the loop's naming.
+    # The documented name is the one the full demo writes: 64 kimg (the preset) in the loop's naming.
     from stylegan.presets import preset_recipe
     from training.run_outputs import kimg_label
 

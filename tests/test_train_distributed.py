@@ -84,7 +84,7 @@ def data8(tmp_path_factory) -> Path:
 def _train_args(data: Path, out: Path) -> list[str]:
     return [str(REPO / "training" / "train.py"), "--preset", "tiny", "--data", str(data), "--outdir", str(out), "--kimg", "0.032",
             "--batch", "8", "--tick", "0.016", "--snap", "1", "--workers", "0", "--threads", "1",
-            "--r1-interval", "2", "--pl-interval", "2"]
+            "--r1-interval", "2", "--pl-interval", "2", "--pl-weight", "2", "--mixing", "0.9"]
 
 
 def _check_run(out: Path, processes: int) -> None:

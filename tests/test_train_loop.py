@@ -32,7 +32,9 @@ from training.train import main
 
 REPO = Path(__file__).resolve().parents[1]
 # Small and quick, with both regularisers and the EMA ramp-up active within a few steps.
-BASE = dict(batch=8, tick=0.016, snap=2, workers=0, r1_interval=4, pl_interval=3, ema_kimg=0.05)
+# pl_weight and mixing given: every phase and style mixing run, whatever tiny's recipe (which has neither).
+BASE = dict(batch=8, tick=0.016, snap=2, workers=0, r1_interval=4, pl_interval=3, pl_weight=2.0, mixing=0.9,
+            ema_kimg=0.05)
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +124,7 @@ def test_resume_is_bit_identical(data8, tmp_path):
 def _cli(out: Path, data: Path, *extra: str) -> list[str]:
     return [sys.executable, str(REPO / "training" / "train.py"), "--preset", "tiny", "--data", str(data), "--outdir", str(out),
             "--batch", "8", "--tick", "0.008", "--snap", "1000", "--workers", "0", "--threads", "1",
-            "--r1-interval", "4", "--pl-interval", "3", *extra]
+            "--r1-interval", "4", "--pl-interval", "3", "--pl-weight", "2", "--mixing", "0.9", *extra]
 
 
 def _env() -> dict[str, str]:

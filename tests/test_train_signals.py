@@ -42,7 +42,7 @@ def data8(tmp_path_factory) -> Path:
 
 def train_args(data: Path, out: Path, *extra: str) -> list[str]:
     return [str(REPO / "training" / "train.py"), "--preset", "tiny", "--data", str(data), "--outdir", str(out),
-            "--batch", "8", "--threads", "1", "--r1-interval", "4", "--pl-interval", "3", *extra]
+            "--batch", "8", "--threads", "1", "--r1-interval", "4", "--pl-interval", "3", "--pl-weight", "2", "--mixing", "0.9", *extra]
 
 
 def env() -> dict[str, str]:

@@ -4,7 +4,7 @@ This is the library behind ``tools/generate.py``, ``tools/style_mixing.py`` and 
 and it is usable on its own::
 
     from tools.genlib import load_generator, parse_seeds, generate
-    G = load_generator("network-snapshot-000080.safetensors", device="auto")   # CUDA when present
+    G = load_generator("network-snapshot-000064.safetensors", device="auto")   # CUDA when present
     images = generate(G, parse_seeds("0-7"), truncation_psi=0.7)   # [8, C, H, W] float in [-1, 1]
 
 It knows the networks only through their public interface (``G.mapping``, ``G.synthesis``,
