@@ -174,8 +174,7 @@ def fit(
     resample_filter = setup_filter(reals_resample_taps(session.net_config), device=dist.device)
     total = int(round(cfg.kimg * 1000))
     tick = TickStats(start_wait=feed.wait_sec)
-    saver = Saver(session, run_dir, samples, log, state_dir, info.class_names)
-    saver.threads = threads
+    saver = Saver(session, run_dir, samples, log, state_dir, info.class_names, threads=threads)
     signal_name = None
     # Whole images (an int never overshoots total as a float sum of kimg did: tqdm's clamping warning).
     bar = tqdm(total=total, initial=min(p.nimg, total), unit="img", unit_scale=1 / 1000,
@@ -239,14 +238,15 @@ class Saver:
     """
 
     def __init__(self, session: Session, run_dir: Path, samples: Samples | None, log: RunLog,
-                 state_dir: Path | None, class_names: Sequence[str] | None = None) -> None:
+                 state_dir: Path | None, class_names: Sequence[str] | None = None,
+                 threads: ThreadGovernor | None = None) -> None:
         self.session, self.run_dir, self.samples, self.log = session, run_dir, samples, log
         self.class_names = class_names
         self.last_state, self.last_snapshot = state_dir, None
         self.saved_nimg = -1  # of the last snapshot: the same on every process, unlike the paths
         self._started = time.monotonic()
         self.expectation_said = False
-        self.threads: ThreadGovernor | None = None  # set by fit: the CPU thread count, for the tick line
+        self.threads = threads  # the CPU thread count that follows the load, for the tick line
         # When state/ was last written, or the run resumed from it.
         self._state_clock = self._started if state_dir is not None else None
 
