@@ -89,10 +89,11 @@ def train_step(session: Session, feed: DataFeed, stop: StopRequest, resample_fil
     batch_gpu = session.micro_batch(phase.batch)
     rounds = phase.batch // (batch_gpu * dist.world_size)
     feed.ensure(batch_gpu)
-    reals, layout = [], session.cfg.memory_format or "contiguous"
+    reals = []
     for _ in range(rounds):
         images, c = feed.next()
-        reals.append((images_in(prepare_reals(images, phase.resolution, alpha, resample_filter), layout), c))
+        real = prepare_reals(images, phase.resolution, alpha, resample_filter)
+        reals.append((images_in(real, session.cfg.memory_format), c))
     # One seed per (phase, round), drawn in full every step so the stream does not depend on
     # which regularisers run.
     seeds = torch.randint(0, 2**62, (len(PHASES), rounds), generator=session.rank_gen).tolist()

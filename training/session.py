@@ -181,7 +181,7 @@ def build_session(
     G, D = G.to(dist.device).train(), D.to(dist.device).train()
     dist.broadcast_module_(G)
     dist.broadcast_module_(D)
-    to_memory_format((G, D), cfg.memory_format or "contiguous")
+    to_memory_format((G, D), cfg.memory_format)
     G_ema = copy.deepcopy(G).eval().requires_grad_(False)
     settings = LossSettings(
         r1_gamma=cfg.gamma,

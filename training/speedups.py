@@ -39,22 +39,22 @@ def default_memory_format(device_type: str) -> tuple[str, str]:
     return "contiguous", "channels-last not yet measured on CUDA"
 
 
-def memory_format(name: str) -> torch.memory_format:
-    """The torch memory format of a ``--memory-format`` value."""
+def memory_format(name: str | None) -> torch.memory_format:
+    """The torch memory format of a ``--memory-format`` value (``None``, not resolved: contiguous)."""
     try:
-        return MEMORY_FORMATS[name]
+        return MEMORY_FORMATS[name or "contiguous"]
     except KeyError:
         raise ValueError(f"--memory-format {name!r}: expected one of {', '.join(MEMORY_FORMATS)}") from None
 
 
-def to_memory_format(modules: Iterable[torch.nn.Module], name: str) -> None:
+def to_memory_format(modules: Iterable[torch.nn.Module], name: str | None) -> None:
     """Bring every 4-D parameter and buffer of ``modules`` to the layout ``name`` (in place)."""
     fmt = memory_format(name)
     for module in modules:
         module.to(memory_format=fmt)
 
 
-def images_in(images: torch.Tensor, name: str) -> torch.Tensor:
+def images_in(images: torch.Tensor, name: str | None) -> torch.Tensor:
     """``images`` (4-D) in the layout ``name``; the same tensor when it already is."""
     return images.contiguous(memory_format=memory_format(name))
 
@@ -90,9 +90,7 @@ class Compiled:
 def _is_compile_error(err: Exception) -> bool:
     """Whether ``err`` came from torch.compile's machinery (dynamo, AOTAutograd, inductor), not from
     the model's own code (a shape error is raised in the eager path as well and must surface)."""
-    module = type(err).__module__ or ""
-    return module.startswith(("torch._dynamo", "torch._inductor", "torch._functorch")) or (
-        type(err).__name__ in ("BackendCompilerFailed", "InternalTorchDynamoError", "Unsupported"))
+    return (type(err).__module__ or "").startswith(("torch._dynamo", "torch._inductor", "torch._functorch"))
 
 
 class CompiledGenerator:
