@@ -20,7 +20,7 @@ G_ARCHITECTURES = ("orig", "skip", "resnet")
 D_ARCHITECTURES = ("orig", "skip", "resnet")
 GROWTH_MODES = ("none", "progressive")
 # Network families (stylegan/families.py builds each): StyleGAN2's mapping + modulated synthesis.
-FAMILIES = ("stylegan2", "progan", "dcgan")
+FAMILIES = ("stylegan2", "progan", "dcgan", "stylegan3")
 SPECTRAL_NORM_MODES = ("none", "d", "gd")  # which networks are spectrally normalised (stylegan/spectral.py)
 
 # Upper bounds of every size, so that a config read from a stranger's file cannot ask for absurd
@@ -42,7 +42,14 @@ LIMITS = {
     "mbstd_num_channels": 1024,
     "resample_filter": 16,  # taps
     "preset": 100,  # characters
+    # StyleGAN3's synthesis (stylegan/stylegan3.py); NVIDIA's defaults are 14 layers, 6-tap filters, 2x.
+    "sg3_layers": 64,
+    "margin_size": 256,
+    "filter_size": 64,
+    "lrelu_upsampling": 16,
+    "conv_kernel": 15,
 }
+LIMITS["g_channel_base"], LIMITS["g_channel_max"] = LIMITS["channel_base"], LIMITS["channel_max"]
 
 
 def suggest(name: str, allowed: list[str] | tuple[str, ...]) -> str:
@@ -117,6 +124,23 @@ class NetworkConfig:
     # InfoGAN's latent codes, the last entries of z, and D's head Q for them (stylegan/info_codes.py),
     # e.g. (("cat", 10), ("cont", 1), ("cont", 1)).
     info_codes: tuple[tuple[str, int], ...] = ()
+    # ----- StyleGAN3 (family 'stylegan3', stylegan/stylegan3.py): NVIDIA's SynthesisNetwork arguments, with
+    # NVIDIA's defaults. D stays the StyleGAN2 discriminator (channel_base / channel_max above); G may have
+    # its own channel schedule (config-R doubles G's, NVIDIA's train.py).
+    g_channel_base: int | None = None  # None: channel_base
+    g_channel_max: int | None = None  # None: channel_max
+    conv_kernel: int = 3  # config-T 3x3, config-R 1x1 (Karras et al. 2021, sec. 3.2)
+    use_radial_filters: bool = False  # config-R: jinc-based radial downsampling filters (appendix F)
+    magnitude_ema_beta: float = 0.999  # decay of each layer's input-magnitude EMA (NVIDIA's train.py: 0.5 ** (batch / 20k))
+    sg3_layers: int = 14  # synthesis layers after the Fourier-feature input (appendix F: 14)
+    sg3_critical_layers: int = 2  # the last ones, critically sampled
+    first_cutoff: float = 2.0  # f_c of the first layer
+    first_stopband: float = 2**2.1  # f_t of the first layer
+    last_stopband_rel: float = 2**0.3  # f_t of the last layer, relative to its cutoff (resolution / 2)
+    margin_size: int = 10  # pixels of margin around each layer's feature maps (sec. 3.1: 10)
+    output_scale: float = 0.25  # the image is the last layer's output times this
+    filter_size: int = 6  # taps of each low-pass filter per unit of its resampling factor
+    lrelu_upsampling: int = 2  # the nonlinearity runs at this times the layer's sampling rate (sec. 3.2)
 
     def __post_init__(self) -> None:
         if not isinstance(self.preset, str) or len(self.preset) > LIMITS["preset"]:
@@ -179,6 +203,7 @@ class NetworkConfig:
         check_info_codes(self.info_codes, self.z_dim)
         if not isinstance(self.use_noise, bool):
             raise ValueError(f"use_noise={_short(self.use_noise)}: expected True or False")
+        self._check_stylegan3()
         taps = self.resample_filter
         if not isinstance(taps, tuple) or not 1 <= len(taps) <= LIMITS["resample_filter"]:
             raise ValueError(
@@ -189,11 +214,46 @@ class NetworkConfig:
         if sum(taps) == 0:
             raise ValueError(f"resample_filter={_short(taps)}: the taps must not sum to zero")
 
+    def _check_stylegan3(self) -> None:
+        for name in ("g_channel_base", "g_channel_max"):
+            value = getattr(self, name)
+            if value is not None:
+                _check_int(name, value, 1)
+                if self.family != "stylegan3":
+                    raise ValueError(f"{name}={_short(value)}: G's own channel schedule exists in the stylegan3 family "
+                                     f"only, not in {self.family!r}; expected None")
+        _check_int("conv_kernel", self.conv_kernel, 1)
+        _check_int("margin_size", self.margin_size, 0)
+        _check_int("filter_size", self.filter_size, 1)
+        _check_int("lrelu_upsampling", self.lrelu_upsampling, 1)
+        _check_int("sg3_layers", self.sg3_layers, 1)
+        crit = self.sg3_critical_layers
+        if not isinstance(crit, int) or isinstance(crit, bool) or not 0 <= crit < self.sg3_layers:
+            raise ValueError(f"sg3_critical_layers={_short(crit)}: expected an int in [0, sg3_layers - 1 = "
+                             f"{self.sg3_layers - 1}]")
+        if not isinstance(self.use_radial_filters, bool):
+            raise ValueError(f"use_radial_filters={_short(self.use_radial_filters)}: expected True or False")
+        for name in ("first_cutoff", "first_stopband", "last_stopband_rel", "output_scale", "magnitude_ema_beta"):
+            value = getattr(self, name)
+            if not _finite_number(value) or not (0 < value <= 1e6 or (name == "magnitude_ema_beta" and value == 0)):
+                raise ValueError(f"{name}={_short(value)}: expected a finite number > 0")
+        if self.magnitude_ema_beta > 1:
+            raise ValueError(f"magnitude_ema_beta={self.magnitude_ema_beta!r}: expected a number in [0, 1]")
+        if self.family == "stylegan3" and self.growth != "none":
+            raise ValueError(f"growth={self.growth!r}: StyleGAN3 has no progressive growing (its layers are not "
+                             "resolution blocks); expected 'none'")
+
     # ----- derived quantities -------------------------------------------------------------------
 
     def channels(self, res: int) -> int:
         """Feature maps of the block at resolution ``res``: ``min(channel_base // res, channel_max)``."""
         return min(self.channel_base // res, self.channel_max)
+
+    @property
+    def g_channels(self) -> tuple[int, int]:
+        """``(channel_base, channel_max)`` of G: its own (stylegan3's ``g_channel_*``) or D's."""
+        base = self.channel_base if self.g_channel_base is None else self.g_channel_base
+        return base, self.channel_max if self.g_channel_max is None else self.g_channel_max
 
     @property
     def block_resolutions(self) -> list[int]:

@@ -35,6 +35,11 @@ def network_classes(config: NetworkConfig) -> tuple[type[nn.Module], type[nn.Mod
         from stylegan.dcgan import DCGANDiscriminator, DCGANGenerator
 
         return DCGANGenerator, DCGANDiscriminator
+    if config.family == "stylegan3":
+        from stylegan.discriminator import Discriminator
+        from stylegan.stylegan3 import StyleGAN3Generator
+
+        return StyleGAN3Generator, Discriminator
     raise ValueError(f"family={config.family!r}: expected one of {', '.join(map(repr, FAMILIES))}")
 
 

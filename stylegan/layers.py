@@ -46,15 +46,19 @@ class FullyConnectedLayer(nn.Module):
         bias: bool = True,
         activation: str = "linear",
         lr_multiplier: float = 1.0,
-        bias_init: float = 0.0,
+        bias_init: float | Sequence[float] = 0.0,
+        weight_init: float = 1.0,
     ) -> None:
+        """``weight_init`` scales the initial N(0, 1) weights (StyleGAN3's input affine starts at 0);
+        ``bias_init`` is one number or one per output feature."""
         super().__init__()
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation={activation!r}: expected one of {', '.join(ACTIVATIONS)}")
         self.in_features, self.out_features, self.activation = in_features, out_features, activation
-        self.weight = nn.Parameter(torch.randn(out_features, in_features) / lr_multiplier)
+        self.weight = nn.Parameter(torch.randn(out_features, in_features) * weight_init / lr_multiplier)
         # Stored so that the effective initial bias (after bias_gain) is exactly bias_init.
-        self.bias = nn.Parameter(torch.full([out_features], bias_init / lr_multiplier)) if bias else None
+        init = torch.as_tensor(bias_init, dtype=torch.float64).broadcast_to([out_features]) / lr_multiplier
+        self.bias = nn.Parameter(init.float()) if bias else None
         self.weight_gain = lr_multiplier / math.sqrt(in_features)
         self.bias_gain = lr_multiplier
 
