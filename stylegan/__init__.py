@@ -1,5 +1,5 @@
 """StyleGAN2 / ProGAN networks on the reference ops: mapping, synthesis, discriminator, presets,
-progressive growing, safetensors network files, and NVIDIA's StyleGAN2 pickles (read safely).
+progressive growing, safetensors network files, and NVIDIA's StyleGAN2/StyleGAN3 pickles (read safely).
 
 Papers: Karras et al. 2018 (ProGAN), 2019 (StyleGAN), 2020 (StyleGAN2), 2020 (StyleGAN2-ADA).
 See docs/networks.md.

@@ -20,6 +20,7 @@ import pytest
 import torch
 
 SG2_FIXTURES = ("sg2-cond-rgb32", "sg2-uncond-gray64-fp16", "sg2-uncond-rgba16-resnetG")
+SG3_FIXTURES = ("sg3t-refuse", "sg3-t-cond-rgb32", "sg3-r-uncond-gray32")
 
 
 def fixtures_dir() -> Path:

@@ -23,7 +23,7 @@ from click.testing import CliRunner
 
 import stylegan
 from nvidia_fixtures import Reduce, fake_modules, fixture, shared_storage_views, storage_blob
-from stylegan.nvidia_pickle import convert_snapshot, read_nvidia_pickle
+from stylegan.nvidia_pickle import _merge, convert_snapshot, read_nvidia_pickle
 from stylegan.safe_unpickle import ALLOWED, PickleRefused, safe_loads
 from tools import convert, generate
 
@@ -198,14 +198,83 @@ def test_our_own_network_file_renamed_pkl_is_not_a_pickle(tmp_path):
         read_nvidia_pickle(path)
 
 
-def test_a_stylegan3_generator_is_refused_with_what_is_supported(tmp_path):
+def test_a_stylegan3_snapshot_is_read_and_said_so(tmp_path):
+    """``sg3t-refuse`` was made while only StyleGAN2 was read; now it is read (its outputs against
+    NVIDIA's: tests/test_nvidia_pickle_fidelity.py). Its D was made with num_fp16_res 0 and no clamp,
+    its G with NVIDIA's defaults (4, 256): D takes G's, and the conversion says so."""
     path = fixture("sg3t-refuse")
-    with pytest.raises(stylegan.NvidiaPickleError) as info:
-        read_nvidia_pickle(path)
-    message = str(info.value)
-    assert "StyleGAN3-T generator: not supported" in message and "StyleGAN2" in message and "\n" not in message
+    net = read_nvidia_pickle(path)
+    assert net.config.family == "stylegan3" and net.config.preset == "nvidia-stylegan3-t"
+    assert (net.config.num_fp16_res, net.config.conv_clamp) == (4, 256.0)
+    assert net.layout_notes == ["D num_fp16_res=0 -> 4", "D conv_clamp=None -> 256"]
     result = CliRunner().invoke(convert.main, ["--source", str(path), "--dest", str(tmp_path / "n.safetensors")])
-    assert result.exit_code == 2 and "StyleGAN3-T" in result.output and not (tmp_path / "n.safetensors").exists()
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert "found G, D, G_ema: StyleGAN3-T, G 14 layers (2 critically sampled) + ToRGB / D resnet, 16x16" in out
+    assert "D built with G's num_fp16_res and conv_clamp" in out and "D conv_clamp=None -> 256" in out
+
+
+# ----- StyleGAN3: what the rebuilt network is checked against (fixture records, altered) ----------
+
+
+@pytest.fixture()
+def sg3_snapshot():
+    path = fixture("sg3-t-cond-rgb32")
+    return path, safe_loads(path.read_bytes())
+
+
+def _sg3_layer(obj, module: str, layer: str):
+    return obj[module].state["_modules"]["synthesis"].state["_modules"][layer]
+
+
+def _alter_filter(obj):
+    buffers = _sg3_layer(obj, "G_ema", "L3_36_64").state["_buffers"]
+    buffers["down_filter"] = buffers["down_filter"] + 1e-4
+
+
+def _alter_padding(obj):
+    state = _sg3_layer(obj, "G", "L5_52_64").state
+    state["padding"] = [p + 1 for p in state["padding"]]
+
+
+@pytest.mark.parametrize(
+    "change, expected",
+    [
+        (lambda obj: obj["G"].state["_init_kwargs"].update(foo=1),
+         "G kwarg foo=1: our NetworkConfig cannot represent it"),
+        (lambda obj: obj["G_ema"].state["_init_kwargs"]["mapping_kwargs"].update(activation="relu"),
+         "G_ema.mapping kwarg activation='relu': our NetworkConfig cannot represent it"),
+        # A schedule argument NVIDIA's modules keep no attribute of: what it changes is caught layer by layer.
+        (lambda obj: [obj[m].state["_init_kwargs"].update(first_stopband=5.0) for m in ("G", "G_ema")],
+         "G.synthesis.L11_52_64: out_half_width is 3.893"),
+        (_alter_filter, "G_ema.synthesis.L3_36_64.down_filter: differs from ours by 0.0001 (more than 1e-06)"),
+        (_alter_padding, "G.synthesis.L5_52_64: padding is ["),
+        (lambda obj: obj["G_ema"].state["_modules"]["synthesis"].state["layer_names"].reverse(),
+         "G_ema.synthesis: layer 0 is named 'L14_32_3', expected 'L0_<size>_<channels>'"),
+        (lambda obj: obj["G"].state["_init_kwargs"].update(num_fp16_res=2),
+         "G_ema has num_fp16_res=0 but G has 2: our NetworkConfig has one num_fp16_res for G and D"),
+    ],
+    ids=["unknown", "mapping-activation", "stopband", "filter", "padding", "layer-names", "fp16-g-vs-g-ema"],
+)
+def test_what_a_stylegan3_snapshot_is_checked_against(sg3_snapshot, change, expected):
+    path, obj = sg3_snapshot
+    change(obj)
+    with pytest.raises(stylegan.NvidiaPickleError, match=re.escape(expected)) as info:
+        convert_snapshot(obj, path)
+    assert "\n" not in str(info.value)
+
+
+def test_a_stylegan3_g_keeps_its_own_channel_schedule():
+    """NVIDIA's config-R doubles G's channel_base and channel_max, not D's: ours are g_channel_*."""
+    g = dict(family="stylegan3", z_dim=8, g_channel_base=65536, g_channel_max=1024)
+    d = dict(channel_base=32768, channel_max=512)
+    merged = _merge({"G": g, "D": d, "G_ema": g})
+    assert merged == dict(family="stylegan3", z_dim=8, channel_base=32768, channel_max=512, g_channel_base=65536,
+                          g_channel_max=1024)
+    alike = _merge({"G": g, "D": dict(channel_base=65536, channel_max=1024)})
+    assert (alike["g_channel_base"], alike["g_channel_max"], alike["channel_base"]) == (None, None, 65536)
+    alone = _merge({"G_ema": g})  # a generator without D: its schedule is the config's
+    assert (alone["g_channel_base"], alone["channel_base"], alone["channel_max"]) == (None, 65536, 1024)
 
 
 # ----- constructor arguments our config cannot represent (fixture records, altered) --------------

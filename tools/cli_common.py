@@ -106,7 +106,7 @@ def say(message: str) -> None:
 
 
 NETWORK_HELP = (
-    "Network file (.safetensors), or NVIDIA's StyleGAN2 .pkl (read without running its code, converted in "
+    "Network file (.safetensors), or NVIDIA's StyleGAN2/StyleGAN3 .pkl (read without running its code, converted in "
     "memory); uses G_ema when present, else G."
 )
 

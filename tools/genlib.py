@@ -21,7 +21,7 @@ the batch it lands in, on the other seeds, or on the device that renders it. (Th
 can differ in the last float bits between batch sizes, because matrix-multiply kernels sum in a
 shape-dependent order; see docs/generate.md.)
 
-``load_generator`` also takes NVIDIA's StyleGAN2 ``.pkl`` snapshots, read without running their
+``load_generator`` also takes NVIDIA's StyleGAN2 and StyleGAN3 ``.pkl`` snapshots, read without running their
 code and converted in memory (:mod:`stylegan.nvidia_pickle`).
 
 Bad arguments raise :class:`ArgumentError` (a ``ValueError``) whose ``arg`` names the argument, so

@@ -12,7 +12,7 @@ must equal the run's (preset sizes, resolution, channels, classes, growth): they
 tensor means, so a mismatch is an error that lists the differing fields, never a partial copy.
 Loading reads safetensors and JSON only (:mod:`stylegan.netfile`): no code from the file runs.
 
-NVIDIA's StyleGAN2 snapshots (``.pkl``) are accepted too, as ``--resume=<pkl>`` is in their code:
+NVIDIA's StyleGAN2 and StyleGAN3 snapshots (``.pkl``) are accepted too, as ``--resume=<pkl>`` is in their code:
 read by :mod:`stylegan.nvidia_pickle` (no code from them runs either) and converted in memory. Their
 config is rebuilt from the pickled constructor arguments, so the run must build the same network
 (:func:`network_config_from_file` gives it); ADA's augmentation probability is kept in the plan.
