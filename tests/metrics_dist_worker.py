@@ -13,11 +13,14 @@ import torch.distributed as dist
 # destroy_process_group cannot drop; gloo's threads then outlive it, and about one exit in six
 # aborted ("terminate called without an active exception", torch 2.13).
 import stylegan
+from equivariance_helpers import FourierToy
 from training.metrics import MetricUnavailable, RandomConvFeatures, Ranks, compute_metrics, parse_metrics
 from training.metrics.gather import run_parts
 from training.metrics.snapshot import build_extractor_everywhere
 
 METRICS = "fid30_full,kid30_full,pr30_3_full,is30"
+# 7 seeds in parts of 3: groups of 4 seeds (one transform each) straddle parts and processes.
+EQ_METRICS = "eqt7_int,eqt7_frac,eqr7,eqr5"
 
 
 def tiny_generator():
@@ -39,7 +42,9 @@ def metrics_and_parts(ranks: Ranks, dataset: str) -> dict:
     seen: list = []
     run_parts(7, ragged_part, {"a": 2, "b": 1}, ranks, torch.device("cpu"),
               lambda p, out: seen.append([p, out["a"].tolist(), out["b"].tolist()]))
-    return {"results": {k: v for r in results for k, v in r.results.items()}, "parts": seen}
+    eq = compute_metrics(FourierToy(), parse_metrics(EQ_METRICS), None, batch_size=3, ranks=ranks)
+    return {"results": {k: v for r in results for k, v in r.results.items()}, "parts": seen,
+            "eq": {k: v for r in eq for k, v in r.results.items()}}
 
 
 def run(rank: int, world_size: int, init_file: str, dataset: str, out_dir: str) -> None:

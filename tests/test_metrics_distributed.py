@@ -29,6 +29,8 @@ def test_two_processes_equal_one(tmp_path):
     assert ranks[1]["results"] == single["results"]   # every rank returns rank 0's numbers
     assert set(single["results"]) == {"fid30_full", "kid30_full", "pr30_3_full_precision", "pr30_3_full_recall",
                                       "is30_mean", "is30_std"}
+    assert ranks[0]["eq"] == single["eq"] and ranks[1]["eq"] == single["eq"]  # equivariance sums: bit-identical too
+    assert set(single["eq"]) == {"eqt7_int", "eqt7_frac", "eqr7", "eqr5"} and single["eq"]["eqr7"] > 50
     assert ranks[0]["parts"] == single["parts"]       # gathered in part order, ragged rows intact
     assert [p for p, _, _ in single["parts"]] == list(range(7))
     assert ranks[1]["parts"] == []                    # only rank 0 consumes

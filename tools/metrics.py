@@ -1,7 +1,9 @@
-"""Quality metrics of a network file: FID, KID, precision / recall, Inception Score.
+"""Quality metrics of a network file: FID, KID, precision / recall, Inception Score, and StyleGAN3's
+equivariance (EQ-T, EQ-R).
 
     python tools/metrics.py --network network-snapshot-000200.safetensors --data DATASET \\
         --metrics fid50k_full,kid50k_full,pr50k3_full,is50k [--truncation 1] [--mirror]
+    python tools/metrics.py --network stylegan3-snapshot.safetensors --metrics eqt50k_int,eqt50k_frac,eqr50k
     torchrun --nproc-per-node 8 tools/metrics.py ...          # split over 8 GPUs, same numbers
 
 Published-comparable numbers need the Inception weights and torch-fidelity (docs/metrics.md);
@@ -94,7 +96,8 @@ def _init_processes(device: str) -> tuple[M.Ranks, torch.device]:
 @click.option("--num-gen", type=click.IntRange(min=2), default=None, is_eager=True,
               help="Generated images per metric, replacing the count in the names (fid50k_full -> fid2k_full).")
 @click.option("--metrics", "metric_names", default="fid50k_full", callback=_metrics_option,
-              help="Comma-separated: fid50k_full, kid50k_full, pr50k3_full, is50k (or smaller: fid2k_full, ...).")
+              help="Comma-separated: fid50k_full, kid50k_full, pr50k3_full, is50k, and for StyleGAN3 networks "
+                   "eqt50k_int, eqt50k_frac, eqr50k (or smaller: fid2k_full, eqt1k_int, ...).")
 @click.option("--data", default=None,
               help="Dataset directory or shard pattern (reals; required except for is*).  [default: the run's, from "
                    "config.json beside --network]")
@@ -143,9 +146,15 @@ def main(network: Path, num_gen: int | None, metric_names: str, data: str | None
         with flags():
             G = genlib.load_generator(network, device=dev, log=say if ranks.is_main else None)
         try:
-            extractor = M.build_extractor(features, dev, inception_weights=inception_weights, cache_dir=cache_dir)
-        except M.MetricUnavailable as exc:
-            raise click.ClickException(str(exc)) from None
+            M.check_equivariance_network(G, [s.name for s in specs if s.is_equivariance])
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="'--metrics'") from None
+        extractor = None
+        if any(s.needs_features for s in specs):  # the equivariance metrics compare pixels
+            try:
+                extractor = M.build_extractor(features, dev, inception_weights=inception_weights, cache_dir=cache_dir)
+            except M.MetricUnavailable as exc:
+                raise click.ClickException(str(exc)) from None
         log = (lambda msg: click.echo(msg, err=True)) if ranks.is_main else None
         try:
             with forward_data_warnings(lambda text: tqdm.write(f"warning: {text}", file=sys.stderr)):  # one line each, under the bar

@@ -24,6 +24,8 @@ from typing import Any
 import stylegan
 from stylegan.config import NetworkConfig
 from stylegan.families import unused_fields
+from training.metrics.equivariance import check_family
+from training.metrics.specs import parse_metrics
 from training.speedups import default_memory_format
 from training.config import (
     ACCELERATE_PRECISIONS,
@@ -254,10 +256,21 @@ def resolve_run(
     else:
         network = network_config(resolved, shape)
     _check_batches(resolved, network, world_size, shape.resolution)
+    _check_metrics(resolved, network)
     missing = resolved.unresolved()
     if missing:  # a programming error: every option must have a source
         raise AssertionError(f"unresolved options: {missing}")
     return ResolvedRun(resolved, network, sources, notes)
+
+
+def _check_metrics(cfg: TrainConfig, network: NetworkConfig) -> None:
+    """Equivariance metrics are refused at start-up for a network without StyleGAN3's input transform."""
+    if not cfg.metrics.strip():
+        return
+    try:
+        check_family([s.name for s in parse_metrics(cfg.metrics) if s.is_equivariance], network.family)
+    except ValueError as exc:
+        raise ConfigError("--metrics", str(exc)) from None
 
 
 def _resolve_loss(cfg: TrainConfig, loss: str, given: set[str], take: Any) -> None:

@@ -182,8 +182,9 @@ _FROM_PRESET = "[default: from --preset, printed at start]"
 @_opt("--max-skipped", type=int, default=_DEFAULT.max_skipped,
       help="Stop after this many steps in a row with a non-finite loss.")
 @_opt("--metrics", default=_DEFAULT.metrics, show_default="none", callback=metrics_none,
-      help="Metrics at each snapshot, comma-separated (fid50k_full,kid50k_full,pr50k3_full,is50k; smaller "
-           "counts like fid2k_full). Empty: none. See docs/metrics.md.")
+      help="Metrics at each snapshot, comma-separated (fid50k_full,kid50k_full,pr50k3_full,is50k; StyleGAN3 "
+           "networks also eqt50k_int,eqt50k_frac,eqr50k; smaller counts like fid2k_full). Empty: none. "
+           "See docs/metrics.md.")
 @_opt("--metrics-features", type=click.Choice(["inception", "random"]), default=_DEFAULT.metrics_features,
       help="Feature network for --metrics: the TF-FID Inception-v3 (published-comparable; needs torch-fidelity "
            "and its weights, else the metrics are skipped with a warning) or a seeded random network (demos).")

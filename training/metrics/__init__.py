@@ -1,13 +1,15 @@
-"""Quality metrics: FID, KID, precision / recall and Inception Score (docs/metrics.md).
+"""Quality metrics: FID, KID, precision / recall, Inception Score and StyleGAN3's equivariance (docs/metrics.md).
 
 Papers: Heusel et al. 2017 (FID), Bińkowski et al. 2018 (KID), Kynkäänniemi et al. 2019
 (improved precision and recall), Salimans et al. 2016 (IS); protocol and names of StyleGAN2-ADA
-(Karras et al. 2020): ``fid50k_full``, ``kid50k_full``, ``pr50k3_full``, ``is50k``.
+(Karras et al. 2020): ``fid50k_full``, ``kid50k_full``, ``pr50k3_full``, ``is50k``; of StyleGAN3
+(Karras et al. 2021): ``eqt50k_int``, ``eqt50k_frac``, ``eqr50k``.
 
 | module | owns |
 |---|---|
 | ``specs`` | metric names: parsing, counts, result keys |
 | ``frechet``, ``kid``, ``precision_recall``, ``inception_score`` | the math, on feature tensors |
+| ``equivariance`` | EQ-T / EQ-R: transforms, reference resampling (integer, Lanczos, band-limited rotation), PSNR |
 | ``features`` | the extractor protocol, a seeded random-conv extractor, ``build_extractor`` |
 | ``inception`` | the TF-FID Inception-v3 through torch-fidelity (optional), weights lookup |
 | ``reals`` | one deterministic pass over every real image, shard by shard |
@@ -17,6 +19,7 @@ Papers: Heusel et al. 2017 (FID), Bińkowski et al. 2018 (KID), Kynkäänniemi e
 | ``snapshot`` | ``evaluate_snapshot``: the training loop's hook, ``metric-<name>.jsonl`` |
 """
 
+from training.metrics.equivariance import check_network as check_equivariance_network
 from training.metrics.features import EXTRACTORS, FeatureExtractor, RandomConvFeatures, build_extractor
 from training.metrics.frechet import FeatureMoments, frechet_distance, mean_cov
 from training.metrics.gather import Ranks
@@ -38,6 +41,7 @@ __all__ = [
     "RandomConvFeatures",
     "Ranks",
     "build_extractor",
+    "check_equivariance_network",
     "compute_metrics",
     "evaluate_snapshot",
     "find_inception_weights",

@@ -7,7 +7,10 @@ snapshot hook both call it). For a list of metrics it makes
    moments of all real features plus the first ones as samples, shard by shard;
 2. one pass over generated images, seeds ``seed .. seed + N - 1`` for the largest N asked,
    shared by all metrics (``fid50k_full`` and ``kid50k_full`` see the same 50k images);
-3. the metrics on rank 0, broadcast to every process.
+3. for the equivariance metrics (StyleGAN3), one pass that renders each seed's ``w`` with the
+   identity input transform and with each metric's transform (:mod:`training.metrics.equivariance`),
+   keeping per-sample sums of squared differences and valid pixels;
+4. the metrics on rank 0, broadcast to every process.
 
 Generated images (StyleGAN2-ADA's protocol): z for seed s is the first ``z_dim`` draws of
 ``torch.Generator().manual_seed(s)`` (``tools/generate.py`` draws NVIDIA's numpy latent instead); a
@@ -22,6 +25,7 @@ any number of processes (see :mod:`training.metrics.gather`).
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from dataclasses import dataclass
@@ -33,6 +37,7 @@ from tqdm import tqdm
 
 from stylegan.sampling import class_generator, noise_generator, seed_latents, to_uint8
 
+from training.metrics import equivariance
 from training.metrics.features import FeatureExtractor
 from training.metrics.frechet import FeatureMoments, frechet_distance
 from training.metrics.gather import Ranks, all_gather_objects, broadcast_object, run_parts
@@ -159,6 +164,39 @@ def generated_outputs(G: nn.Module, extractor: FeatureExtractor, *, num_gen: int
     return {name: torch.cat(parts) for name, parts in collected.items()}
 
 
+def equivariance_sums(G: nn.Module, specs: Sequence[MetricSpec], *, seed: int, class_probs: torch.Tensor | None,
+                      truncation_psi: float, ranks: Ranks, batch_size: int, device: torch.device,
+                      progress: bool) -> tuple[list[str], torch.Tensor] | None:
+    """Per-sample ``(squared differences, valid values)`` of every equivariance kind in ``specs``, for
+    seeds ``seed ..`` (the largest count asked), as ``(kinds, [N, 2 * len(kinds)] float64)`` on rank 0
+    (None elsewhere). Each seed's ``z`` and class are the generated pass's; a kind renders only as
+    many samples as its largest metric asks. The sums travel as float32 (relative error 6e-8)."""
+    kinds = list(dict.fromkeys(s.kind for s in specs))
+    active = {k: max(s.num_gen for s in specs if s.kind == k) for k in kinds}
+    total = max(active.values())
+    info_codes = getattr(getattr(G, "config", None), "info_codes", ())
+    g_device = next(G.parameters()).device
+    collected: list[torch.Tensor] = []
+
+    def work(part: int) -> dict[str, torch.Tensor]:
+        seeds = list(range(seed + part * batch_size, seed + min((part + 1) * batch_size, total)))
+        z, c, _ = seed_inputs(seeds, G.z_dim, class_probs, info_codes)
+        ws = G.mapping(z.to(g_device), None if c is None else c.to(g_device), truncation_psi=truncation_psi)
+        rows = equivariance.sample_sums(G, ws, seeds, seed, kinds, active)
+        return {"sums": rows.float()}
+
+    def consume(part: int, out: dict[str, torch.Tensor]) -> None:
+        collected.append(out["sums"].cpu().double())
+
+    desc = f"equivariance ({', '.join(kinds)}, {generator_resolution(G)}px)"
+    with _bar(total, desc, progress and ranks.is_main) as bar:
+        with torch.no_grad():
+            run_parts(-(-total // batch_size), work, {"sums": 2 * len(kinds)}, ranks, device, consume, bar.update)
+    if not ranks.is_main:
+        return None
+    return kinds, torch.cat(collected)
+
+
 def class_probabilities(G: nn.Module, src: RealSource | None) -> torch.Tensor | None:
     """Class frequencies for a conditional G: the dataset's, or uniform when no dataset is given or it lists no counts."""
     if G.c_dim == 0:
@@ -176,9 +214,14 @@ def class_probabilities(G: nn.Module, src: RealSource | None) -> torch.Tensor | 
     return (probs / probs.sum()).float()
 
 
-def _evaluate(spec: MetricSpec, gen: dict[str, torch.Tensor], reals: RealStats | None, device: torch.device,
-              batch_size: int, progress: bool) -> dict[str, float]:
+def _evaluate(spec: MetricSpec, gen: dict[str, torch.Tensor] | None, reals: RealStats | None, device: torch.device,
+              batch_size: int, progress: bool, eq: tuple[list[str], torch.Tensor] | None = None) -> dict[str, float]:
     n = spec.num_gen
+    if spec.is_equivariance:  # sums over the first n samples, exactly (fsum: no dependence on order or threads)
+        kinds, rows = eq
+        col = 2 * kinds.index(spec.kind)
+        sq, count = rows[:n, col].tolist(), rows[:n, col + 1].tolist()
+        return {spec.name: equivariance.psnr(math.fsum(sq), math.fsum(count))}
     if spec.kind == "is":
         mean, std = inception_score(gen["logits"][:n])
         return {f"{spec.name}_mean": mean, f"{spec.name}_std": std}
@@ -200,7 +243,7 @@ def _evaluate(spec: MetricSpec, gen: dict[str, torch.Tensor], reals: RealStats |
 def compute_metrics(
     G: nn.Module,
     specs: Sequence[MetricSpec],
-    extractor: FeatureExtractor,
+    extractor: FeatureExtractor | None,
     *,
     data: str | None = None,
     mirror: bool = False,
@@ -216,9 +259,12 @@ def compute_metrics(
 ) -> list[MetricResult]:
     """Compute ``specs`` for generator ``G`` (on its device) with ``extractor``; every rank gets the results.
 
-    ``data`` (a dataset directory or shard pattern) is required unless only Inception Scores are
-    asked. ``ranks`` defaults to the initialised ``torch.distributed`` group; every process must
-    call this with the same arguments. ``log`` receives one-line notes (cache hits, timings).
+    ``data`` (a dataset directory or shard pattern) is required unless only Inception Scores and
+    equivariance metrics are asked; ``extractor`` may be None when only equivariance metrics are
+    (they compare pixels). Equivariance metrics need a StyleGAN3 ``G`` (``ValueError`` otherwise,
+    before any pass) and always render without noise. ``ranks`` defaults to the initialised
+    ``torch.distributed`` group; every process must call this with the same arguments. ``log``
+    receives one-line notes (cache hits, timings).
     """
     ranks = ranks or Ranks.current()
     say = log if (log is not None and ranks.is_main) else (lambda msg: None)
@@ -233,8 +279,14 @@ def compute_metrics(
     if needs_reals and data is None:
         names = ", ".join(s.name for s in specs if s.needs_reals)
         raise ValueError(f"data: required for {names} (they compare with the real images); pass the dataset")
+    feature_specs = [s for s in specs if s.needs_features]
+    eq_specs = [s for s in specs if s.is_equivariance]
+    equivariance.check_network(G, [s.name for s in eq_specs])
+    if feature_specs and extractor is None:
+        raise ValueError(f"extractor: required for {', '.join(s.name for s in feature_specs)} (a feature network)")
     if any(s.kind == "is" for s in specs) and extractor.num_classes < 2:
         raise ValueError(f"the feature extractor {extractor.name!r} has no class logits; Inception Score needs them")
+    device = extractor.device if extractor is not None else next(G.parameters()).device
     start = time.perf_counter()
     src = None
     if data is not None:
@@ -247,21 +299,27 @@ def compute_metrics(
         keep = max(s.max_real or 0 for s in specs)
         reals = _cached_real_stats(src, extractor, keep=keep, ranks=ranks, batch_size=batch_size, cache=cache,
                                    cache_dir=cache_dir, progress=progress, say=say)
-    outputs = (["features"] if needs_reals else []) + (["logits"] if any(s.kind == "is" for s in specs) else [])
-    gen = generated_outputs(G, extractor, num_gen=max(s.num_gen for s in specs), outputs=outputs, seed=seed,
-                            class_probs=class_probs, truncation_psi=truncation_psi, noise_mode=noise_mode,
-                            ranks=ranks, batch_size=batch_size, progress=progress)
+    gen = eq = None
+    if feature_specs:
+        outputs = (["features"] if needs_reals else []) + (["logits"] if any(s.kind == "is" for s in specs) else [])
+        gen = generated_outputs(G, extractor, num_gen=max(s.num_gen for s in feature_specs), outputs=outputs,
+                                seed=seed, class_probs=class_probs, truncation_psi=truncation_psi,
+                                noise_mode=noise_mode, ranks=ranks, batch_size=batch_size, progress=progress)
+    if eq_specs:
+        eq = equivariance_sums(G, eq_specs, seed=seed, class_probs=class_probs, truncation_psi=truncation_psi,
+                               ranks=ranks, batch_size=batch_size, device=device, progress=progress)
     results = None
     if ranks.is_main:
         results = []
         for spec in specs:
-            values = _evaluate(spec, gen, reals, extractor.device, batch_size, progress)
+            values = _evaluate(spec, gen, reals, device, batch_size, progress, eq)
             num_real = 0 if reals is None else (reals.num_images if spec.kind == "fid" else min(reals.kept, spec.max_real))
-            results.append(MetricResult(spec.name, values, spec.num_gen, num_real, extractor.name,
+            features = extractor.name if spec.needs_features else "none"
+            results.append(MetricResult(spec.name, values, spec.num_gen, num_real, features,
                                         0 if reals is None else reals.skipped))
         say(f"metrics: {', '.join(f'{k} {v:.4g}' for r in results for k, v in r.results.items())} "
             f"({time.perf_counter() - start:.1f} s)")
-    return broadcast_object(results, ranks, extractor.device)
+    return broadcast_object(results, ranks, device)
 
 
 def _cached_real_stats(src: RealSource, extractor: FeatureExtractor, *, keep: int, ranks: Ranks, batch_size: int,

@@ -7,8 +7,9 @@ TensorBoard, and the main process appends one line per metric to ``<run_dir>/met
 naming the snapshot. When the feature network cannot be had here (torch-fidelity or the Inception
 weights are missing, on any process), it warns once per call (through ``log`` when given, else
 ``warnings.warn``) with the message that says what to install and where to put the file, and
-returns ``{}``: training goes on. Other errors (a damaged
-dataset, a wrong argument) raise.
+skips the metrics that need it (the equivariance metrics compare pixels and still run; with none
+left it returns ``{}``): training goes on. Other errors (a damaged
+dataset, a wrong argument, an equivariance metric for a network that is not StyleGAN3) raise.
 """
 
 from __future__ import annotations
@@ -104,7 +105,8 @@ def evaluate_snapshot(
 ) -> dict[str, float]:
     """Compute ``metrics`` for ``G`` (G_ema) and record them; call on every process.
 
-    Returns the flat results on every process (``{}`` when the feature network is unavailable).
+    Returns the flat results on every process (without the feature metrics when the feature network is
+    unavailable).
     ``device`` defaults to G's; ``ranks`` to the ``torch.distributed`` group. ``log`` (main
     process) gets one-line notes and the unavailability warning (without ``log`` that warning is
     a ``UserWarning``).
@@ -116,17 +118,22 @@ def evaluate_snapshot(
     else:
         specs = list(metrics)
     start = time.perf_counter()
-    try:
-        extractor = build_extractor_everywhere(features, device, ranks, inception_weights=inception_weights,
-                                               cache_dir=cache_dir)
-    except MetricUnavailable as exc:
-        message = f"metrics {', '.join(s.name for s in specs)} skipped for {snapshot}: {exc}"
-        if ranks.is_main:  # one message: to the run's log when there is one, else as a Python warning
-            if log is not None:
-                log(f"warning: {message}")
-            else:
-                warnings.warn(message, stacklevel=2)
-        return {}
+    extractor = None
+    if any(s.needs_features for s in specs):
+        try:
+            extractor = build_extractor_everywhere(features, device, ranks, inception_weights=inception_weights,
+                                                   cache_dir=cache_dir)
+        except MetricUnavailable as exc:
+            skipped = [s for s in specs if s.needs_features]
+            message = f"metrics {', '.join(s.name for s in skipped)} skipped for {snapshot}: {exc}"
+            if ranks.is_main:  # one message: to the run's log when there is one, else as a Python warning
+                if log is not None:
+                    log(f"warning: {message}")
+                else:
+                    warnings.warn(message, stacklevel=2)
+            specs = [s for s in specs if not s.needs_features]  # the equivariance metrics need no features
+            if not specs:
+                return {}
     was_training = G.training
     G.eval()
     try:

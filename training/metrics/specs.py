@@ -1,6 +1,8 @@
-"""Metric names: ``fid50k_full``, ``kid50k_full``, ``pr50k3_full``, ``is50k`` and their smaller forms.
+"""Metric names: ``fid50k_full``, ``kid50k_full``, ``pr50k3_full``, ``is50k``, ``eqt50k_int``,
+``eqt50k_frac``, ``eqr50k`` and their smaller forms.
 
-The names follow StyleGAN2-ADA's convention, so a number in ``stats.jsonl`` says what it measured:
+The names follow StyleGAN2-ADA's convention (StyleGAN3's for the equivariance metrics), so a number
+in ``stats.jsonl`` says what it measured:
 
 | name | generated | reals | reported keys |
 |---|---|---|---|
@@ -8,6 +10,7 @@ The names follow StyleGAN2-ADA's convention, so a number in ``stats.jsonl`` says
 | ``kid<C>_full`` | C | all, at most 1,000,000 | ``kid<C>_full`` |
 | ``pr<C><K>_full`` | C | all, at most 200,000 | ``pr<C><K>_full_precision``, ``..._recall`` |
 | ``is<C>`` | C | none | ``is<C>_mean``, ``is<C>_std`` |
+| ``eqt<C>_int``, ``eqt<C>_frac``, ``eqr<C>`` | C | none | the name (PSNR in dB; StyleGAN3 only) |
 
 ``C`` is a count, ``50k`` (thousands) or a plain number (``fid500_full``); ``K`` is the precision /
 recall neighbourhood size. After a plain count, ``K`` is separated by an underscore
@@ -23,10 +26,12 @@ import re
 from dataclasses import dataclass, replace
 from typing import Iterable
 
-KINDS = ("fid", "kid", "pr", "is")
+KINDS = ("fid", "kid", "pr", "is", "eqt_int", "eqt_frac", "eqr")
+FEATURE_KINDS = ("fid", "kid", "pr", "is")  # seen through a feature network
+EQUIVARIANCE_KINDS = ("eqt_int", "eqt_frac", "eqr")  # StyleGAN3's equivariance (training/metrics/equivariance.py)
 # Caps on the real samples kept as feature vectors (FID needs only their moments), as StyleGAN2-ADA.
-MAX_REAL = {"fid": None, "kid": 1_000_000, "pr": 200_000, "is": 0}
-EXAMPLES = "fid50k_full, kid50k_full, pr50k3_full, is50k, fid2k_full, pr500_3_full"
+MAX_REAL = {"fid": None, "kid": 1_000_000, "pr": 200_000, "is": 0, "eqt_int": 0, "eqt_frac": 0, "eqr": 0}
+EXAMPLES = "fid50k_full, kid50k_full, pr50k3_full, is50k, eqt50k_int, eqt50k_frac, eqr50k, fid2k_full, pr500_3_full"
 
 _COUNT = r"(\d+)(k?)"
 _PATTERNS = {
@@ -34,6 +39,9 @@ _PATTERNS = {
     "kid": re.compile(rf"^kid{_COUNT}_full$"),
     "pr": re.compile(r"^pr(?:(\d+)(k)(\d+)|(\d+)()_(\d+))_full$"),
     "is": re.compile(rf"^is{_COUNT}$"),
+    "eqt_int": re.compile(rf"^eqt{_COUNT}_int$"),
+    "eqt_frac": re.compile(rf"^eqt{_COUNT}_frac$"),
+    "eqr": re.compile(rf"^eqr{_COUNT}$"),
 }
 
 
@@ -64,7 +72,11 @@ class MetricSpec:
         if self.kind == "pr":
             sep = "" if count.endswith("k") else "_"
             return f"pr{count}{sep}{self.nhood}_full"
-        return f"is{count}" if self.kind == "is" else f"{self.kind}{count}_full"
+        if self.kind in ("eqt_int", "eqt_frac"):
+            return f"eqt{count}_{self.kind[4:]}"
+        if self.kind in ("is", "eqr"):
+            return f"{self.kind}{count}"
+        return f"{self.kind}{count}_full"
 
     @property
     def max_real(self) -> int | None:
@@ -82,7 +94,16 @@ class MetricSpec:
 
     @property
     def needs_reals(self) -> bool:
-        return self.kind != "is"
+        return self.kind in ("fid", "kid", "pr")
+
+    @property
+    def needs_features(self) -> bool:
+        """Whether the metric sees images through a feature network (all but the equivariance ones)."""
+        return self.kind in FEATURE_KINDS
+
+    @property
+    def is_equivariance(self) -> bool:
+        return self.kind in EQUIVARIANCE_KINDS
 
     def with_num_gen(self, num_gen: int | None) -> MetricSpec:
         return self if num_gen is None else replace(self, num_gen=num_gen)
@@ -93,9 +114,9 @@ def _count(digits: str, k: str) -> int:
 
 
 def _repairs(text: str) -> list[str]:
-    """Likely intended spellings: a missing or extra ``_full``, other case, dashes."""
+    """Likely intended spellings: a missing or extra ``_full``, a missing ``_int``, other case, dashes."""
     t = text.lower().replace("-", "_")
-    return [t, f"{t}_full", t.removesuffix("_full")]
+    return [t, f"{t}_full", t.removesuffix("_full"), f"{t}_int"]
 
 
 def parse_metric(name: str, num_gen: int | None = None) -> MetricSpec:
@@ -120,8 +141,8 @@ def parse_metric(name: str, num_gen: int | None = None) -> MetricSpec:
     close = close or difflib.get_close_matches(text, [s.strip() for s in EXAMPLES.split(",")], n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
     raise ValueError(
-        f"metric {text!r} is not a known metric name{hint}: expected fid<C>_full, kid<C>_full, pr<C><K>_full or "
-        f"is<C> with a count C like 50k or 500 (e.g. {EXAMPLES})"
+        f"metric {text!r} is not a known metric name{hint}: expected fid<C>_full, kid<C>_full, pr<C><K>_full, "
+        f"is<C>, eqt<C>_int, eqt<C>_frac or eqr<C> with a count C like 50k or 500 (e.g. {EXAMPLES})"
     )
 
 
