@@ -64,7 +64,8 @@ def reals_resample_taps(config: NetworkConfig) -> list[float]:
 
 # The NetworkConfig fields each family's networks never read (the configuration keeps every field so
 # that one file format serves all families). Listed in stylegan/progan.py's and stylegan/dcgan.py's
-# docstrings; tests/test_train_gan_family.py builds each family with each of them changed.
+# docstrings; tests/test_train_gan_family.py builds each family with each of them changed (stylegan3:
+# tests/test_train_init.py).
 _UNUSED_FIELDS = {
     "stylegan2": frozenset(),
     "progan": frozenset({"w_dim", "mapping_layers", "mapping_lr_multiplier", "d_mapping_layers", "g_architecture",
@@ -72,6 +73,8 @@ _UNUSED_FIELDS = {
     "dcgan": frozenset({"w_dim", "mapping_layers", "mapping_lr_multiplier", "d_mapping_layers", "g_architecture",
                         "d_architecture", "resample_filter", "use_noise", "conv_clamp", "mbstd_group_size",
                         "mbstd_num_channels"}),
+    # StyleGAN3's G has no skip/resnet architectures and no noise inputs; its D is StyleGAN2's.
+    "stylegan3": frozenset({"g_architecture", "use_noise"}),
 }
 
 

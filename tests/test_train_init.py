@@ -159,3 +159,43 @@ def test_cli_init_from_an_nvidia_pickle_trains_its_network(tmp_path):
     gray = make_dataset(tmp_path / "gray32", resolution=32, channels=1, num_images=8, num_classes=10, shards=1)
     bad = CliRunner().invoke(main, ["--data", str(gray), "--init", str(pkl), "--dry-run"])
     assert bad.exit_code == 2 and "--init" in bad.output and "img_channels: file 3, this run 1" in bad.output, bad.output
+
+
+def test_cli_init_from_a_stylegan3_pickle_builds_its_network(tmp_path):
+    """``--init`` with NVIDIA's StyleGAN3-T snapshot: the run builds that StyleGAN3 network (a short
+    run of it took 16 s here, so only --dry-run is tested; init_from's copy of the weights:
+    tests/test_nvidia_pickle_fidelity.py)."""
+    from nvidia_fixtures import fixture
+
+    pkl = fixture("sg3t-refuse")  # StyleGAN3-T: 16x16 RGB, unconditional, z/w 16, mapping 1
+    data = make_dataset(tmp_path / "rgb16", resolution=16, channels=3, num_images=8, num_classes=0, shards=1)
+    dry = CliRunner().invoke(main, ["--data", str(data), "--outdir", str(tmp_path / "runs"), "--batch", "4",
+                                    "--init", str(pkl), "--dry-run"])
+    assert dry.exit_code == 0, dry.output
+    assert "--preset=auto (the recipe for --init's 'nvidia-stylegan3-t' network)" in dry.output
+    network = json.loads(next(x for x in dry.output.splitlines() if x.startswith("network: "))[len("network: "):])
+    got = (network["family"], network["z_dim"], network["conv_kernel"], network["sg3_layers"])
+    assert got == ("stylegan3", 16, 3, 14)
+
+
+def test_the_fields_stylegan3_does_not_read_change_nothing():
+    """``stylegan.families.unused_fields('stylegan3')``: G's architecture and noise switch."""
+    from stylegan.config import NetworkConfig
+    from stylegan.families import unused_fields
+
+    def outputs(**overrides):
+        torch.manual_seed(0)
+        config = NetworkConfig(family="stylegan3", resolution=16, img_channels=1, z_dim=8, w_dim=8, mapping_layers=1,
+                               channel_base=256, channel_max=16, sg3_layers=4, **overrides)
+        G, D = stylegan.build_from_config(config)
+        with torch.no_grad():
+            img = G(torch.randn([2, 8], generator=torch.Generator().manual_seed(1)))
+            return G.state_dict(), D.state_dict(), img, D(img)
+
+    ref = outputs()
+    assert unused_fields("stylegan3") == {"g_architecture", "use_noise"}
+    for change in (dict(g_architecture="orig"), dict(use_noise=False)):
+        got = outputs(**change)
+        for a, b in zip(ref[:2], got[:2]):
+            assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), change
+        assert torch.equal(ref[2], got[2]) and torch.equal(ref[3], got[3]), change
