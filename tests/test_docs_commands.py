@@ -92,6 +92,9 @@ TABLE = [
          add=("--features", "random", "--num-gen", "64")),
     Rule(r"python tools/metrics\.py .* --num-gen 2000 --features random", "run", "2000 images: 64",
          replace=(("--num-gen 2000", "--num-gen 64"),)),
+    Rule(r"python tools/metrics\.py --network stylegan3-snapshot\.safetensors --metrics eqt50k_int,eqt50k_frac,eqr50k",
+         "parse", "a trained StyleGAN3 snapshot (none here); tests/test_metrics_equivariance.py runs these metrics on "
+         "small StyleGAN3 networks through the same CLI"),
     Rule(r"python tools/metrics\.py --network \$NET --data data --metrics fid10k_full --noise-mode random", "run",
          "no Inception weights here: the weight-free features, 64 images", add=("--features", "random", "--num-gen", "64")),
     Rule(r"python tools/generate\.py --network \$NET --seeds 0-9999 .*", "run", "10,000 images: 64",
