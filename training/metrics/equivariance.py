@@ -419,7 +419,8 @@ def sample_sums(G: nn.Module, ws: torch.Tensor, seeds: Sequence[int], first_seed
                 members = [i for i in members if limit is None or positions[i] < limit]
                 if not members:
                     continue
-                m = draw_transform(kind, first_seed + g * GROUP, (h, w))
+                # The reference resamples with exactly the matrix G sees (its buffer's precision).
+                m = draw_transform(kind, first_seed + g * GROUP, (h, w)).to(transform.dtype).double()
                 transform.copy_(m.to(transform.dtype))
                 img = G.synthesis(ws[members], **kwargs).float()
                 ref, cmp, mask = reference(kind, orig[members], img, m)
