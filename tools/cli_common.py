@@ -74,6 +74,16 @@ def finite_float(ctx: click.Context, param: click.Parameter, value: float | None
     return value
 
 
+def vec2(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[float, float] | None:
+    """click callback: ``'X,Y'`` -> two finite floats (:func:`tools.genlib.parse_vec2`)."""
+    if value is None:
+        return None
+    try:
+        return genlib.parse_vec2(value, param.name if param else "value")
+    except genlib.ArgumentError as exc:
+        raise click.BadParameter(exc.reason, ctx=ctx, param=param) from None
+
+
 def load_checked(
     network: str | Path,
     device: str,

@@ -3,16 +3,18 @@
     python tools/generate.py --network network.safetensors --seeds 0-15,20 --truncation 0.7 \\
         --outdir out [--class N] [--grid] [--format png|jpg] [--batch 16] [--device auto]
 
-``--network`` also takes NVIDIA's StyleGAN2 ``.pkl`` (converted in memory), and seed N's latent is
-NVIDIA's (``np.random.RandomState(N).randn(z_dim)``), so such a file gives NVIDIA's image for the
-same seed, truncation and class. Seeds are rendered in batches; each seed's latent and noise are
+``--network`` also takes NVIDIA's StyleGAN2 and StyleGAN3 ``.pkl`` (converted in memory), and seed
+N's latent is NVIDIA's (``np.random.RandomState(N).randn(z_dim)``), so such a file gives NVIDIA's
+image for the same seed, truncation and class. Seeds are rendered in batches; each seed's latent and noise are
 its own (tools/genlib.py), so the image for a seed does not depend on the batch size or the device.
 Files are ``seed<NNNN>.<format>`` (uint8; grayscale, RGB or RGBA as the network's channels).
 ``--class`` takes an index or a class name; without it a conditional network gives seed N class
 ``N mod C``, and the grid has one row per class. ``--code 0=3,1=0.5`` sets InfoGAN codes of a
 network trained with ``--info-codes`` (code index = a class index for a categorical code, a number
 in [-1, 1] for a continuous one) for every seed; the seed gives the rest of z, codes not named
-included.
+included. ``--translate X,Y`` and ``--rotate DEG`` (StyleGAN3 networks, as NVIDIA's gen_images.py)
+render every image translated by X,Y (units of the image: x right, y down) and rotated by DEG
+degrees (counter-clockwise) by moving StyleGAN3's input grid (tools/genlib.py, ``set_view``).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import click
 import numpy as np
 
 from tools import genlib
-from tools.cli_common import SEEDS, flags, load_checked, network_options, nvidia_flag, progress
+from tools.cli_common import SEEDS, finite_float, flags, load_checked, network_options, nvidia_flag, progress, vec2
 from tools.imagefiles import IMAGE_FORMATS, check_channels, make_grid, save_image, to_uint8
 
 
@@ -59,8 +61,12 @@ def rows_by_class(images: np.ndarray, classes: list[int]) -> np.ndarray:
                    "categorical code, a number in [-1, 1] for a continuous one, e.g. 0=3,1=0.5. Codes not given come "
                    "from the seed.")
 @nvidia_flag("--projected-w", "projected latents are not supported here (no projector yet)")
-@nvidia_flag("--translate", "it moves StyleGAN3's input grid; StyleGAN3 networks are not supported here")
-@nvidia_flag("--rotate", "it rotates StyleGAN3's input grid; StyleGAN3 networks are not supported here")
+@click.option("--translate", default=None, metavar="X,Y", callback=vec2,
+              help="StyleGAN3 networks: translate the images by X,Y in units of the image (x right, y down; "
+                   "1/resolution is one pixel), as NVIDIA's gen_images.py. Refused for other networks.")
+@click.option("--rotate", type=float, default=None, metavar="DEG", callback=finite_float,
+              help="StyleGAN3 networks: rotate the images by DEG degrees, counter-clockwise, as NVIDIA's "
+                   "gen_images.py. Refused for other networks.")
 def main(
     network: Path,
     seeds: list[int],
@@ -74,11 +80,16 @@ def main(
     grid: bool,
     fmt: str,
     code_spec: str | None,
+    translate: tuple[float, float] | None,
+    rotate: float | None,
 ) -> None:
     """Generate one image per seed from a trained network file."""
     G, class_idx = load_checked(network, device, class_idx, truncation_psi, truncation_cutoff, noise_mode)
-    with flags():
+    with flags({"translate": "--translate", "rotate": "--rotate"}):
         codes = genlib.parse_codes(code_spec, genlib.network_codes(G))
+        genlib.check_view(G, translate=translate, rotate=rotate)
+        if translate is not None or rotate is not None:
+            genlib.set_view(G, translate or (0.0, 0.0), rotate or 0.0)
     cycled = genlib.seed_classes(G, seeds) if class_idx is None else None  # conditional, no --class
     try:
         check_channels(G.img_channels, fmt)

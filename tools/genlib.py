@@ -209,6 +209,72 @@ def check_truncation(G: nn.Module, truncation_psi: float, truncation_cutoff: int
         )
 
 
+# ----- StyleGAN3's view: the input grid translated and rotated ------------------------------------
+
+
+def parse_vec2(text: str, arg: str = "translate") -> tuple[float, float]:
+    """``'0.25,-0.1'`` -> (0.25, -0.1): two finite numbers, as NVIDIA's ``--translate X,Y``."""
+    parts = text.split(",") if isinstance(text, str) else []
+    try:
+        values = tuple(float(p) for p in parts)
+    except ValueError:
+        values = ()
+    if len(values) != 2 or not all(math.isfinite(v) for v in values):
+        raise ArgumentError(arg, f"{text!r}; expected two finite numbers X,Y, e.g. 0.25,-0.1")
+    return values
+
+
+def _input_transform_buffer(G: nn.Module, arg: str) -> torch.Tensor:
+    """StyleGAN3's ``G.synthesis.input.transform``, or an :class:`ArgumentError` naming ``arg`` for a
+    network that has none (every other family: their inputs are a constant or the latent)."""
+    buffer = getattr(getattr(getattr(G, "synthesis", None), "input", None), "transform", None)
+    if not isinstance(buffer, torch.Tensor):
+        family = getattr(getattr(G, "config", None), "family", type(G).__name__)
+        raise ArgumentError(arg, f"translation and rotation move StyleGAN3's input grid (its Fourier features); this "
+                                 f"is a {family!r} network, which has none (StyleGAN3 networks only)")
+    return buffer
+
+
+def check_view(G: nn.Module, **given: object) -> None:
+    """Refuse the view options in ``given`` (``translate=...``, ``pan=...``; ``None``: not given) for a
+    network that is not a StyleGAN3; the error names the first one given."""
+    named = [arg for arg, value in given.items() if value is not None]
+    if named:
+        _input_transform_buffer(G, named[0])
+
+
+def set_view(G: nn.Module, translate: Sequence[float] = (0.0, 0.0), rotate: float = 0.0) -> None:
+    """Render StyleGAN3's images translated by ``translate`` (in units of the image: x right, y down;
+    ``(1 / resolution, 0)`` moves it one pixel right) and rotated by ``rotate`` degrees, as NVIDIA's
+    ``gen_images.py --translate X,Y --rotate DEG``: ``G.synthesis.input.transform`` becomes
+    :func:`stylegan.stylegan3.input_transform` of them (``(0, 0)`` and ``0``: the identity). It stays
+    so until set again (:func:`view` restores it)."""
+    from stylegan.stylegan3 import input_transform
+
+    buffer = _input_transform_buffer(G, "translate")
+    (tx, ty), angle = (float(v) for v in translate), float(rotate)
+    if not all(math.isfinite(v) for v in (tx, ty, angle)):
+        raise ArgumentError("translate", f"translate={tuple(translate)!r}, rotate={rotate!r}: expected finite numbers")
+    buffer.copy_(input_transform((tx, ty), angle).to(buffer))
+
+
+class view:
+    """``with view(G, translate, rotate):`` renders in that view (:func:`set_view`) and puts the
+    network's own transform back afterwards."""
+
+    def __init__(self, G: nn.Module, translate: Sequence[float] = (0.0, 0.0), rotate: float = 0.0) -> None:
+        self.G, self.translate, self.rotate = G, translate, rotate
+        self.saved: torch.Tensor | None = None
+
+    def __enter__(self) -> nn.Module:
+        self.saved = _input_transform_buffer(self.G, "translate").clone()
+        set_view(self.G, self.translate, self.rotate)
+        return self.G
+
+    def __exit__(self, *exc: object) -> None:
+        _input_transform_buffer(self.G, "translate").copy_(self.saved)
+
+
 def seed_classes(G: nn.Module, seeds: Sequence[int]) -> list[int] | None:
     """The classes seeds get when none is given: seed N gets class ``N mod c_dim`` (``None`` for an
     unconditional network). So ``--seeds 0-15`` of a digit network shows every digit, and a seed's

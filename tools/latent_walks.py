@@ -8,10 +8,15 @@ Interpolation (StyleGAN sec. 4.2; White 2016, "Sampling Generative Networks"): a
 keyframe seeds, linear in W (where the mapping has made the space fairly flat) or spherical in Z
 (a Gaussian's mass lies near a sphere, so a straight line between two z's would pass through the
 unlikely low-norm interior).
+
+A StyleGAN3 network's walk can also be seen from a moving view (:class:`Motion`): translated and
+rotated (:func:`tools.genlib.set_view`), then panned and spun from frame to frame, which shows what
+that paper is about: the details move with the image instead of sticking to the pixel grid.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -144,6 +149,26 @@ def split_cells(seeds: Sequence[int], cells: int) -> list[list[int]]:
     return [list(seeds[i * k : (i + 1) * k]) for i in range(cells)]
 
 
+@dataclass(frozen=True)
+class Motion:
+    """A StyleGAN3 video's view, frame by frame: the first frame translated by ``translate`` (units of
+    the image, x right, y down) and rotated by ``rotate`` degrees (counter-clockwise), then moved by
+    ``pan`` and turned by ``spin`` degrees over the whole video, linearly: frame k of n is at
+    ``k / n`` of the way in a looping video (so a spin of 360 loops seamlessly) and ``k / (n - 1)``
+    in an open one (its last frame is the whole way)."""
+
+    translate: tuple[float, float] = (0.0, 0.0)
+    rotate: float = 0.0
+    pan: tuple[float, float] = (0.0, 0.0)
+    spin: float = 0.0
+
+    def at(self, frame: int, frames: int, loop: bool) -> tuple[tuple[float, float], float]:
+        """``(translate, rotate)`` of ``frame`` (0-based) of ``frames``."""
+        f = frame / frames if loop else frame / max(frames - 1, 1)
+        t = (self.translate[0] + f * self.pan[0], self.translate[1] + f * self.pan[1])
+        return t, self.rotate + f * self.spin
+
+
 def iter_video_frames(
     G: nn.Module,
     seeds: Sequence[int],
@@ -156,6 +181,7 @@ def iter_video_frames(
     truncation_cutoff: int | None = None,
     noise_mode: str = "const",
     batch_size: int = 16,
+    motion: Motion | None = None,
 ) -> Iterator[np.ndarray]:
     """Yield uint8 [rows * H, cols * W, C] frames of ``grid = (cols, rows)`` walks through ``seeds``.
 
@@ -163,11 +189,14 @@ def iter_video_frames(
     frame. Random noise, when asked for, stays the cell's first seed's for the whole walk, and so
     does the class of a conditional network when ``class_idx`` is ``None`` (seed N: class
     ``N mod c_dim``, :func:`tools.genlib.seed_classes`), so a walk never changes class.
+    ``motion`` (StyleGAN3 networks): the view of each frame (:class:`Motion`).
     """
     if space not in SPACES:
         raise ArgumentError("space", f"{space!r}; expected one of {', '.join(map(repr, SPACES))}")
     genlib.check_noise_mode(noise_mode)
     genlib.check_truncation(G, truncation_psi, truncation_cutoff)
+    if motion is not None:
+        genlib.check_view(G, motion=motion)
     cols, rows = grid
     walks = split_cells(list(seeds), cols * rows)
     positions = walk_positions(len(walks[0]), frames_per_transition, loop)
@@ -178,6 +207,7 @@ def iter_video_frames(
     keys_ws = [genlib.map_latents(G, z, cell_class[k], **kw) for k, z in enumerate(keys_z)] if space == "w" else None
     noise_seeds = [walk[0] for walk in walks]
     frames_per_batch = max(1, batch_size // len(walks))
+    views = _views(motion, len(positions), loop)
     for start in range(0, len(positions), frames_per_batch):
         chunk = positions[start : start + frames_per_batch]
         ia = torch.tensor([p[0] for p in chunk])
@@ -192,16 +222,32 @@ def iter_video_frames(
                 z = slerp(keys_z[cell][ia], keys_z[cell][ib], t)
                 ws.append(genlib.map_latents(G, z, cell_class[cell], **kw))
         ws = torch.stack(ws, dim=1).flatten(0, 1)  # [F * cells, num_ws, w_dim]
-        yield from _frame_grids(G, ws, noise_seeds, cols, noise_mode, batch_size)
+        chunk_views = None if views is None else views[start : start + len(chunk)]
+        yield from _frame_grids(G, ws, noise_seeds, cols, noise_mode, batch_size, chunk_views)
+
+
+def _views(motion: Motion | None, frames: int, loop: bool) -> list[tuple[tuple[float, float], float]] | None:
+    """Each frame's ``(translate, rotate)``, or ``None`` without a motion (the network's own view)."""
+    return None if motion is None else [motion.at(f, frames, loop) for f in range(frames)]
 
 
 def _frame_grids(G: nn.Module, ws: torch.Tensor, noise_seeds: list[int], cols: int, noise_mode: str,
-                 batch_size: int) -> Iterator[np.ndarray]:
+                 batch_size: int, views: list[tuple[tuple[float, float], float]] | None = None,
+                 ) -> Iterator[np.ndarray]:
     """Render frame-major ``ws`` ``[frames * cells, num_ws, w_dim]`` (cell k's noise from
-    ``noise_seeds[k]``) and yield one uint8 grid of ``cols`` columns per frame."""
+    ``noise_seeds[k]``) and yield one uint8 grid of ``cols`` columns per frame; with ``views`` (one
+    ``(translate, rotate)`` per frame, StyleGAN3) each frame is rendered in its own view."""
     cells = len(noise_seeds)
     frames = ws.shape[0] // cells
-    images = to_uint8(torch.cat(list(genlib.iter_synthesize(G, ws, noise_seeds * frames, noise_mode, batch_size))))
+    if views is None:
+        batches = list(genlib.iter_synthesize(G, ws, noise_seeds * frames, noise_mode, batch_size))
+    else:
+        batches = []
+        for f, (translate, rotate) in enumerate(views):
+            with genlib.view(G, translate, rotate):
+                batches += genlib.iter_synthesize(G, ws[f * cells : (f + 1) * cells], noise_seeds, noise_mode,
+                                                  batch_size)
+    images = to_uint8(torch.cat(batches))
     for f in range(frames):
         yield make_grid(images[f * cells : (f + 1) * cells], cols=cols)
 

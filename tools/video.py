@@ -12,6 +12,12 @@ GIF needs nothing extra; MP4 needs the optional package imageio-ffmpeg.
 is one seed, and InfoGAN code I sweeps its range while the rest of z stays fixed: a continuous code
 from -1 to 1 in ``--frames`` steps (and back with ``--loop``), a categorical code through its
 classes, ``--frames`` frames each (tools/latent_walks.py, ``iter_code_sweep_frames``).
+
+StyleGAN3 networks can be watched from a moving view: ``--translate X,Y`` and ``--rotate DEG`` place
+the first frame as ``generate.py``'s options place an image, and ``--pan X,Y`` / ``--spin DEG`` move
+and turn the view by that much over the whole video, linearly (``--spin 360`` with ``--loop``: one
+seamless turn). Units as ``generate.py``'s: the image's size, x right, y down; degrees
+counter-clockwise (tools/latent_walks.py, ``Motion``).
 """
 
 from __future__ import annotations
@@ -26,10 +32,11 @@ if __package__ in (None, ""):  # run as `python tools/video.py` from a checkout
 import click
 
 from tools import genlib
-from tools.cli_common import SEEDS, flags, load_checked, network_options, nvidia_flag, progress
+from tools.cli_common import SEEDS, finite_float, flags, load_checked, network_options, nvidia_flag, progress, vec2
 from tools.imagefiles import check_channels, save_gif, save_mp4
 from tools.latent_walks import (
-    SPACES, code_sweep_values, iter_code_sweep_frames, iter_video_frames, num_video_frames, parse_grid, split_cells,
+    SPACES, Motion, code_sweep_values, iter_code_sweep_frames, iter_video_frames, num_video_frames, parse_grid,
+    split_cells,
 )
 
 VIDEO_FORMATS = ("gif", "mp4")
@@ -54,6 +61,15 @@ def _grid(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, 
 @click.option("--sweep-code", "sweep_code", type=click.IntRange(min=0), default=None, metavar="INDEX",
               help="InfoGAN networks: instead of a walk, sweep code INDEX (a continuous one from -1 to 1, a "
                    "categorical one through its classes) with the rest of z fixed; one seed per grid cell.")
+@click.option("--translate", default=None, metavar="X,Y", callback=vec2,
+              help="StyleGAN3 networks: the first frame translated by X,Y in units of the image (x right, y down).")
+@click.option("--rotate", type=float, default=None, metavar="DEG", callback=finite_float,
+              help="StyleGAN3 networks: the first frame rotated by DEG degrees, counter-clockwise.")
+@click.option("--pan", default=None, metavar="X,Y", callback=vec2,
+              help="StyleGAN3 networks: move the view by X,Y (units of the image) over the whole video.")
+@click.option("--spin", type=float, default=None, metavar="DEG", callback=finite_float,
+              help="StyleGAN3 networks: turn the view by DEG degrees over the whole video (360 with --loop: a "
+                   "seamless turn).")
 @nvidia_flag("--w-frames", "here it is --frames (frames between two consecutive keyframes)")
 @nvidia_flag("--num-keyframes", "here the keyframes are the seeds: give each grid cell as many seeds as keyframes")
 @nvidia_flag("--output", "here it is --out (a .gif or .mp4 file)")
@@ -73,6 +89,10 @@ def main(
     device: str,
     out: Path,
     sweep_code: int | None,
+    translate: tuple[float, float] | None,
+    rotate: float | None,
+    pan: tuple[float, float] | None,
+    spin: float | None,
 ) -> None:
     """Write a video that interpolates between seeds."""
     fmt = out.suffix.lower().lstrip(".")
@@ -89,6 +109,12 @@ def main(
                 f"expected at least 2 per cell ({2 * len(cells)} seeds)"
             )
     G, class_idx = load_checked(network, device, class_idx, truncation_psi, truncation_cutoff, noise_mode)
+    view_flags = {name: f"--{name}" for name in ("translate", "rotate", "pan", "spin")}
+    with flags(view_flags):
+        genlib.check_view(G, translate=translate, rotate=rotate, pan=pan, spin=spin)
+    motion = None
+    if any(v is not None for v in (translate, rotate, pan, spin)):
+        motion = Motion(translate or (0.0, 0.0), rotate or 0.0, pan or (0.0, 0.0), spin or 0.0)
     try:
         check_channels(G.img_channels, fmt)
     except ValueError as exc:
@@ -107,7 +133,7 @@ def main(
     with flags():
         if sweep_code is None:
             total = num_video_frames(len(seeds), len(cells), frames, loop)
-            stream = iter_video_frames(G, seeds, space=space, **common)
+            stream = iter_video_frames(G, seeds, space=space, motion=motion, **common)
         else:
             total = len(code_sweep_values(genlib.network_codes(G), sweep_code, frames, loop))
             stream = iter_code_sweep_frames(G, seeds, sweep_code, **common)
@@ -127,6 +153,9 @@ def main(
             save_mp4(itertools.chain([first], frames_iter), out, fps, size, first.shape[2])
     classes = f"; no --class: each walk has its first seed's class, seed mod {G.c_dim}" if class_idx is None and G.c_dim else ""
     what = f"walks in {space}" if sweep_code is None else f"sweeps of code {sweep_code}"
+    if motion is not None:
+        what += (f", view from translate {motion.translate[0]:g},{motion.translate[1]:g} rotate {motion.rotate:g} "
+                 f"moving by {motion.pan[0]:g},{motion.pan[1]:g} and {motion.spin:g} degrees")
     click.echo(f"Wrote {total} frames ({grid[0]}x{grid[1]} {what}, {fps:g} fps{classes}) to {out}")
 
 
