@@ -258,7 +258,8 @@ def _inputs(ws: Path) -> None:
     (inputs / "runs").symlink_to(ws / "runs")
     _image_zip(inputs / "photos.zip", ("cats", "dogs"))
     _image_zip(inputs / "ffhq.zip", ("",))
-    pickles = {"network-snapshot-001000.pkl": "sg2-cond-rgb32.pkl", "ffhq.pkl": "sg2-uncond-gray64-fp16.pkl"}
+    pickles = {"network-snapshot-001000.pkl": "sg2-cond-rgb32.pkl", "ffhq.pkl": "sg2-uncond-gray64-fp16.pkl",
+               "stylegan3-r-afhqv2-512x512.pkl": "sg3-r-uncond-gray32.pkl"}
     for name, fixture in pickles.items():
         if (fixtures_dir() / fixture).is_file():
             (inputs / name).symlink_to(fixtures_dir() / fixture)
@@ -277,7 +278,7 @@ def _script(block: Block) -> str | None:
 
 
 def _missing(block: Block, ws: Path) -> str | None:
-    for name in ("network-snapshot-001000.pkl", "ffhq.pkl"):
+    for name in ("network-snapshot-001000.pkl", "ffhq.pkl", "stylegan3-r-afhqv2-512x512.pkl"):
         if name in block.text and not (ws / "inputs" / name).exists():
             return f"{block.id} uses {name}: the NVIDIA test vectors are not here ({fixtures_dir()})"
     return None
