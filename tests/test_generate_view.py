@@ -89,8 +89,10 @@ def test_the_zero_view_is_the_plain_render_and_view_restores_the_network(sg3_t):
     with genlib.view(sg3_t, (0.1, 0.2), 30.0):
         assert not torch.equal(sg3_t.synthesis.input.transform, before)
     assert torch.equal(sg3_t.synthesis.input.transform, before)
-    with pytest.raises(genlib.ArgumentError, match="expected finite numbers"):
-        genlib.set_view(sg3_t, (float("nan"), 0.0))
+    for translate, rotate in (((float("nan"), 0.0), 0.0), ((0.0, 0.0, 1.0), 0.0), ((0.0, 0.0), "x")):
+        with pytest.raises(genlib.ArgumentError, match="expected two finite numbers and a finite angle"):
+            genlib.set_view(sg3_t, translate, rotate)
+    assert torch.equal(sg3_t.synthesis.input.transform, before)
 
 
 def test_the_motion_of_a_video(sg3_t):

@@ -252,9 +252,14 @@ def set_view(G: nn.Module, translate: Sequence[float] = (0.0, 0.0), rotate: floa
     from stylegan.stylegan3 import input_transform
 
     buffer = _input_transform_buffer(G, "translate")
-    (tx, ty), angle = (float(v) for v in translate), float(rotate)
-    if not all(math.isfinite(v) for v in (tx, ty, angle)):
-        raise ArgumentError("translate", f"translate={tuple(translate)!r}, rotate={rotate!r}: expected finite numbers")
+    try:
+        (tx, ty), angle = [float(v) for v in translate], float(rotate)
+        finite = all(math.isfinite(v) for v in (tx, ty, angle))
+    except (TypeError, ValueError):
+        finite = False
+    if not finite:
+        raise ArgumentError("translate", f"translate={translate!r}, rotate={rotate!r}: expected two finite numbers "
+                                         "and a finite angle")
     buffer.copy_(input_transform((tx, ty), angle).to(buffer))
 
 

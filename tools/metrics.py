@@ -8,8 +8,8 @@ equivariance (EQ-T, EQ-R).
 
 Published-comparable numbers need the Inception weights and torch-fidelity (docs/metrics.md);
 ``--features random`` runs the same code with a weight-free random network (demos, tests).
-``--network`` also takes NVIDIA's StyleGAN2 ``.pkl`` (read without running its code, converted in
-memory; said in one line on stderr).
+``--network`` also takes NVIDIA's StyleGAN2 and StyleGAN3 ``.pkl`` (read without running its code,
+converted in memory; said in one line on stderr).
 The library is :mod:`training.metrics`; this CLI loads the network, sets up the processes that
 torchrun started, and prints (and optionally records) the results.
 """
