@@ -38,7 +38,7 @@ def _resolve_archs(arch: str | None) -> tuple[str, ...]:
 
 @click.group()
 def cli() -> None:
-    """Build, check and manage the fused CUDA ops (bias_act, upfirdn2d)."""
+    """Build, check and manage the fused CUDA ops (bias_act, upfirdn2d, filtered_lrelu)."""
 
 
 @cli.command()
@@ -48,7 +48,7 @@ def cli() -> None:
               help="also build the CPU emulation the tests use")
 @click.option("--verbose", is_flag=True, help="show the compiler's output")
 def build(arch: str | None, emulation: bool, verbose: bool) -> None:
-    """Compile the extensions into the cache now (ahead of time), both at once."""
+    """Compile the extensions into the cache now (ahead of time), all at once."""
     if torch.version.cuda is None:
         raise click.ClickException(
             f"this PyTorch ({torch.__version__}) is a CPU-only build; the CUDA ops need a CUDA build of PyTorch"
@@ -61,7 +61,7 @@ def build(arch: str | None, emulation: bool, verbose: bool) -> None:
 
     results = _build.build_many(jobs, verbose=verbose)
     for r in results:
-        click.echo(f"  {r.label:<10} {'ok' if r.library else 'FAILED'} in {r.seconds:.0f} s: {r.library or r.error}")
+        click.echo(f"  {r.label:<14} {'ok' if r.library else 'FAILED'} in {r.seconds:.0f} s: {r.library or r.error}")
     if not all(r.library for r in results):
         raise click.ClickException("some extensions failed to build (the compiler's output is above)")
 

@@ -65,15 +65,18 @@ EXTENSIONS: dict[str, ExtensionSpec] = {
     "upfirdn2d": ExtensionSpec(
         "stylegan_upfirdn2d", ("upfirdn2d.cpp", "upfirdn2d.cu"), _COMMON_HEADERS + ("upfirdn2d.h",)
     ),
+    "filtered_lrelu": ExtensionSpec(
+        "stylegan_filtered_lrelu", ("filtered_lrelu.cpp", "filtered_lrelu.cu"), _COMMON_HEADERS + ("filtered_lrelu.h",)
+    ),
 }
 
-# The tests' CPU emulation: the host code of both ops with the kernels run on the CPU, registered
+# The tests' CPU emulation: the host code of every op with the kernels run on the CPU, registered
 # in its own namespace (see csrc/cpu_emulation.cpp). Needs a C++ compiler only.
 EMULATION_NAMESPACE = "stylegan_ops_emu"
 EMULATION = ExtensionSpec(
     "stylegan_ops_emulation",
-    ("bias_act.cpp", "upfirdn2d.cpp", "cpu_emulation.cpp"),
-    _COMMON_HEADERS + ("bias_act.h", "upfirdn2d.h"),
+    ("bias_act.cpp", "upfirdn2d.cpp", "filtered_lrelu.cpp", "cpu_emulation.cpp"),
+    _COMMON_HEADERS + ("bias_act.h", "upfirdn2d.h", "filtered_lrelu.h"),
     defines=(
         "STYLEGAN_OPS_CPU_EMULATION",
         f"STYLEGAN_OPS_NS={EMULATION_NAMESPACE}",

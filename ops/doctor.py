@@ -65,8 +65,9 @@ def environment_lines() -> list[str]:
 
 
 def compare_with_reference(device: torch.device, dtype: torch.dtype) -> list[Check]:
-    """Forward, backward and double backward of both ops, kernels vs reference, on random inputs."""
+    """Forward, backward and double backward of every op, kernels vs reference, on random inputs."""
     from ops import bias_act, setup_filter, upfirdn2d
+    from ops.filtered_lrelu import filtered_lrelu
 
     gen = torch.Generator().manual_seed(0)
     tol = {torch.float32: 1e-4, torch.float16: 2e-2, torch.bfloat16: 1e-1}.get(dtype, 1e-4)
@@ -80,12 +81,19 @@ def compare_with_reference(device: torch.device, dtype: torch.dtype) -> list[Che
     cases["upfirdn2d down2"] = lambda x, impl: upfirdn2d(x, f4, down=2, padding=1, impl=impl)
     cases["upfirdn2d filter"] = lambda x, impl: upfirdn2d(x, f4, padding=(2, 1, 2, 1), impl=impl)
     cases["upfirdn2d general"] = lambda x, impl: upfirdn2d(x, f_sep, up=(3, 1), down=(1, 2), padding=1, impl=impl)
+    f12 = setup_filter(torch.kaiser_window(12, periodic=False, beta=8.0).tolist(), device=device, separable=True)
+    f2d = setup_filter([1, 3, 3, 1], device=device)
+    cases["filtered_lrelu up2 down2"] = lambda x, impl: filtered_lrelu(x, f12, f12, b, 2, 2, 11, clamp=256, impl=impl)
+    cases["filtered_lrelu 2-D filters"] = lambda x, impl: filtered_lrelu(x, f2d, f2d, b, 2, 1, (2, 1, 2, 1), impl=impl)
     x0 = torch.randn(2, 16, 12, 12, generator=gen).to(device=device, dtype=dtype)
     checks = []
     for name, fn in cases.items():
         results = {}
         for impl in ("cuda", "ref"):
-            x = x0.clone().requires_grad_(True)
+            # The reference in float32 on the same (rounded) inputs: the kernels accumulate in float32,
+            # and a float16 reference would round filtered_lrelu's pre-activation differently, moving
+            # samples across the leaky ReLU's kink and changing the gradient there.
+            x = (x0 if impl == "cuda" else x0.float()).clone().requires_grad_(True)
             y = fn(x, impl)
             (g,) = torch.autograd.grad(y.square().sum(), x, create_graph=True)
             (gg,) = torch.autograd.grad(g.square().sum(), x)
@@ -108,9 +116,9 @@ def run(arch: str | None, build: bool, emit: Emit = print) -> int:
         jobs = [(op, spec, archs) for op, spec in _build.EXTENSIONS.items()]
         for r in _build.build_many(jobs):
             if r.library is not None:
-                emit(f"  build {r.label:<10}ok for {';'.join(archs)} ({r.library})")
+                emit(f"  build {r.label:<15}ok for {';'.join(archs)} ({r.library})")
             else:
-                emit(f"  build {r.label:<10}FAILED for {';'.join(archs)}:\n{_indent(r.error)}")
+                emit(f"  build {r.label:<15}FAILED for {';'.join(archs)}:\n{_indent(r.error)}")
                 problem = problem or extension.Availability(False, f"building {r.label} failed", "")
     if problem is not None:
         if arch is None and build and torch.version.cuda is not None:
@@ -120,7 +128,7 @@ def run(arch: str | None, build: bool, emit: Emit = print) -> int:
     index = torch.cuda.current_device()
     statuses = extension.device_status(index)
     for op, status in statuses.items():
-        emit(f"  kernels {op:<10}{'ok' if status.ok else 'FAILED: ' + status.reason}")
+        emit(f"  kernels {op:<15}{'ok' if status.ok else 'FAILED: ' + status.reason}")
     failed = [op for op, status in statuses.items() if not status.ok]
     if failed:
         hint = statuses[failed[0]].hint
@@ -129,7 +137,7 @@ def run(arch: str | None, build: bool, emit: Emit = print) -> int:
     device = torch.device("cuda", index)
     checks = [c for dtype in (torch.float32, torch.float16) for c in compare_with_reference(device, dtype)]
     for c in checks:
-        emit(f"  check {c.name:<28} rel. error {c.error:.2e} (<= {c.tolerance:.0e}) {'ok' if c.ok else 'MISMATCH'}")
+        emit(f"  check {c.name:<32} rel. error {c.error:.2e} (<= {c.tolerance:.0e}) {'ok' if c.ok else 'MISMATCH'}")
     if not all(c.ok for c in checks):
         emit("fast path: the kernels DISAGREE with the reference; please report this output")
         return MISMATCH

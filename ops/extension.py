@@ -18,7 +18,7 @@ import torch
 
 from ops import _build
 
-OPS = ("bias_act", "upfirdn2d")
+OPS = ("bias_act", "upfirdn2d", "filtered_lrelu")
 KERNEL_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
 
@@ -130,6 +130,7 @@ def load_extensions() -> dict[str, Availability]:
 def _smoke_test(op: str, device: torch.device) -> str | None:
     """Run the kernel once against the reference; ``None`` when they agree, else what went wrong."""
     from ops.bias_act import _bias_act_ref
+    from ops.filtered_lrelu import _filtered_lrelu_ref
     from ops.upfirdn2d import _upfirdn2d_ref, setup_filter
 
     kernels = getattr(torch.ops, _build.NAMESPACE)
@@ -139,10 +140,15 @@ def _smoke_test(op: str, device: torch.device) -> str | None:
         b = torch.randn(8, generator=gen).to(device)
         got = kernels.bias_act(x, b, 1, "lrelu", 0.2, 2**0.5, 256.0)
         want = _bias_act_ref(x, b, 1, "lrelu", 0.2, 2**0.5, 256.0)
-    else:
+    elif op == "upfirdn2d":
         f = setup_filter([1, 3, 3, 1], device=device)
         got = kernels.upfirdn2d(x, f, 2, 2, 1, 1, 2, 1, 2, 1, False, 4.0)
         want = _upfirdn2d_ref(x, f, (2, 2), (1, 1), (2, 1, 2, 1), False, 4.0)
+    else:
+        f = setup_filter([1, 3, 3, 1], device=device, separable=True)
+        b = torch.randn(8, generator=gen).to(device)
+        got = kernels.filtered_lrelu(x, f, f, b, 2, 2, 3, 3, 3, 3, 2**0.5, 0.2, 2.0, False, False)[0]
+        want = _filtered_lrelu_ref(x, f, f, b, 2, 2, (3, 3, 3, 3), 2**0.5, 0.2, 2.0, False)
     torch.cuda.synchronize(device)
     err = (got - want).abs().max().item()
     return None if err <= 1e-4 else f"the {op} kernel differs from the reference by {err:.3g} on a test input"

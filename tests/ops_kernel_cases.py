@@ -16,6 +16,7 @@ import torch
 from torch.autograd import gradcheck, gradgradcheck
 
 from ops.bias_act import _bias_act_kernels, _bias_act_ref
+from ops.filtered_lrelu import _filtered_lrelu_kernels, _filtered_lrelu_ref, _temporary_size
 from ops.upfirdn2d import _parse_padding, _parse_scaling, _upfirdn2d_kernels, _upfirdn2d_ref
 
 # Tolerances relative to the output's magnitude, by dtype (the reference tests' own).
@@ -39,6 +40,11 @@ class Kernels:
     def upfirdn2d(self, x, f, up=1, down=1, padding=0, flip_filter=False, gain=1.0):
         ups, downs, pads = _parse_scaling(up, "up"), _parse_scaling(down, "down"), _parse_padding(padding)
         return _upfirdn2d_kernels(self.namespace, x, f, ups, downs, pads, flip_filter, gain)
+
+    def filtered_lrelu(self, x, fu=None, fd=None, b=None, up=1, down=1, padding=0, gain=2**0.5, slope=0.2,
+                       clamp=None, flip_filter=False):
+        return _filtered_lrelu_kernels(self.namespace, x, fu, fd, b, up, down, _parse_padding(padding), gain, slope,
+                                       clamp, flip_filter)
 
 
 def gen(seed: int = 0) -> torch.Generator:
@@ -167,6 +173,115 @@ def bias_act_dtype(k: Kernels, dtype: torch.dtype, act: str, layout: str) -> Non
     assert results[0][0].dtype == dtype and results[0][2].dtype == torch.float32  # db follows b's dtype
 
 
+# --- filtered_lrelu ------------------------------------------------------------------------------
+
+
+def _on(fs, device):
+    return tuple(None if f is None else f.to(device) for f in fs)
+
+
+def filtered_lrelu_matches_reference(k: Kernels, filters, up: int, down: int, pad, clamp, flip: bool,
+                                     layout: str) -> None:
+    """Forward, and backward for x and b, in float64 over the reference grid; the output keeps the
+    input's layout."""
+    fu, fd = _on(filters, k.device)
+    x = torch.randn(2, 3, 7, 6, dtype=torch.float64, generator=gen()).to(k.device)
+    b = torch.randn(3, dtype=torch.float64, generator=gen(1)).to(k.device)
+    results = []
+    for run in (k.filtered_lrelu, None):
+        xi = (layouts(x)[layout] if run else x).detach().requires_grad_(True)
+        bi = b.detach().requires_grad_(True)
+        if run is None:
+            out = _filtered_lrelu_ref(xi, fu, fd, bi, up, down, pad, 1.3, 0.2, clamp, flip)
+        else:
+            out = run(xi, fu, fd, bi, up, down, pad, 1.3, 0.2, clamp, flip)
+        dy = torch.randn(out.shape, dtype=torch.float64, generator=gen(2)).to(k.device)
+        results.append((out, *torch.autograd.grad(out, (xi, bi), dy)))
+    for got, want in zip(*results):
+        assert_close(got, want, torch.float64)
+    if layout == "channels_last":
+        assert results[0][0].is_contiguous(memory_format=torch.channels_last)
+
+
+def filtered_lrelu_gradients(k: Kernels, filters, up: int, down: int, pad, clamp, flip: bool) -> None:
+    """gradcheck and gradgradcheck in float64 for x and b (the reference tests' cases)."""
+    fu, fd = _on(filters, k.device)
+    x = torch.randn(1, 2, 4, 5, dtype=torch.float64, generator=gen(8)).to(k.device).requires_grad_(True)
+    b = (0.1 * torch.randn(2, dtype=torch.float64, generator=gen(9))).to(k.device).requires_grad_(True)
+    fn = lambda x, b: k.filtered_lrelu(x, fu, fd, b, up, down, pad, 1.3, 0.2, clamp, flip)  # noqa: E731
+    assert gradcheck(fn, (x, b))
+    assert gradgradcheck(fn, (x, b))
+
+
+def filtered_lrelu_dtype(k: Kernels, dtype: torch.dtype, filters, up: int, down: int, pad, layout: str) -> None:
+    """float32/16/bfloat16 forward, backward and double backward against the float64 reference
+    (filters normalised to unit gain, as StyleGAN3's are, so that float16 does not overflow)."""
+    fu, fd = _on((None if f is None else f / f.sum() for f in filters), k.device)
+    x64 = torch.randn(2, 4, 9, 9, dtype=torch.float64, generator=gen(10)).to(k.device)
+    b64 = torch.randn(4, dtype=torch.float64, generator=gen(11)).to(k.device)
+    results = []
+    for x0, b0, run in ((x64.to(dtype), b64.to(dtype), k.filtered_lrelu), (x64, b64, None)):
+        x = layouts(x0)[layout].detach().requires_grad_(True)
+        b = b0.detach().requires_grad_(True)
+        if run is None:
+            out = _filtered_lrelu_ref(x, fu, fd, b, up, down, pad, 2**0.5, 0.2, 4.0, False)
+        else:
+            out = run(x, fu, fd, b, up, down, pad, 2**0.5, 0.2, 4.0, False)
+        dx, db = torch.autograd.grad(out.square().sum(), (x, b), create_graph=True)
+        (ddx,) = torch.autograd.grad((dx.double() ** 2).sum(), x)
+        results.append((out, dx, db, ddx))
+    for got, want in zip(*results):
+        assert_close(got, want, dtype)
+    assert all(t.dtype == dtype for t in results[0])
+
+
+def filtered_lrelu_mask(k: Kernels, filters, up: int, down: int, pad, clamp, n: int = 2, c: int = 3,
+                        size: tuple[int, int] = (7, 6)) -> None:
+    """The codes the forward writes are the reference's: 1 where the pre-activation is > 0, 2
+    where not, 0 where clamped, at every sample the outputs read (so at every tile's edge)."""
+    fu, fd = _on(filters, k.device)
+    x = torch.randn(n, c, *size, dtype=torch.float64, generator=gen(12)).to(k.device)
+    b = torch.randn(c, dtype=torch.float64, generator=gen(13)).to(k.device)
+    ones = torch.ones(1, dtype=torch.float64, device=k.device)
+    fu_k, fd_k = (ones if f is None else f for f in (fu, fd))
+    y, mask = k.raw.filtered_lrelu(x, fu_k, fd_k, b, up, down, *pad, 1.3, 0.2, clamp, False, True)
+    pre = _upfirdn2d_ref(x + b[None, :, None, None], fu_k, (up, up), (1, 1), pad, False, up**2)
+    v = torch.where(pre > 0, pre, pre * 0.2) * 1.3
+    want = torch.where(pre > 0, 1, 2)
+    if clamp is not None:
+        want = torch.where(v.abs() > clamp, 0, want)
+    t_w, t_h = _temporary_size(tuple(x.shape[2:]), fu_k, up, *pad)
+    assert mask.dtype == torch.uint8 and tuple(mask.shape) == (n, c, t_h, (t_w + 3) // 4)
+    codes = torch.stack([(mask.long() >> (2 * e)) & 3 for e in range(4)], dim=-1).flatten(-2)[..., :t_w]
+    fd_w, fd_h = (1, 1) if fd is None else (fd.shape[-1], fd.shape[0])
+    read_h, read_w = (y.shape[2] - 1) * down + fd_h, (y.shape[3] - 1) * down + fd_w
+    read = (slice(None), slice(None), slice(0, read_h), slice(0, read_w))
+    torch.testing.assert_close(codes[read], want[read].to(codes.dtype), rtol=0, atol=0)
+
+
+def filtered_lrelu_large_tiles(k: Kernels, filters, up: int, down: int, layout: str, n: int = 3, c: int = 5) -> None:
+    """Outputs larger than one tile along both axes, planes in more rows than the grid has:
+    forward and backward (whose codes come from several tiles) against the reference."""
+    fu, fd = _on(filters, k.device)
+    size = (37 * down // up + 8, 45 * down // up + 8)  # outputs of about 37 x 45
+    x = torch.randn(n, c, *size, dtype=torch.float64, generator=gen(14)).to(k.device)
+    b = torch.randn(c, dtype=torch.float64, generator=gen(15)).to(k.device)
+    pad = (5, 4, 6, 3)
+    results = []
+    for run in (k.filtered_lrelu, None):
+        xi = (layouts(x)[layout] if run else x).detach().requires_grad_(True)
+        bi = b.detach().requires_grad_(True)
+        if run is None:
+            out = _filtered_lrelu_ref(xi, fu, fd, bi, up, down, pad, 2**0.5, 0.2, 1.5, False)
+        else:
+            out = run(xi, fu, fd, bi, up, down, pad, 2**0.5, 0.2, 1.5, False)
+        dy = torch.randn(out.shape, dtype=torch.float64, generator=gen(16)).to(k.device)
+        results.append((out, *torch.autograd.grad(out, (xi, bi), dy)))
+    assert min(results[1][0].shape[2:]) > 32  # several tiles along each axis
+    for got, want in zip(*results):
+        assert_close(got, want, torch.float64)
+
+
 # --- memory: what backward keeps ----------------------------------------------------------------
 
 
@@ -194,3 +309,16 @@ def backward_keeps_one_tensor(k: Kernels) -> None:
     f = torch.ones(4, 4).to(k.device) / 16
     kept = saved_tensors(lambda x: k.upfirdn2d(x, f, up=2, padding=(2, 1, 2, 1)), x)
     assert [t.shape for t in kept] == [f.shape]
+
+
+def filtered_lrelu_keeps_the_mask(k: Kernels) -> None:
+    """filtered_lrelu keeps the filters and the 2-bit codes (uint8, 4 per byte), not the
+    pre-activation; without a gradient to take, it writes no codes."""
+    x = torch.randn(2, 8, 6, 6, generator=gen()).to(k.device).requires_grad_(True)
+    b = torch.randn(8, generator=gen(1)).to(k.device).requires_grad_(True)
+    f = (torch.ones(12) / 12).to(k.device)
+    kept = saved_tensors(lambda x, b: k.filtered_lrelu(x, f, f, b, 2, 2, 10, clamp=256), x, b)
+    assert [(tuple(t.shape), t.dtype) for t in kept] == [((12,), torch.float32)] * 2 + [((2, 8, 21, 6), torch.uint8)]
+    with torch.no_grad():
+        kept = saved_tensors(lambda x, b: k.filtered_lrelu(x, f, f, b, 2, 2, 10), x, b)
+    assert kept == []

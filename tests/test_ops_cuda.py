@@ -2,8 +2,8 @@
 
 The same cases as the CPU emulation (tests/ops_kernel_cases.py, on the reference tests' grids) in
 float64/32/16 and bfloat16, forward, backward and double backward; then the public ops with
-impl='cuda', conv2d_resample, the networks' outputs and gradients (R1 included) with
-STYLEGAN_OPS=cuda vs ref, the loader's cache and ``python -m ops doctor``.
+impl='cuda' (filtered_lrelu at StyleGAN3's usual shape), conv2d_resample, the networks' outputs and
+gradients (R1 included) with STYLEGAN_OPS=cuda vs ref, the loader's cache and ``python -m ops doctor``.
 
 The first run builds the extensions for this GPU (a minute or two; then cached).
 """
@@ -19,6 +19,14 @@ from ops_kernel_suite import (  # noqa: F401  shared declarations, run here with
     test_backward_keeps_one_tensor,
     test_bias_act_gradients,
     test_bias_act_matches_reference,
+    test_filtered_lrelu_dtypes,
+    test_filtered_lrelu_gradients,
+    test_filtered_lrelu_grid,
+    test_filtered_lrelu_keeps_the_mask,
+    test_filtered_lrelu_large_tiles,
+    test_filtered_lrelu_mask_codes,
+    test_filtered_lrelu_mask_codes_across_tiles,
+    test_filtered_lrelu_nvidia_vectors,
     test_upfirdn2d_dtypes,
     test_upfirdn2d_filter_gradient,
     test_upfirdn2d_gradients,
@@ -28,6 +36,7 @@ from ops_kernel_suite import (  # noqa: F401  shared declarations, run here with
     test_upfirdn2d_tiled_gradients,
 )
 from ops import ACTIVATIONS, _build, bias_act, conv2d_resample, extension, setup_filter, upfirdn2d
+from ops.filtered_lrelu import filtered_lrelu
 from ops.__main__ import cli
 
 pytestmark = pytest.mark.gpu
@@ -59,6 +68,42 @@ def test_bias_act_dtypes(k, dtype, act, layout) -> None:
     cases.bias_act_dtype(k, dtype, act, layout)
 
 
+def test_filtered_lrelu_more_rows_than_the_grid(k) -> None:
+    # 2 x 33000 planes > 65535 grid rows: the kernel's loop over rows, forward and backward.
+    x = torch.randn(2, 33000, 5, 5, device=k.device, requires_grad=True)
+    b = torch.randn(33000, device=k.device, requires_grad=True)
+    f = setup_filter([1, 3, 3, 1], device=k.device, separable=True)
+    results = []
+    for run in (k.filtered_lrelu, filtered_lrelu):
+        kwargs = {} if run is k.filtered_lrelu else {"impl": "ref"}
+        y = run(x, f, f, b, 2, 2, 3, 2**0.5, 0.2, 1.0, False, **kwargs)
+        results.append((y, *torch.autograd.grad(y.square().sum(), (x, b))))
+    for got, want in zip(*results):
+        cases.assert_close(got, want, torch.float32)
+
+
+def test_filtered_lrelu_stylegan3_layer(k) -> None:
+    # StyleGAN3's usual layer: 2x up and down with 12-tap Kaiser filters, 36 -> 36 px, float16.
+    f = setup_filter(torch.kaiser_window(12, periodic=False, beta=8.0).tolist(), device=k.device, separable=True)
+    x = torch.randn(4, 256, 36, 36, device=k.device, dtype=torch.float16, requires_grad=True)
+    b = torch.randn(256, device=k.device, dtype=torch.float16)
+    y = filtered_lrelu(x, f, f, b, 2, 2, 11, clamp=256, impl="cuda")
+    (dx,) = torch.autograd.grad(y.float().square().sum(), x)
+    xr = x.detach().float().requires_grad_(True)
+    want = filtered_lrelu(xr, f, f, b.float(), 2, 2, 11, clamp=256, impl="ref")
+    (dxr,) = torch.autograd.grad(want.square().sum(), xr)
+    assert y.shape == (4, 256, 36, 36)
+    cases.assert_close(y, want, torch.float16)
+    cases.assert_close(dx, dxr, torch.float16)
+
+
+def test_filtered_lrelu_refuses_filter_gradients(k) -> None:
+    x = torch.randn(1, 2, 6, 6, device=k.device, requires_grad=True)
+    f = torch.ones(4, device=k.device, requires_grad=True)
+    with pytest.raises(ValueError, match="fu: requires grad"):
+        filtered_lrelu(x, f, None, None, 2, 1, 3, impl="cuda")
+
+
 def test_opcheck(k) -> None:
     x = torch.randn(2, 3, 6, 5, device=k.device, requires_grad=True)
     f = setup_filter([1, 3, 3, 1], device=k.device)
@@ -66,6 +111,9 @@ def test_opcheck(k) -> None:
     b = torch.randn(3, device=k.device, requires_grad=True)
     torch.library.opcheck(k.raw.bias_act.default, (x, b, 1, "lrelu", 0.2, 1.4, 256.0))
     torch.library.opcheck(k.raw.bias_act.default, (x, b, 1, "swish", 0.0, 1.4, None))
+    fl_args = (setup_filter([1, 3, 3, 1], device=k.device, separable=True), f, b, 2, 2, 3, 2, 2, 1, 1.4, 0.2, 256.0,
+               False, True)
+    torch.library.opcheck(k.raw.filtered_lrelu.default, (x,) + fl_args)
 
 
 def test_large_bias_act_matches_reference(k) -> None:

@@ -11,6 +11,7 @@ What the emulation cannot show (races, barriers, the device compiler) is left to
 
 from __future__ import annotations
 
+import importlib
 import os
 
 import pytest
@@ -21,6 +22,14 @@ from ops_kernel_suite import (  # noqa: F401  shared declarations, run here with
     test_backward_keeps_one_tensor,
     test_bias_act_gradients,
     test_bias_act_matches_reference,
+    test_filtered_lrelu_dtypes,
+    test_filtered_lrelu_gradients,
+    test_filtered_lrelu_grid,
+    test_filtered_lrelu_keeps_the_mask,
+    test_filtered_lrelu_large_tiles,
+    test_filtered_lrelu_mask_codes,
+    test_filtered_lrelu_mask_codes_across_tiles,
+    test_filtered_lrelu_nvidia_vectors,
     test_upfirdn2d_dtypes,
     test_upfirdn2d_filter_gradient,
     test_upfirdn2d_gradients,
@@ -30,6 +39,7 @@ from ops_kernel_suite import (  # noqa: F401  shared declarations, run here with
     test_upfirdn2d_tiled_gradients,
 )
 from ops import _build, _toolchain, extension, setup_filter
+from ops.filtered_lrelu import _filtered_lrelu_ref, _temporary_size, _transposed
 
 CURVED = ["tanh", "sigmoid", "elu", "selu", "softplus", "swish"]
 
@@ -142,12 +152,102 @@ def test_bias_act_checks_name_the_argument(k) -> None:
         k.raw.bias_act_grad(torch.zeros(2, 4), None, x, None, 1, "relu", 0.0, 1.0, None)
 
 
+# --- filtered_lrelu ------------------------------------------------------------------------------
+
+
+def test_filtered_lrelu_opcheck(k) -> None:
+    x = torch.randn(2, 3, 6, 5, dtype=torch.float64, generator=cases.gen(), requires_grad=True)
+    b = torch.randn(3, dtype=torch.float64, generator=cases.gen(1), requires_grad=True)
+    fu = torch.rand(4, dtype=torch.float64, generator=cases.gen(2))
+    fd = torch.rand(3, 2, dtype=torch.float64, generator=cases.gen(3))
+    args = (2, 2, 3, 2, 1, 2, 1.4, 0.2, 0.8, False, True)
+    torch.library.opcheck(k.raw.filtered_lrelu.default, (x, fu, fd, b) + args)
+    x_cl = x.detach().to(memory_format=torch.channels_last)
+    torch.library.opcheck(k.raw.filtered_lrelu.default, (x_cl, fu, fd, None) + args[:-1] + (False,))
+    # The backward's operator, with the parameters the autograd formula gives it.
+    y, mask = k.raw.filtered_lrelu(x.detach(), fu, fd, b.detach(), *args)
+    t_w, t_h = _temporary_size((6, 5), fu, 2, 3, 2, 1, 2)
+    forward = (2, 2, 3, 1, 0, 0, t_w, t_h, y.shape[3], y.shape[2], 4.0, 1.0, False, False, 1.4, 0.2)
+    f1, f2, params = _transposed(fu, fd, forward, (6, 5))
+    dy = torch.randn(y.shape, dtype=torch.float64, generator=cases.gen(4), requires_grad=True)
+    torch.library.opcheck(k.raw.filtered_lrelu_masked.default, (dy, mask, f1, f2, *params))
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda raw, x, f: raw.filtered_lrelu(x[0], f, f, None, 2, 2, 0, 0, 0, 0, 1.0, 0.2, None, False, False),
+         "filtered_lrelu: x must be 4-D"),
+        (lambda raw, x, f: raw.filtered_lrelu(x, f[None, None], f, None, 2, 2, 0, 0, 0, 0, 1.0, 0.2, None, False,
+                                              False),
+         "fu must be a non-empty 1-D .* or 2-D filter"),
+        (lambda raw, x, f: raw.filtered_lrelu(x, f, f.int(), None, 2, 2, 0, 0, 0, 0, 1.0, 0.2, None, False, False),
+         "fd must be floating-point"),
+        (lambda raw, x, f: raw.filtered_lrelu(x, f, f, torch.zeros(5), 2, 2, 0, 0, 0, 0, 1.0, 0.2, None, False, False),
+         r"b must be 1-D of length x.shape\[1\] = 2"),
+        (lambda raw, x, f: raw.filtered_lrelu(x, f, f, torch.zeros(2, dtype=torch.float64), 2, 2, 0, 0, 0, 0, 1.0, 0.2,
+                                              None, False, False), "b must have x's dtype"),
+        (lambda raw, x, f: raw.filtered_lrelu(x, f, f, None, 0, 2, 0, 0, 0, 0, 1.0, 0.2, None, False, False),
+         "up and down must be >= 1"),
+        (lambda raw, x, f: raw.filtered_lrelu(x, f, f, None, 1, 1, -2, -2, 0, 0, 1.0, 0.2, None, False, False),
+         "leaves no samples"),
+        (lambda raw, x, f: raw.filtered_lrelu(x, f, f, None, 2, 2, 0, 0, 0, 0, 1.0, 0.2, -1.0, False, False),
+         "clamp must be None or >= 0"),
+        (lambda raw, x, f: raw.filtered_lrelu(x, torch.ones(200, 200), f, None, 2, 2, 200, 200, 200, 200, 1.0, 0.2,
+                                              None, False, False), "too large for the fused kernel's shared memory"),
+        (lambda raw, x, f: raw.filtered_lrelu_masked(x, torch.zeros(1, 2, 5, 2), f, f, 2, 2, 0, 0, 0, 0, 6, 5, 2, 2,
+                                                     1.0, 1.0, False, False, 1.0, 0.2), "mask must be uint8"),
+        (lambda raw, x, f: raw.filtered_lrelu_masked(x, torch.zeros(1, 2, 5, 3, dtype=torch.uint8), f, f, 2, 2, 0, 0,
+                                                     0, 0, 6, 5, 2, 2, 1.0, 1.0, False, False, 1.0, 0.2),
+         r"mask must have shape \[N, C, t_h, ceil\(t_w / 4\)\] = \[1, 2, 5, 2\]"),
+    ],
+)
+def test_filtered_lrelu_checks_name_the_argument(k, call, match) -> None:
+    with pytest.raises(RuntimeError, match=match):
+        call(k.raw, torch.zeros(1, 2, 4, 4), torch.ones(3))
+
+
+def test_filtered_lrelu_public_op_on_the_kernel(k, monkeypatch) -> None:
+    # The public function with impl resolved to the kernel (here: the emulation's namespace).
+    fl = importlib.import_module("ops.filtered_lrelu")  # the module (ops.filtered_lrelu is the function)
+
+    monkeypatch.setattr(fl, "resolve_impl", lambda *args: "cuda")
+    monkeypatch.setattr(_build, "NAMESPACE", k.namespace)
+    x = torch.randn(2, 3, 8, 8, dtype=torch.float64, generator=cases.gen(), requires_grad=True)
+    f = setup_filter([1, 3, 3, 1], separable=True).double()
+    got = fl.filtered_lrelu(x, f, f, None, 2, 2, 3, clamp=1.0)
+    assert "filtered_lrelu" in str(got.grad_fn)  # the registered operator's autograd node
+    cases.assert_close(got, fl._filtered_lrelu_ref(x, f, f, None, 2, 2, (3, 3, 3, 3), 2**0.5, 0.2, 1.0, False),
+                       torch.float64)
+    with pytest.raises(ValueError, match="fd: requires grad, but the fused filtered_lrelu kernel gives no gradient"):
+        fl.filtered_lrelu(x, f, f.clone().requires_grad_(True), None, 2, 2, 3)
+    with torch.no_grad():  # no gradient will be taken: a filter that requires grad is fine
+        fl.filtered_lrelu(x, f, f.clone().requires_grad_(True), None, 2, 2, 3)
+
+
+def test_filtered_lrelu_third_derivative(k) -> None:
+    # The backward is linear in dy with fixed codes, so every derivative order runs on the kernel.
+    x = torch.randn(1, 2, 5, 5, dtype=torch.float64, generator=cases.gen(), requires_grad=True)
+    f = setup_filter([1, 3, 3, 1], separable=True).double()
+    fn = lambda x: k.filtered_lrelu(x, f, f, None, 2, 2, 3)  # noqa: E731
+    (g,) = torch.autograd.grad(fn(x).square().sum(), x, create_graph=True)
+    (gg,) = torch.autograd.grad(g.square().sum(), x, create_graph=True)
+    (ggg,) = torch.autograd.grad(gg.square().sum(), x)
+    xr = x.detach().requires_grad_(True)
+    fr = lambda x: _filtered_lrelu_ref(x, f, f, None, 2, 2, (3, 3, 3, 3), 2**0.5, 0.2, None, False)  # noqa: E731
+    (gr,) = torch.autograd.grad(fr(xr).square().sum(), xr, create_graph=True)
+    (ggr,) = torch.autograd.grad(gr.square().sum(), xr, create_graph=True)
+    (gggr,) = torch.autograd.grad(ggr.square().sum(), xr)
+    cases.assert_close(ggg, gggr, torch.float64)
+
+
 def test_kernels_under_torch_compile(k) -> None:
-    # One graph (fullgraph) through both operators and their autograd formulas.
+    # One graph (fullgraph) through the operators and their autograd formulas.
     f = setup_filter([1, 3, 3, 1])
 
     def fn(x, b):
-        return k.bias_act(k.upfirdn2d(x, f, up=2, padding=(2, 1, 2, 1), gain=4), b, act="swish", clamp=256)
+        y = k.bias_act(k.upfirdn2d(x, f, up=2, padding=(2, 1, 2, 1), gain=4), b, act="swish", clamp=256)
+        return k.filtered_lrelu(y, f, f, b, up=2, down=2, padding=3, clamp=256)
 
     x = torch.randn(2, 3, 8, 8, generator=cases.gen(), requires_grad=True)
     b = torch.randn(3, generator=cases.gen(1), requires_grad=True)

@@ -17,6 +17,7 @@ from torch.autograd import gradcheck, gradgradcheck
 
 from ops import bias_act, setup_filter, upfirdn2d
 from ops.filtered_lrelu import filtered_lrelu, filtered_lrelu_output_size
+from ops.impl import CudaOpsUnavailableError
 
 
 def _gen(seed: int = 0) -> torch.Generator:
@@ -289,6 +290,7 @@ def test_channels_last_and_strided_inputs() -> None:
         ((1, 2, 8, 8), {"clamp": -1.0}, "clamp=-1.0: expected None or a finite number >= 0"),
         ((1, 2, 8, 8), {"clamp": math.inf}, "clamp=inf"),
         ((1, 2, 4, 4), {"fu": torch.ones(6), "padding": -1}, "padding=-1: .* gives an empty output"),
+        ((1, 2, 4, 4), {"impl": "triton"}, "impl='triton'"),
     ],
 )
 def test_bad_input(x_shape, kwargs, match) -> None:
@@ -300,3 +302,7 @@ def test_integer_input_is_refused() -> None:
     with pytest.raises(ValueError, match="x: expected a 4-D floating-point tensor .* dtype torch.int64"):
         filtered_lrelu(torch.zeros(1, 1, 4, 4, dtype=torch.int64))
 
+
+def test_cuda_impl_without_kernels_raises() -> None:
+    with pytest.raises(CudaOpsUnavailableError, match="filtered_lrelu"):
+        filtered_lrelu(torch.zeros(1, 1, 4, 4), impl="cuda")

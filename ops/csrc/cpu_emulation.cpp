@@ -1,9 +1,9 @@
 // CPU emulation of the CUDA kernels, for the tests only (never part of the production build).
 //
-// It runs the kernels' own per-element and per-thread code (bias_act.h, upfirdn2d.h) with the
-// same launch geometry, block by block and thread by thread, phase by phase where a kernel has a
-// barrier. Together with the host code (bias_act.cpp, upfirdn2d.cpp, compiled with
-// STYLEGAN_OPS_CPU_EMULATION) this gives CPU-registered operators that exercise the checks, the
+// It runs the kernels' own per-element and per-thread code (bias_act.h, upfirdn2d.h,
+// filtered_lrelu.h) with the same launch geometry, block by block and thread by thread, phase by
+// phase where a kernel has a barrier. Together with the host code (bias_act.cpp, upfirdn2d.cpp,
+// filtered_lrelu.cpp, compiled with STYLEGAN_OPS_CPU_EMULATION) this gives CPU-registered operators that exercise the checks, the
 // layouts, the index arithmetic, the tile planning and the shared-memory bounds (checked here)
 // of the real kernels on machines without a GPU. What it cannot show: races, barriers, warp
 // behaviour, launch limits, the device compiler's code.
@@ -14,6 +14,7 @@
 
 #include "bias_act.h"
 #include "dtype_dispatch.h"
+#include "filtered_lrelu.h"
 #include "upfirdn2d.h"
 
 namespace stylegan_ops {
@@ -65,7 +66,47 @@ void run_tiled(const UpfirdnArgs& a) {
   }
 }
 
+// filtered_lrelu_kernel in filtered_lrelu.cu, with the grid, the threads and the barriers made
+// explicit: each phase runs for every thread before the next one starts.
+template <typename T>
+void run_filtered_lrelu(const FilteredLreluArgs& a) {
+  using A = AccT<T>;
+  const FilteredLreluParams& p = a.p;
+  const FlPlan t = fl_plan(p, int(sizeof(A)));
+  SG_ASSERT(t.ok && t.smem_elems * int64_t(sizeof(A)) <= kFlMaxSharedBytes);
+  // Poisoned before each tile: a read of an element no thread wrote shows up as NaN in the output.
+  std::vector<A> smem(size_t(t.smem_elems));
+  const T* x = static_cast<const T*>(a.x);
+  const T* b = static_cast<const T*>(a.b);
+  const A* f1 = static_cast<const A*>(a.f1);
+  const A* f2 = static_cast<const A*>(a.f2);
+  T* y = static_cast<T*>(a.y);
+  for (int64_t bx = 0; bx < t.grid_x; ++bx) {
+    for (int by = 0; by < t.grid_y; ++by) {
+      for (int64_t row = by; row < t.rows; row += t.grid_y) {
+        const FlTile o = fl_tile(p, t, bx, row);
+        std::fill(smem.begin(), smem.end(), A(NAN));
+        for (int tid = 0; tid < kThreads; ++tid) fl_load<T, A>(p, t, o, x, b, f1, f2, tid, kThreads, smem.data());
+        if (p.f1_sep) {
+          for (int tid = 0; tid < kThreads; ++tid) fl_up_x<A>(p, t, o, tid, kThreads, smem.data());
+        }
+        for (int tid = 0; tid < kThreads; ++tid) {
+          fl_up_y_act<A>(p, t, o, a.mask_out, a.mask_in, tid, kThreads, smem.data());
+        }
+        if (p.f2_sep) {
+          for (int tid = 0; tid < kThreads; ++tid) fl_down_x<A>(p, t, tid, kThreads, smem.data());
+        }
+        for (int tid = 0; tid < kThreads; ++tid) fl_down_y_store<T, A>(p, t, o, y, tid, kThreads, smem.data());
+      }
+    }
+  }
+}
+
 }  // namespace
+
+void filtered_lrelu_cpu(const FilteredLreluArgs& a) {
+  dispatch_dtype(a.dtype, [&](auto tag) { run_filtered_lrelu<decltype(tag)>(a); });
+}
 
 void bias_act_cpu(const BiasActArgs& a) {
   dispatch_dtype(a.dtype, [&](auto tag) {
