@@ -6,6 +6,7 @@
 #
 #   bench/gpu_check.sh                       # all stages, logs in gpu-check-<date>/
 #   bench/gpu_check.sh OUT_DIR tests ops     # only these stages (doctor tests ops compile train speedups)
+#   bench/gpu_check.sh OUT_DIR filtered_lrelu # StyleGAN3's op alone: its GPU tests and benchmark
 #
 # Each stage writes OUT_DIR/<stage>.log; OUT_DIR/summary.md lists every stage with its exit code
 # and duration, and the tables to copy into docs/benchmarks.md. Exit code: the number of stages
@@ -45,6 +46,23 @@ stage_tests() {
     return $rc
 }
 
+stage_filtered_lrelu() {
+    # Not in the default list (tests and ops cover it): the one stage to run when only StyleGAN3's
+    # op is at stake: its GPU tests, then ref vs fused vs torch.compile of ref at StyleGAN3-T's
+    # layer shapes (36 .. 532 px, 2x up and down, 12-tap filters).
+    local output rc status=0
+    output=$("$py" -m pytest -m gpu -q -p no:cacheprovider -rfEs tests/test_ops_cuda.py -k filtered_lrelu 2>&1)
+    rc=$?
+    echo "$output"
+    if ! grep -Eq '[0-9]+ (passed|failed|errors?)' <<<"$output"; then
+        echo "filtered_lrelu: FAILED: no GPU test ran (is CUDA visible to torch? see doctor)"
+        rc=1
+    fi
+    [ $rc -eq 0 ] || status=1
+    "$py" bench/ops.py --device cuda --full --ops filtered_lrelu --dtypes fp32,fp16 --impls ref,cuda,compile || status=1
+    return $status
+}
+
 stage_ops() {
     "$py" bench/ops.py --device cuda --full --dtypes fp32,fp16,bf16 --impls ref,cuda
 }
@@ -76,7 +94,7 @@ stage_speedups() {
 
 for stage in "${stages[@]}"; do
     if ! declare -F "stage_$stage" >/dev/null; then
-        echo "unknown stage '$stage': expected some of doctor, tests, ops, compile, train, speedups" >&2
+        echo "unknown stage '$stage': expected some of doctor, tests, ops, compile, train, speedups, filtered_lrelu" >&2
         exit 64
     fi
 done
@@ -97,7 +115,7 @@ for stage in "${stages[@]}"; do
     [ $rc -eq 0 ] || failed=$((failed + 1))
 done
 # The result tables, ready for docs/benchmarks.md.
-for stage in ops compile train speedups; do
+for stage in ops compile filtered_lrelu train speedups; do
     if [ -f "$out/$stage.log" ]; then
         { echo; echo "## $stage"; echo; grep -E '^(\||#)' "$out/$stage.log"; } >> "$summary"
     fi
