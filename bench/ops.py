@@ -59,7 +59,7 @@ def _sg3_shapes(full: bool, device: torch.device) -> list[tuple[int, int, int]]:
     if full:
         top = 532 if device.type == "cuda" else 148
         return [(4, c, r) for c, r in ((512, 36), (512, 52), (512, 84), (256, 148), (128, 276), (64, 532)) if r <= top]
-    return [(4, 128, 36), (2, 32, 84)]
+    return [(2, 64, 36), (1, 32, 84)]
 
 
 @contextlib.contextmanager
