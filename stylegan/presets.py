@@ -24,13 +24,24 @@ cifar      32         1      2      32     64      32     .0025  0.01   500/.05 
 ``/.05`` a ramp-up of 0.05.) ``tiny`` and ``cifar`` also turn off path length and style mixing;
 ``cifar`` uses D architecture ``orig``, as ADA does. ``stylegan2`` is ADA's re-run of config-f, mixed precision
 included.
+
+The StyleGAN3 presets are NVIDIA's ``stylegan3`` ``train.py`` (Karras et al. 2021): ``--cfg stylegan3-t``
+and ``stylegan3-r`` with its defaults, our StyleGAN2 D as theirs. Widths ``--cbase 32768 --cmax 512``
+(config-R doubles G's: ``g_channel_factor``), mapping 2, ``w_avg_beta`` 0.998, G lr 0.0025, D lr 0.002,
+batch 32, no path length, no style mixing, no lazy G regularisation (``pl_interval`` 0), G_ema half-life
+``batch * 10 / 32`` kimg with ramp-up 0.05 (their training loop's default), ADA, 25000 kimg. R1's gamma
+has no default in NVIDIA's ``train.py`` (``--gamma`` is required); ours is their ``docs/configs.md`` table,
+``32 * (res / 1024) ** 2`` (:func:`stylegan3_gamma`). Config-R also blurs every image D sees with a
+Gaussian of sigma 10 that fades out over ``200 * batch / 32`` kimg. ``stylegan3-tiny`` is this project's
+CPU demo of config-T (see its entry).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from stylegan.config import NetworkConfig, is_power_of_two, suggest
 from stylegan.discriminator import Discriminator
@@ -44,14 +55,18 @@ class Recipe:
 
     ``batch_gpu=None`` means ``batch / processes``. ``ema_rampup=0`` is ADA's ``ramp=None`` (off).
     ``pl_weight``/``mixing`` are ADA's loss defaults (2 and 0.9) except where a preset says otherwise.
-    ``snap`` is ADA's default snapshot interval of 50 ticks for the long paper runs.
+    ``snap`` is ADA's default snapshot interval of 50 ticks for the long paper runs. ``ema_kimg=None``
+    is NVIDIA's StyleGAN3 rule ``batch * 10 / 32`` of the run's batch; ``pl_interval=0`` is no lazy G
+    regularisation (no G_reg phase, G's Adam uncorrected: StyleGAN3's ``G_reg_interval=None``).
+    ``blur_sigma``: the Gaussian blur of D's inputs at the start (config-R's 10), faded out over
+    ``blur_fade_kimg`` (``None``: ``200 * batch / 32``, NVIDIA's rule).
     """
 
     batch: int
     glr: float
     dlr: float
     gamma: float
-    ema_kimg: float
+    ema_kimg: float | None
     ema_rampup: float
     kimg: float
     batch_gpu: int | None = None
@@ -67,6 +82,9 @@ class Recipe:
     n_critic: int = 1  # D steps per G step
     growth: str = "none"  # progressive growing (ProGAN) or none
     growth_batch: str = ""  # global batch per resolution while growing, e.g. '256:14,512:6'
+    pl_interval: int = 4  # G_reg every this many steps (lazy regularisation); 0: none, G's Adam uncorrected
+    blur_sigma: float = 0.0  # sigma of the Gaussian blur of D's inputs at the start (StyleGAN3-R: 10)
+    blur_fade_kimg: float | None = None  # the blur fades to 0 over this many kimg; None: 200 * batch / 32
 
     def to_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
@@ -74,11 +92,30 @@ class Recipe:
 
 @dataclass(frozen=True)
 class Preset:
-    """A named network (:class:`NetworkConfig` fields) with its training :class:`Recipe`."""
+    """A named network (:class:`NetworkConfig` fields) with its training :class:`Recipe`.
+
+    ``gamma_rule``: R1's gamma as a function of the resolution, replacing the recipe's (StyleGAN3's
+    table). ``g_channel_factor``: G's channel schedule is this times D's (config-R doubles G's width,
+    NVIDIA's ``train.py``), also when ``--cbase``/``--cmax`` change D's."""
 
     network: Mapping[str, Any]
     recipe: Recipe | None  # None: derived from the data and processes (``auto``)
     ref_gpus: int | None = None  # the GPU count the recipe was published for
+    gamma_rule: Callable[[int], float] | None = None
+    g_channel_factor: int | None = None
+
+
+def stylegan3_gamma(resolution: int) -> float:
+    """R1's gamma for StyleGAN3-T and -R at ``resolution``: NVIDIA's ``docs/configs.md`` recommends 0.5 at
+    128x128, 2 at 256, 8 at 512 and 32 at 1024 (the same for T and R), i.e. ``32 * (res / 1024) ** 2``:
+    gamma grows with the square of the resolution, their rule of thumb."""
+    return 32.0 * (resolution / 1024) ** 2
+
+
+def stylegan3_magnitude_beta(batch: int) -> float:
+    """The decay of StyleGAN3's magnitude EMAs for a global ``batch``: NVIDIA's ``train.py`` sets
+    ``0.5 ** (batch / 20000)``, a half-life of 20k images."""
+    return 0.5 ** (batch / 20000)
 
 
 # Every StyleGAN2-ADA configuration: z/w 512, at most 512 feature maps, float16 in the top 4 resolutions
@@ -89,6 +126,17 @@ _ADA = dict(z_dim=512, w_dim=512, channel_max=512, num_fp16_res=4, conv_clamp=25
 def _ada(resolution: int, fmaps: float, mapping: int, mbstd: int, **extra: Any) -> MappingProxyType:
     return MappingProxyType(dict(_ADA, resolution=resolution, channel_base=int(fmaps * 32768),
                                  mapping_layers=mapping, mbstd_group_size=mbstd, **extra))
+
+
+def _sg3(**extra: Any) -> MappingProxyType:
+    """NVIDIA's StyleGAN3 networks at 1024x1024 (``train.py`` defaults): z/w 512, mapping 2 with
+    ``w_avg_beta`` 0.998, ``--cbase 32768 --cmax 512``, float16 in the top 4 sampling rates clamped at
+    256, D resnet with minibatch-stddev groups of 4, magnitude EMAs for the batch of 32."""
+    return MappingProxyType(dict(
+        family="stylegan3", resolution=1024, z_dim=512, w_dim=512, mapping_layers=2, w_avg_beta=0.998,
+        channel_base=32768, channel_max=512, num_fp16_res=4, conv_clamp=256.0, mbstd_group_size=4,
+        d_architecture="resnet", magnitude_ema_beta=stylegan3_magnitude_beta(32), **extra,
+    ))
 
 
 _TABLE: dict[str, Preset] = {
@@ -163,10 +211,42 @@ _TABLE: dict[str, Preset] = {
                       pl_weight=0.0, mixing=0.0, snap=50, precision="fp32", aug="none", beta1=0.5, beta2=0.999),
         ref_gpus=1,
     ),
+    # StyleGAN3 (Karras et al. 2021) as NVIDIA's stylegan3 train.py trains it (module docstring): the
+    # alias-free G (stylegan/stylegan3.py) with StyleGAN2's D, R1 by NVIDIA's table, no path length, no
+    # mixing, no lazy G regularisation, ADA. batch_gpu 4: batch / 8 GPUs, as the ADA presets (and the
+    # per-GPU batch NVIDIA's configs.md gives at 1024x1024 for 1 to 8 GPUs).
+    "stylegan3-t": Preset(
+        network=_sg3(), ref_gpus=8, gamma_rule=stylegan3_gamma,
+        recipe=Recipe(batch=32, batch_gpu=4, glr=0.0025, dlr=0.002, gamma=32.0, ema_kimg=None, ema_rampup=0.05,
+                      kimg=25000.0, pl_weight=0.0, mixing=0.0, pl_interval=0),
+    ),
+    # Config-R: 1x1 convolutions, radial filters, G twice as wide, and D's inputs blurred early on.
+    "stylegan3-r": Preset(
+        network=_sg3(conv_kernel=1, use_radial_filters=True, g_channel_base=65536, g_channel_max=1024),
+        ref_gpus=8, gamma_rule=stylegan3_gamma, g_channel_factor=2,
+        recipe=Recipe(batch=32, batch_gpu=4, glr=0.0025, dlr=0.002, gamma=32.0, ema_kimg=None, ema_rampup=0.05,
+                      kimg=25000.0, pl_weight=0.0, mixing=0.0, pl_interval=0, blur_sigma=10.0),
+    ),
+    # The CPU demo of config-T on the demo digits (docs/training.md, "StyleGAN3 on a CPU"): D is tiny's
+    # (channel_base 1024, at most 64 maps), G has 32 feature maps in every layer and 8 layers instead
+    # of 14: at 32x32 the cutoffs rise 3 octaves, half an octave per layer as in NVIDIA's 256x256
+    # networks (14 layers would be a quarter octave); margins of 4 samples instead of 10 (2.6x faster
+    # on the 2-core VM: the reference filtered_lrelu's FIR filters dominate a CPU step). Recipe:
+    # NVIDIA's, with gamma by their rule at 32x32, tiny's length, float32 and no augmentation.
+    "stylegan3-tiny": Preset(
+        network=MappingProxyType(dict(
+            family="stylegan3", resolution=32, z_dim=64, w_dim=64, mapping_layers=2, d_mapping_layers=2,
+            w_avg_beta=0.998, channel_base=1024, channel_max=64, g_channel_base=1024, g_channel_max=32,
+            sg3_layers=8, margin_size=4, mbstd_group_size=4, num_fp16_res=4, conv_clamp=256.0,
+            magnitude_ema_beta=stylegan3_magnitude_beta(32),
+        )),
+        recipe=Recipe(batch=32, glr=0.0025, dlr=0.002, gamma=stylegan3_gamma(32), ema_kimg=None, ema_rampup=0.05,
+                      kimg=64.0, pl_weight=0.0, mixing=0.0, pl_interval=0, snap=5, precision="fp32", aug="none"),
+    ),
 }
 
 PRESETS: tuple[str, ...] = ("tiny", "auto", "cifar", "paper256", "paper512", "paper1024", "stylegan2", "progan",
-                            "dcgan")
+                            "dcgan", "stylegan3-t", "stylegan3-r", "stylegan3-tiny")
 assert set(PRESETS) == set(_TABLE)
 
 
@@ -200,9 +280,23 @@ def preset_recipe(preset: str, resolution: int | None = None, num_gpus: int = 1)
     """The training recipe of ``preset`` (``auto``: for ``resolution`` and ``num_gpus``)."""
     _check_preset(preset)
     entry = _TABLE[preset]
-    if entry.recipe is not None:
-        return entry.recipe
-    return auto_recipe(resolution or entry.network["resolution"], num_gpus)[1]
+    if entry.recipe is None:
+        return auto_recipe(resolution or entry.network["resolution"], num_gpus)[1]
+    if entry.gamma_rule is not None:
+        return dataclasses.replace(entry.recipe, gamma=entry.gamma_rule(resolution or entry.network["resolution"]))
+    return entry.recipe
+
+
+def recipe_notes(preset: str, resolution: int | None = None) -> dict[str, str]:
+    """Why some of ``preset``'s recipe values are what they are (printed beside them at start-up)."""
+    _check_preset(preset)
+    entry = _TABLE[preset]
+    res = resolution or entry.network["resolution"]
+    notes = {}
+    if entry.gamma_rule is stylegan3_gamma:
+        notes["gamma"] = (f"NVIDIA's docs/configs.md table for StyleGAN3 at {res}x{res}: 32 x (res / 1024)^2; "
+                          "their train.py has no default")
+    return notes
 
 
 def preset_network(preset: str, resolution: int | None = None, num_gpus: int = 1) -> dict[str, Any]:
@@ -239,6 +333,11 @@ def resolve_config(
     values = dict(preset_network(preset, resolution), preset=preset, img_channels=img_channels, c_dim=c_dim, **overrides)
     if resolution is not None:
         values["resolution"] = resolution
+    factor = _TABLE[preset].g_channel_factor
+    if factor is not None:  # config-R: G twice D's width, whatever D's is
+        for name in ("channel_base", "channel_max"):
+            if f"g_{name}" not in overrides:
+                values[f"g_{name}"] = factor * values[name]
     if isinstance(values.get("resample_filter"), list):
         values["resample_filter"] = tuple(values["resample_filter"])
     return NetworkConfig(**values)

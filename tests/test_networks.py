@@ -62,7 +62,8 @@ def test_every_preset_at_small_resolution(preset: str) -> None:
 
 
 def test_presets_listed() -> None:
-    assert stylegan.PRESETS == ("tiny", "auto", "cifar", "paper256", "paper512", "paper1024", "stylegan2", "progan", "dcgan")
+    assert stylegan.PRESETS == ("tiny", "auto", "cifar", "paper256", "paper512", "paper1024", "stylegan2", "progan", "dcgan",
+                                "stylegan3-t", "stylegan3-r", "stylegan3-tiny")
     for preset in stylegan.PRESETS:
         cfg = stylegan.resolve_config(preset)
         assert cfg.preset == preset

@@ -42,7 +42,11 @@ BAD = [
     (["--gamma", "-1"], "--gamma", "expected a number >= 0"),
     (["--r1-interval", "0"], "--r1-interval", "expected an integer >= 1"),
     (["--pl-weight", "-1"], "--pl-weight", "expected a number >= 0"),
-    (["--pl-interval", "0"], "--pl-interval", "expected an integer >= 1"),
+    (["--pl-interval", "-1"], "--pl-interval", "expected an integer >= 0"),
+    (["--pl-interval", "0", "--pl-weight", "2"], "--pl-weight", "give --pl-interval N"),
+    (["--blur-sigma", "-1"], "--blur-sigma", "expected a number >= 0"),
+    (["--blur-sigma", "2000"], "--blur-sigma", "expected at most 1000"),
+    (["--blur-fade-kimg", "-3"], "--blur-fade-kimg", "expected a number >= 0"),
     (["--mixing", "1.5"], "--mixing", "probability in [0, 1]"),
     (["--ema-kimg", "-1"], "--ema-kimg", "expected a number >= 0"),
     (["--ema-rampup", "-0.5"], "--ema-rampup", "expected a number >= 0"),
@@ -93,7 +97,7 @@ def test_help_lists_every_option_with_its_default():
                "--metrics-features", "--inception-weights", "--threads", "--no-progress", "--dry-run",
                "--aug", "--augpipe", "--target", "--ada-kimg", "--p", "--diffaug", "--loss", "--gp-weight", "--drift",
                "--clip", "--n-critic", "--optimizer", "--beta1", "--beta2", "--spectral-norm", "--attention",
-               "--info-codes", "--info-weight", "--info-cont-weight",
+               "--info-codes", "--info-weight", "--info-cont-weight", "--blur-sigma", "--blur-fade-kimg",
                "--resolution", "--channels", "--classes"]
     for opt in options:
         assert f" {opt} " in f" {text} ", opt

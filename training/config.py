@@ -29,6 +29,7 @@ AUG_MODES = ("none", "ada", "fixed", "diffaug")  # training.augmentation
 # StyleGAN2-ADA's named augmentation pipelines (training.augment.PIPELINES has their contents).
 AUG_PIPES = ("blit", "geom", "color", "filter", "noise", "cutout", "bg", "bgc", "bgcf", "bgcfn", "bgcfnc")
 PRECISIONS = ("fp32", "fp16", "bf16")
+MAX_BLUR_SIGMA = 1000.0  # --blur-sigma's bound: its filter has 2 * floor(3 sigma) + 1 taps
 # Accelerate's names (``accelerate config`` / ``ACCELERATE_MIXED_PRECISION``) for our precisions.
 ACCELERATE_PRECISIONS = {"no": "fp32", "fp16": "fp16", "bf16": "bf16"}
 
@@ -70,12 +71,15 @@ class TrainConfig:
     beta2: float | None = None  # Adam's beta2 (0.99; DCGAN 0.999); default: the preset's
     r1_interval: int = 16
     pl_weight: float | None = None
-    pl_interval: int = 4
+    pl_interval: int | None = None  # G_reg every this many steps; 0: none (StyleGAN3); default: the preset's (4)
     pl_batch_shrink: int = 2
     pl_decay: float = 0.01
     mixing: float | None = None
     ema_kimg: float | None = None
     ema_rampup: float | None = None
+    # Gaussian blur of every image D sees (StyleGAN3-R: sigma 10 px), faded linearly to 0 over blur_fade_kimg.
+    blur_sigma: float | None = None
+    blur_fade_kimg: float | None = None
     glr: float | None = None
     dlr: float | None = None
     cbase: int | None = None  # network width: channel_base (ADA: fmaps x 32768)
@@ -151,9 +155,11 @@ class TrainConfig:
             _int_at_least(self.batch_gpu, "batch_gpu", 1)
             if self.batch is not None and self.batch_gpu > self.batch:
                 raise ConfigError("--batch-gpu", f"{self.batch_gpu} is larger than --batch={self.batch}")
-        for name in ("gamma", "pl_weight", "ema_kimg", "ema_rampup"):
+        for name in ("gamma", "pl_weight", "ema_kimg", "ema_rampup", "blur_sigma", "blur_fade_kimg"):
             if getattr(self, name) is not None:
                 _non_negative(getattr(self, name), name)
+        if self.blur_sigma is not None and self.blur_sigma > MAX_BLUR_SIGMA:
+            raise ConfigError("--blur-sigma", f"{self.blur_sigma!r}: expected at most {MAX_BLUR_SIGMA} (pixels)")
         for name in ("glr", "dlr"):
             if getattr(self, name) is not None:
                 _positive(getattr(self, name), name)
@@ -161,7 +167,8 @@ class TrainConfig:
             if getattr(self, name) is not None:
                 _int_at_least(getattr(self, name), name, minimum)
         _int_at_least(self.r1_interval, "r1_interval", 1)
-        _int_at_least(self.pl_interval, "pl_interval", 1)
+        if self.pl_interval is not None:
+            _int_at_least(self.pl_interval, "pl_interval", 0)
         _int_at_least(self.pl_batch_shrink, "pl_batch_shrink", 1)
         if not 0 < self.pl_decay <= 1:
             raise ConfigError("--pl-decay", f"{self.pl_decay!r}: expected a number in (0, 1]")

@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from ops.upfirdn2d import setup_filter
 from stylegan.config import NetworkConfig
+from training.blur import blur_sigma_at
 from training.checkpoint import load_state, save_state
 from training.config import TrainConfig
 from training.data import load_dataset_info
@@ -86,6 +87,7 @@ def train_step(session: Session, feed: DataFeed, stop: StopRequest, resample_fil
     dist, p = session.dist, session.progress
     phase, alpha = session.schedule.at(p.nimg)
     session.set_growth(phase.resolution, alpha)
+    session.loss.blur_sigma = blur_sigma_at(p.nimg, session.cfg.blur_sigma, session.cfg.blur_fade_kimg)
     batch_gpu = session.micro_batch(phase.batch)
     rounds = phase.batch // (batch_gpu * dist.world_size)
     feed.ensure(batch_gpu)

@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from stylegan.info_codes import InfoCodes, code_dim, info_loss, sample_codes, with_codes
+from training.blur import blur_images, blur_taps
 
 PHASES = ("G_main", "G_reg", "D_main", "D_reg")
 
@@ -76,6 +77,7 @@ def run_G(
     update_emas: bool = False,
     precision: str = "fp32",
     code_dim: int = 0,
+    synthesis_emas: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Generate images with style-mixing regularisation; returns ``(img, ws)``.
 
@@ -87,7 +89,8 @@ def run_G(
     reaches only the synthesis blocks; the mapping network runs in float32 (``w_avg`` is a float32
     running mean, and in StyleGAN2-ADA only synthesis blocks use float16). ``code_dim``: the last
     entries of ``z`` that are InfoGAN codes; the mixing latent keeps them (only the noise is mixed),
-    so every layer of an image sees the codes Q is asked to recover.
+    so every layer of an image sees the codes Q is asked to recover. ``synthesis_emas``: the synthesis
+    network updates its own EMAs too (StyleGAN3's magnitude EMAs; D_main only, as NVIDIA's StyleGAN3).
     """
     ws = G.mapping(z, c, update_emas=update_emas)
     if mixing > 0:
@@ -103,7 +106,8 @@ def run_G(
         layer = torch.arange(num_ws, device=z.device)
         take2 = (layer[None, :] >= cutoff[:, None])[:, :, None]  # [N, num_ws, 1]
         ws = torch.where(take2, ws2, ws)
-    img = G.synthesis(ws, precision=precision, generator=gen)
+    extra = {"update_emas": True} if synthesis_emas else {}
+    img = G.synthesis(ws, precision=precision, generator=gen, **extra)
     return img, ws
 
 
@@ -188,32 +192,35 @@ def clip_weights(module: torch.nn.Module, clip: float) -> None:
             param.clamp_(-bound, bound)
 
 
-def fake_images(G, z, c, *, mixing: float, gen: torch.Generator, precision: str = "fp32", code_dim: int = 0) -> torch.Tensor:
-    """G's images for D's phase: no graph into G (it is frozen there)."""
+def fake_images(G, z, c, *, mixing: float, gen: torch.Generator, precision: str = "fp32", code_dim: int = 0,
+                synthesis_emas: bool = False) -> torch.Tensor:
+    """G's images for D's phase: no graph into G (it is frozen there). G's EMAs move (``w_avg``; with
+    ``synthesis_emas`` StyleGAN3's magnitude EMAs too)."""
     with torch.no_grad():
-        img, _ = run_G(G, z, c, mixing=mixing, gen=gen, update_emas=True, precision=precision, code_dim=code_dim)
+        img, _ = run_G(G, z, c, mixing=mixing, gen=gen, update_emas=True, precision=precision, code_dim=code_dim,
+                       synthesis_emas=synthesis_emas)
     return img
 
 
 def g_main_loss(
     G, D, z, c, *, mixing: float, gen: torch.Generator, precision: str = "fp32", augment: "Augment | None" = None,
-    kind: str = "ns",
+    kind: str = "ns", update_emas: bool = True,
 ):
     """G's adversarial loss per sample (non-saturating ``softplus(-D(G(z)))`` by default), and the
-    fake logits."""
-    img, _ = run_G(G, z, c, mixing=mixing, gen=gen, update_emas=True, precision=precision)
+    fake logits. ``update_emas``: G's mapping moves ``w_avg`` (StyleGAN2-ADA; not NVIDIA's StyleGAN3)."""
+    img, _ = run_G(G, z, c, mixing=mixing, gen=gen, update_emas=update_emas, precision=precision)
     logits = run_D(D, img, c, precision, augment, gen)
     return g_term(kind, logits), logits.detach()
 
 
 def g_main_info_loss(
     G, D, z, c, *, mixing: float, gen: torch.Generator, precision: str = "fp32", augment: "Augment | None" = None,
-    kind: str = "ns", info_codes: InfoCodes, info_cont_weight: float = 1.0,
+    kind: str = "ns", info_codes: InfoCodes, info_cont_weight: float = 1.0, update_emas: bool = True,
 ):
     """:func:`g_main_loss` of a network with InfoGAN codes (the last entries of ``z``): also
     returns the unweighted ``-L_I`` per sample, from D's head Q in the same pass."""
     k = code_dim(info_codes)
-    img, _ = run_G(G, z, c, mixing=mixing, gen=gen, update_emas=True, precision=precision, code_dim=k)
+    img, _ = run_G(G, z, c, mixing=mixing, gen=gen, update_emas=update_emas, precision=precision, code_dim=k)
     logits, params = run_DQ(D, img, c, precision, augment, gen)
     mi = info_loss(info_codes, params, z[:, z.shape[1] - k :], info_cont_weight)
     return g_term(kind, logits), logits.detach(), mi
@@ -300,9 +307,10 @@ def path_lengths(
     grad_scale: float = 1.0,
     precision: str = "fp32",
     code_dim: int = 0,
+    update_emas: bool = True,
 ) -> torch.Tensor:
     """``||J_w^T y||_2`` per sample (StyleGAN2 eq. 4), averaged over the ``ws`` of each sample."""
-    img, ws = run_G(G, z, c, mixing=mixing, gen=gen, update_emas=True, precision=precision, code_dim=code_dim)
+    img, ws = run_G(G, z, c, mixing=mixing, gen=gen, update_emas=update_emas, precision=precision, code_dim=code_dim)
     h, w = img.shape[2], img.shape[3]
     # y ~ N(0, I) / sqrt(H*W) makes the expected length independent of the resolution.
     y = torch.randn(img.shape, generator=gen, device=img.device, dtype=torch.float32) / math.sqrt(h * w)
@@ -335,6 +343,43 @@ def pl_surrogate_weights(lengths: torch.Tensor, new_mean: torch.Tensor, lengths_
     return (2 * (lengths.detach() - a) - 2 * decay * (lengths_mean - a)).detach()
 
 
+class PhaseEmas:
+    """StyleGAN3's magnitude EMAs (G's ``magnitude_ema`` buffers) over one D_main phase, so that the
+    phase's gradients do not depend on how its micro-batches are split over processes.
+
+    Each layer moves its EMA towards its input's mean square and then uses it, in the same forward
+    pass (NVIDIA's order). Left alone, a process's second micro-batch would render with the EMAs its
+    first one moved, so one process over four micro-batches and two over two each would render
+    different fakes. Instead every micro-batch starts from the phase's values, and after the phase the
+    EMAs are the sample-weighted mean of what the micro-batches made of them:
+    ``lerp(mean magnitude, ema, beta)``. The loop's buffer all-reduce (:func:`training.step.run_phase`)
+    then averages that over processes: one move per D step towards the whole global batch's magnitude,
+    NVIDIA's update when each GPU renders its share in one round (its 8-GPU reference setup)."""
+
+    def __init__(self, G: torch.nn.Module) -> None:
+        self.buffers = [b for name, b in G.named_buffers() if name.rsplit(".", 1)[-1] == "magnitude_ema"]
+        self.start = [b.detach().clone() for b in self.buffers]
+        self.sums = [torch.zeros_like(b, dtype=torch.float64) for b in self.buffers]
+        self.count = 0
+
+    @torch.no_grad()
+    def begin_micro(self) -> None:
+        for b, b0 in zip(self.buffers, self.start):
+            b.copy_(b0)
+
+    @torch.no_grad()
+    def end_micro(self, n: int) -> None:
+        for b, total in zip(self.buffers, self.sums):
+            total.add_(b.double() * n)
+        self.count += n
+
+    @torch.no_grad()
+    def finish(self) -> None:
+        if self.count:
+            for b, total in zip(self.buffers, self.sums):
+                b.copy_(total / self.count)
+
+
 # ---------------------------------------------------------------------------------------- the loss object
 @dataclass(frozen=True)
 class LossSettings:
@@ -357,6 +402,10 @@ class LossSettings:
     info_codes: InfoCodes = ()  # InfoGAN's codes, the last entries of z (NetworkConfig.info_codes)
     info_weight: float = 1.0  # InfoGAN's lambda (eq. 6) on -L_I, in G_main and D_main
     info_cont_weight: float = 1.0  # an extra factor on the continuous codes' terms of -L_I
+    # Which phases move G's EMAs. StyleGAN2-ADA: w_avg in every phase that runs G. NVIDIA's StyleGAN3:
+    # D_main only (g_phase_emas False), where the synthesis' magnitude EMAs move too (synthesis_emas).
+    g_phase_emas: bool = True
+    synthesis_emas: bool = False
 
 
 # What D sees: images -> images with every random draw from the micro-batch's generator
@@ -408,6 +457,9 @@ class StyleGAN2Loss:
             self.stats["D_main"] = self.stats["D_main"] + ("info_loss",)
         self.pl_mean = torch.zeros([], device=next(G.parameters()).device)
         self._pending_pl_mean: torch.Tensor | None = None
+        # The sigma of the blur of D's inputs (training.blur; StyleGAN3-R), set by the loop before each
+        # step from the images shown so far; 0: none.
+        self.blur_sigma = 0.0
 
     # -------------------------------------------------------------------------------- schedule
     def phases(self, step: int) -> list[str]:
@@ -457,12 +509,19 @@ class StyleGAN2Loss:
         if name == "G_reg":
             self._path_length_phase(micro_batches, count, grad_scale, backward, reduce, stats)
             return stats
+        emas = PhaseEmas(self.G) if name == "D_main" and self.s.synthesis_emas else None
         for mb in micro_batches:
             gen = torch.Generator(device=mb.real.device).manual_seed(mb.seed)
+            if emas is not None:
+                emas.begin_micro()
             loss, per_sample = self._micro_loss(name, mb, gen, grad_scale)
+            if emas is not None:
+                emas.end_micro(mb.real.shape[0])
             backward(loss / count)
             for key, value in per_sample.items():
                 stats[key] += value.double().sum()
+        if emas is not None:
+            emas.finish()
         return stats
 
     def end_phase(self, name: str, taken: bool) -> float | None:
@@ -481,16 +540,30 @@ class StyleGAN2Loss:
         if name == "D_main" and taken and self.s.loss == "wgan":
             clip_weights(self.D, self.s.clip)
 
+    def d_view(self) -> Augment | None:
+        """What D sees of an image: blurred (StyleGAN3-R, while :attr:`blur_sigma` > 0), then augmented;
+        ``None`` when neither."""
+        sigma, augment = self.blur_sigma, self.augment
+        if blur_taps(sigma) is None:
+            return augment
+
+        def view(images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+            images = blur_images(images, sigma)
+            return images if augment is None else augment(images, gen)
+
+        return view
+
     def _micro_loss(self, name: str, mb, gen: torch.Generator, grad_scale: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The summed (unnormalised) loss of one micro-batch and its per-sample statistics."""
-        n, device, s, aug = mb.real.shape[0], mb.real.device, self.s, self.augment
+        n, device, s, aug = mb.real.shape[0], mb.real.device, self.s, self.d_view()
+        emas = s.g_phase_emas
         k, info = code_dim(s.info_codes), dict(info_codes=s.info_codes, info_cont_weight=s.info_cont_weight)
         G, D = (self.G, self.D) if self.double_backward(name) else (self.fast_G, self.fast_D)
         if name in ("G_main", "D_main"):
             z = sample_z(n, G.z_dim, gen, device, s.info_codes)
             c = sample_c(n, G.c_dim, gen, device, s.class_probs)
         if name == "G_main":
-            common = dict(mixing=s.mixing, gen=gen, precision=s.precision, augment=aug, kind=s.loss)
+            common = dict(mixing=s.mixing, gen=gen, precision=s.precision, augment=aug, kind=s.loss, update_emas=emas)
             if s.info_codes:
                 loss, fake, mi = g_main_info_loss(G, D, z, c, **common, **info)
             else:
@@ -503,7 +576,8 @@ class StyleGAN2Loss:
         if name == "D_main":
             if s.loss == "wgan-gp" and G.c_dim:
                 c = mb.real_c  # fakes of the reals' classes, so each interpolate between them has one label
-            img = fake_images(G, z, c, mixing=s.mixing, gen=gen, precision=s.precision, code_dim=k)
+            img = fake_images(G, z, c, mixing=s.mixing, gen=gen, precision=s.precision, code_dim=k,
+                              synthesis_emas=s.synthesis_emas)
             if s.info_codes:
                 loss_fake, fake, mi = d_fake_info_loss(D, z, c, img, gen=gen, precision=s.precision, augment=aug,
                                                        kind=s.loss, **info)
@@ -538,7 +612,7 @@ class StyleGAN2Loss:
         z = sample_z(m, self.G.z_dim, gen, device, self.s.info_codes)
         c = sample_c(m, self.G.c_dim, gen, device, self.s.class_probs)
         return path_lengths(self.G, z, c, mixing=self.s.mixing, gen=gen, grad_scale=grad_scale, precision=self.s.precision,
-                            code_dim=code_dim(self.s.info_codes))
+                            code_dim=code_dim(self.s.info_codes), update_emas=self.s.g_phase_emas)
 
     def _path_length_phase(self, micro_batches, count, grad_scale, backward, reduce, stats) -> None:
         """G_reg in StyleGAN2-ADA's order: update the running mean with this phase's lengths, then

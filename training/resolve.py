@@ -24,6 +24,7 @@ from typing import Any
 import stylegan
 from stylegan.config import NetworkConfig
 from stylegan.families import unused_fields
+from stylegan.presets import recipe_notes, stylegan3_magnitude_beta
 from training.metrics.equivariance import check_family
 from training.metrics.specs import parse_metrics
 from training.speedups import default_memory_format
@@ -42,8 +43,13 @@ from training.config import (
 _DEFAULTS = TrainConfig()
 _DEFAULTS_NET = NetworkConfig()
 DEMO_DATA = TrainConfig.data  # the demo dataset (no --data): trains the tiny preset
-RECIPE_FIELDS = ("kimg", "batch", "glr", "dlr", "gamma", "ema_kimg", "ema_rampup", "pl_weight", "mixing", "snap", "aug",
-                 "loss", "optimizer", "beta1", "beta2", "n_critic", "growth", "growth_batch")
+RECIPE_FIELDS = ("kimg", "batch", "glr", "dlr", "gamma", "ema_kimg", "ema_rampup", "pl_weight", "pl_interval", "mixing",
+                 "snap", "aug", "loss", "optimizer", "beta1", "beta2", "n_critic", "growth", "growth_batch", "blur_sigma",
+                 "blur_fade_kimg")
+# Recipe values NVIDIA's StyleGAN3 train.py derives from the run's batch (a recipe's None): the G_ema
+# half-life and the blur's fade-out.
+BATCH_RULES = {"ema_kimg": (10 / 32, "NVIDIA's StyleGAN3 rule: batch x 10 / 32"),
+               "blur_fade_kimg": (200 / 32, "NVIDIA's StyleGAN3 rule: batch x 200 / 32")}
 # WGAN with weight clipping as published (Arjovsky et al. 2017, Algorithm 1): RMSProp at 5e-5, five
 # critic steps per generator step.
 WGAN_LR, WGAN_N_CRITIC = 5e-5, 5
@@ -103,6 +109,9 @@ class ResolvedRun:
                 lines.append(f"{label}: " + " ".join(flag(n) + note(n) for n in names))
         derived = self.by_source("derived")
         lines.append("derived: " + (", ".join(flag(n) + note(n) for n in derived) if derived else "nothing"))
+        if self.network.family == "stylegan3":
+            lines.append(f"magnitude EMAs: decay {self.network.magnitude_ema_beta:.6g} per step (NVIDIA's "
+                         f"0.5 ** (batch / 20000) for --batch={cfg.batch}: a half-life of 20k images)")
         return lines
 
     def to_json(self) -> dict[str, Any]:
@@ -186,9 +195,22 @@ def resolve_run(
     _resolve_loss(cfg, loss, given, take)
     if cfg.init is not None and cfg.ema_rampup is None:
         take("ema_rampup", 0.0, "derived", "--init: G_ema starts trained")
+    if cfg.init is not None and cfg.blur_sigma is None and recipe.blur_sigma:
+        take("blur_sigma", 0.0, "derived", "--init: D starts trained (NVIDIA's train.py turns the blur off on --resume)")
+    preset_notes = recipe_notes(preset, shape.resolution)
     for name in RECIPE_FIELDS:
-        if getattr(cfg, name) is None:
-            take(name, getattr(recipe, name), "preset")
+        if getattr(cfg, name) is None and getattr(recipe, name) is not None:
+            take(name, getattr(recipe, name), "preset", preset_notes.get(name))
+    batch = values.get("batch", cfg.batch)
+    if not values.get("blur_sigma", cfg.blur_sigma) and cfg.blur_fade_kimg is None:
+        take("blur_fade_kimg", 0.0, "default")  # no blur to fade
+    for name, (per_image, why) in BATCH_RULES.items():
+        if getattr(cfg, name) is None and getattr(recipe, name) is None:
+            take(name, batch * per_image, "derived", why)
+    if values.get("pl_interval", cfg.pl_interval) == 0 and values.get("pl_weight", cfg.pl_weight):
+        raise ConfigError("--pl-weight", f"{values.get('pl_weight', cfg.pl_weight):g} with --pl-interval 0 (no lazy G "
+                                         "regularisation, the preset's): path length runs lazily here; give "
+                                         "--pl-interval N (e.g. 4) too")
     if sources.get("kimg") == "preset" and recipe.growth == "progressive" and values.get("growth", cfg.growth) == "progressive":
         # A growing preset's length is its schedule on this data: every fade and stable phase up to
         # the data's resolution, then one more stable phase there (ProGAN sec. A.1).
@@ -202,7 +224,6 @@ def resolve_run(
         for name in ("beta1", "beta2"):
             if name in given:
                 raise ConfigError(option_name(name), "applies to --optimizer adam only; this run uses rmsprop")
-    batch = values.get("batch", cfg.batch)
     if cfg.batch_gpu is None:
         if recipe.batch_gpu is not None and "batch" not in given and batch // world_size >= 1:
             take("batch_gpu", min(recipe.batch_gpu, batch // world_size), "preset")
@@ -320,6 +341,8 @@ def network_config(cfg: TrainConfig, shape: DataShape) -> NetworkConfig:
                      info_codes=parse_info_codes_option(cfg.info_codes))
     if cfg.precision == "fp32":
         overrides.update(num_fp16_res=0, conv_clamp=None)
+    if stylegan.preset_network(cfg.preset, shape.resolution).get("family") == "stylegan3":
+        overrides.update(magnitude_ema_beta=stylegan3_magnitude_beta(cfg.batch))  # NVIDIA: from the run's batch
     c_dim = shape.num_classes if cfg.cond else 0
     try:
         return stylegan.resolve_config(cfg.preset, shape.resolution, shape.channels, c_dim, growth=cfg.growth, **overrides)

@@ -201,6 +201,9 @@ def build_session(
         info_codes=net_config.info_codes,
         info_weight=cfg.info_weight,
         info_cont_weight=cfg.info_cont_weight,
+        # NVIDIA's StyleGAN3 moves G's EMAs (w_avg and the magnitude EMAs) in D_main alone.
+        g_phase_emas=net_config.family != "stylegan3",
+        synthesis_emas=net_config.family == "stylegan3",
     )
     # Lazy regularisation's Adam correction whenever an interval is set, as in StyleGAN2-ADA's loop:
     # also when a weight is 0 (cifar has no path length, yet G's lr is 0.0025 * 4/5 there too).
@@ -208,7 +211,8 @@ def build_session(
     # no correction there.
     betas = (cfg.beta1, cfg.beta2)
     d_interval = None if cfg.loss in ("wgan", "wgan-gp") else cfg.r1_interval
-    opt_G = make_optimizer(cfg.optimizer, G.parameters(), cfg.glr, betas, cfg.pl_interval)
+    # pl_interval 0 (StyleGAN3): no lazy G regularisation, so no correction of G's Adam (G_reg_interval=None).
+    opt_G = make_optimizer(cfg.optimizer, G.parameters(), cfg.glr, betas, cfg.pl_interval or None)
     opt_D = make_optimizer(cfg.optimizer, D.parameters(), cfg.dlr, betas, d_interval)
     schedule = make_schedule(cfg, net_config.resolution)
     phase, alpha = schedule.at(0)

@@ -98,11 +98,19 @@ _FROM_PRESET = "[default: from --preset, printed at start]"
 @_opt("--gamma", type=float, default=None, help=f"R1 regularisation weight.  {_FROM_PRESET}")
 @_opt("--r1-interval", type=int, default=_DEFAULT.r1_interval, help="Run R1 every this many steps (lazy regularisation).")
 @_opt("--pl-weight", type=float, default=None, help=f"Path-length regularisation weight (0 disables it).  {_FROM_PRESET}")
-@_opt("--pl-interval", type=int, default=_DEFAULT.pl_interval, help="Run path-length regularisation every this many steps.")
+@_opt("--pl-interval", type=int, default=None,
+      help="Run path-length regularisation every this many steps (lazy regularisation); 0: no G regularisation "
+           f"phase and no Adam correction for G (StyleGAN3).  {_FROM_PRESET}")
 @_opt("--mixing", type=float, default=None, help=f"Style-mixing probability.  {_FROM_PRESET}")
 @_opt("--ema-kimg", type=float, default=None, help=f"Half-life of G_ema in kimg.  {_FROM_PRESET}")
 @_opt("--ema-rampup", type=float, default=None,
       help=f"Cap the EMA half-life at this fraction of the images seen so far (0: off).  {_FROM_PRESET}")
+@_opt("--blur-sigma", type=float, default=None,
+      help="Blur every image D sees with a Gaussian of this sigma in pixels, fading to 0 over --blur-fade-kimg "
+           f"(StyleGAN3-R: 10; 0: off).  {_FROM_PRESET}")
+@_opt("--blur-fade-kimg", type=float, default=None,
+      help="kimg over which --blur-sigma fades linearly to 0 (0: it never fades).  [default: the preset's, else "
+           "NVIDIA's 200 x batch / 32]")
 @_opt("--glr", type=float, default=None, help=f"Generator learning rate (Adam).  {_FROM_PRESET}")
 @_opt("--dlr", type=float, default=None, help=f"Discriminator learning rate (Adam).  {_FROM_PRESET}")
 @_opt("--cbase", type=int, default=None, help=f"Network width: channel_base (ADA's fmaps x 32768).  {_FROM_PRESET}")
