@@ -64,15 +64,21 @@ def reals_resample_taps(config: NetworkConfig) -> list[float]:
 
 # The NetworkConfig fields each family's networks never read (the configuration keeps every field so
 # that one file format serves all families). Listed in stylegan/progan.py's and stylegan/dcgan.py's
-# docstrings; tests/test_train_gan_family.py builds each family with each of them changed (stylegan3:
-# tests/test_train_init.py).
+# docstrings; tests/test_train_gan_family.py builds each family with each of them changed (stylegan3
+# also in tests/test_train_init.py).
+# StyleGAN3's synthesis fields (stylegan/stylegan3.py) mean nothing to the other families' networks:
+# g_channel_base / g_channel_max are refused there outright (NetworkConfig's check), the others change
+# nothing.
+STYLEGAN3_FIELDS = frozenset({"g_channel_base", "g_channel_max", "conv_kernel", "use_radial_filters", "magnitude_ema_beta",
+                              "sg3_layers", "sg3_critical_layers", "first_cutoff", "first_stopband", "last_stopband_rel",
+                              "margin_size", "output_scale", "filter_size", "lrelu_upsampling"})
 _UNUSED_FIELDS = {
-    "stylegan2": frozenset(),
-    "progan": frozenset({"w_dim", "mapping_layers", "mapping_lr_multiplier", "d_mapping_layers", "g_architecture",
-                         "d_architecture", "resample_filter", "use_noise"}),
-    "dcgan": frozenset({"w_dim", "mapping_layers", "mapping_lr_multiplier", "d_mapping_layers", "g_architecture",
-                        "d_architecture", "resample_filter", "use_noise", "conv_clamp", "mbstd_group_size",
-                        "mbstd_num_channels"}),
+    "stylegan2": STYLEGAN3_FIELDS,
+    "progan": STYLEGAN3_FIELDS | {"w_dim", "mapping_layers", "mapping_lr_multiplier", "d_mapping_layers",
+                                  "g_architecture", "d_architecture", "resample_filter", "use_noise"},
+    "dcgan": STYLEGAN3_FIELDS | {"w_dim", "mapping_layers", "mapping_lr_multiplier", "d_mapping_layers",
+                                 "g_architecture", "d_architecture", "resample_filter", "use_noise", "conv_clamp",
+                                 "mbstd_group_size", "mbstd_num_channels"},
     # StyleGAN3's G has no skip/resnet architectures and no noise inputs; its D is StyleGAN2's.
     "stylegan3": frozenset({"g_architecture", "use_noise"}),
 }

@@ -53,34 +53,53 @@ def test_progan_preset_is_the_papers_recipe(data16, tmp_path):
 # A changed value for each field some family does not read (stylegan.families.unused_fields).
 CHANGED = {"w_dim": 32, "mapping_layers": 3, "mapping_lr_multiplier": 0.5, "d_mapping_layers": 3,
            "g_architecture": "orig", "d_architecture": "orig", "resample_filter": (1.0, 1.0), "use_noise": None,
-           "conv_clamp": 128.0, "mbstd_group_size": 2, "mbstd_num_channels": 2}
+           "conv_clamp": 128.0, "mbstd_group_size": 2, "mbstd_num_channels": 2,
+           # StyleGAN3's synthesis (stylegan/stylegan3.py)
+           "g_channel_base": 512, "g_channel_max": 16, "conv_kernel": 1, "use_radial_filters": True,
+           "magnitude_ema_beta": 0.5, "sg3_layers": 6, "sg3_critical_layers": 1, "first_cutoff": 3.0,
+           "first_stopband": 5.0, "last_stopband_rel": 1.5, "margin_size": 5, "output_scale": 0.5, "filter_size": 4,
+           "lrelu_upsampling": 1}
+# Each family's small networks (preset and overrides) for the comparison; stylegan3 with 4 layers.
+SMALL = {"channel_base": 256, "channel_max": 32}
+FAMILY_BUILDS = {"stylegan2": ("tiny", {}), "progan": ("progan", SMALL), "dcgan": ("dcgan", SMALL),
+                 "stylegan3": ("stylegan3-tiny", {"sg3_layers": 4})}
 
 
-@pytest.mark.parametrize("family", ["progan", "dcgan"])
+@pytest.mark.parametrize("family", sorted(FAMILY_BUILDS))
 def test_the_fields_a_family_does_not_use_change_nothing(family):
     """Each field ``unused_fields`` names for a family builds the same networks, weight for weight and
-    image for image, when changed; --dry-run then does not list the matching option as the preset's."""
+    image for image, when changed (or, for G's own channel schedule outside stylegan3, is refused);
+    --dry-run then does not list the matching option as the preset's."""
     from stylegan.families import unused_fields
+
+    preset, extra = FAMILY_BUILDS[family]
 
     def outputs(**overrides):
         torch.manual_seed(0)
-        G, D = stylegan.build(family, 16, 1, 2, **overrides)
+        G, D = stylegan.build(preset, 16, 1, 2, **{**extra, **overrides})
+        assert G.config.family == family
         z, c = torch.randn([4, G.z_dim], generator=torch.Generator().manual_seed(1)), torch.eye(2)[[0, 1, 0, 1]]
         with torch.no_grad():
-            img = G(z, c)
+            img = G(z, c, noise_mode="const")
             return G.state_dict(), D.state_dict(), img, D(img, c)
 
-    base = stylegan.preset_network(family, 16, 1)
+    base = stylegan.preset_network(preset, 16, 1)
     ref = outputs()
     assert unused_fields(family) <= set(CHANGED)
     for name in sorted(unused_fields(family)):
         value = (not base.get("use_noise", True)) if name == "use_noise" else CHANGED[name]
+        if name in ("g_channel_base", "g_channel_max"):
+            with pytest.raises(ValueError, match="exists in the stylegan3 family only"):
+                outputs(**{name: value})
+            continue
         got = outputs(**{name: value})
         for a, b in zip(ref[:2], got[:2]):
             assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), (family, name)
         assert torch.equal(ref[2], got[2]) and torch.equal(ref[3], got[3]), (family, name)
     # Against a field the family does read: the comparison has teeth.
-    assert not torch.equal(ref[2], outputs(channel_max=32)[2])
+    assert not torch.equal(ref[2], outputs(channel_max=16, g_channel_max=8 if family == "stylegan3" else None)[2])
+    # Every StyleGAN3 field is read by the stylegan3 family.
+    assert not unused_fields("stylegan3") & set(CHANGED) - {"g_architecture", "use_noise"}
 
 
 def test_dry_run_lists_only_the_network_options_a_family_reads(data16, tmp_path):
