@@ -52,8 +52,9 @@ def test_gradients_equal_one_process_with_the_same_global_batch(processes, tmp_p
     assert report["world_size"] == processes
     # Each phase without augmentation, with ADA's pipeline (fixed p 0.5), with DiffAugment, with
     # --loss wgan-gp (its gradient penalty's double backward in D_main), spectrally normalised G and D,
-    # self-attention (gates open) and InfoGAN's codes with D's head Q.
-    variants = ("none", "ada", "diffaug", "wgan-gp", "sn", "attention", "infogan")
+    # self-attention (gates open), InfoGAN's codes with D's head Q, and StyleGAN3 (T; R with D's inputs
+    # blurred before ADA's pipeline), whose magnitude EMAs move in D_main and shape the fakes there.
+    variants = ("none", "ada", "diffaug", "wgan-gp", "sn", "attention", "infogan", "sg3", "sg3-r-blur")
     assert set(report["phases"]) == {f"{a}:{n}" for a in variants for n in ("G_main", "G_reg", "D_main", "D_reg")}
     assert "gp_penalty" in report["phases"]["wgan-gp:D_main"]["sums"]
     assert "info_loss" in report["phases"]["infogan:G_main"]["sums"] and "info_loss" in report["phases"]["infogan:D_main"]["sums"]
@@ -73,7 +74,13 @@ def test_gradients_equal_one_process_with_the_same_global_batch(processes, tmp_p
         assert r["wrong_ref_diff"] > 1e-2, (name, r["wrong_ref_diff"])
         for key, value in r["sums"].items():
             assert value == pytest.approx(r["ref_sums"][key], rel=1e-5, abs=1e-6), (name, key)
+        # StyleGAN3's magnitude EMAs after the phase equal one process's (float32 rounding of the mean),
+        # and only D_main moves them (NVIDIA's StyleGAN3 loss).
+        assert r["emas_diff"] < 1e-6, (name, r["emas_diff"])
+        if name.startswith("sg3"):
+            assert (r["emas_moved"] > 1e-2) == name.endswith(":D_main"), (name, r["emas_moved"])
     assert report["replica_spread"] == 0.0 and report["w_avg_spread"] == 0.0 and report["w_avg_moved"] > 0
+    assert report["sg3_replica_spread"] == 0.0 and report["sg3_emas_spread"] == 0.0 and report["sg3_emas_moved"] > 0
 
 
 @pytest.fixture(scope="module")

@@ -76,14 +76,16 @@ class RecordGrads(torch.optim.Optimizer):
         self.grads = [None if p.grad is None else p.grad.detach().clone() for g in self.param_groups for p in g["params"]]
 
 
-def run_loss_phase(name, G, D, opt, micro, *, settings, dist, pl_mean, scaler=None, augment=None):
+def run_loss_phase(name, G, D, opt, micro, *, settings, dist, pl_mean, scaler=None, augment=None, blur_sigma=0.0):
     """:func:`training.step.run_phase` of a fresh :class:`training.loss.StyleGAN2Loss` whose
-    path-length running mean starts at ``pl_mean`` (the tests' way to run one phase)."""
+    path-length running mean starts at ``pl_mean`` and whose D inputs are blurred with ``blur_sigma``
+    (the tests' way to run one phase)."""
     from training.loss import StyleGAN2Loss
     from training.step import run_phase
 
     loss = StyleGAN2Loss(G, D, settings, augment=augment)
     loss.pl_mean.copy_(torch.as_tensor(pl_mean))
+    loss.blur_sigma = blur_sigma
     return run_phase(name, loss, opt, micro, dist=dist, scaler=scaler)
 
 
