@@ -308,3 +308,22 @@ def test_training_refuses_them_at_start_up_for_other_networks(tmp_path):
     assert "--metrics" in result.output
     assert "eqr50k: the equivariance metrics need a StyleGAN3 generator" in result.output
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_a_stylegan3_training_run_records_them_at_each_snapshot(tmp_path, monkeypatch):
+    from train_fixtures import make_dataset
+    from training.train import main
+
+    monkeypatch.setenv("STYLEGAN_CACHE_DIR", str(tmp_path / "cache"))
+    data = make_dataset(tmp_path / "data", resolution=32, num_images=16, num_classes=4, shards=1)
+    args = ["--preset", "stylegan3-tiny", "--data", str(data), "--outdir", str(tmp_path / "runs"), "--batch", "8",
+            "--workers", "0", "--threads", "1", "--kimg", "0.008", "--tick", "0.008", "--snap", "1",
+            "--metrics", "eqt8_int,eqr8"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    run = next((tmp_path / "runs").iterdir())
+    stats = [json.loads(x) for x in (run / "stats.jsonl").read_text().splitlines()]
+    record = next(r for r in stats if "eqt8_int" in r)
+    assert record["snapshot"] == "network-snapshot-000000.008.safetensors"
+    assert record["eqt8_int"] > 30 and math.isfinite(record["eqr8"])
+    assert json.loads((run / "metric-eqr8.jsonl").read_text())["results"]["eqr8"] == record["eqr8"]
