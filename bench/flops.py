@@ -77,9 +77,10 @@ def main(preset, resolution, channels, c_dim, batch, steps, threads, append) -> 
     gemm = gemm_flops_per_sec(seconds=1.0)
     achieved = step_flops * img_per_sec
 
-    header = ("| preset | res | batch | threads | GFLOP per image (step) | G+D forward GFLOP | step / forward | img/s "
+    header = ("| preset | res | batch | threads | GFLOP per image (step) | G+D forward GFLOP (G / D) | step / forward | img/s "
               "| achieved GFLOP/s | fp32 GEMM GFLOP/s | share of GEMM |")
     row = (f"| {preset} | {res} | {batch} | {torch.get_num_threads()} | {step_flops / 1e9:.3f} | {(g_fwd + d_fwd) / 1e9:.4f} "
+           f"({g_fwd / 1e9:.4f} / {d_fwd / 1e9:.4f}) "
            f"| {step_flops / (g_fwd + d_fwd):.2f} | {img_per_sec:.1f} | {achieved / 1e9:.1f} | {gemm / 1e9:.1f} "
            f"| {100 * achieved / gemm:.1f} % |")
     click.echo(header)

@@ -529,7 +529,7 @@ def _cpu_time_notes(run: _Run, dist: Dist) -> list[str]:
     cfg, net = run.train, run.network
     gemm = gemm_flops_per_sec(seconds=0.1) * dist.world_size  # every process's threads together
     G, D = stylegan.build_from_config(net)
-    seconds = expected_cpu_seconds(G, D, cfg.kimg, gemm)
+    seconds = expected_cpu_seconds(G, D, cfg.kimg, gemm, path_length=cfg.pl_weight > 0)
     del G, D
     lines = [f"expected on this CPU: about {format_duration(seconds)} for --kimg {cfg.kimg:g} "
              f"({_size(net)}; counted FLOPs at this CPU's measured speed; the first tick measures it)"]
@@ -539,7 +539,7 @@ def _cpu_time_notes(run: _Run, dist: Dist) -> list[str]:
     tiny = resolve_run(TrainConfig(preset="tiny", data=cfg.data), shape, world_size=dist.world_size,
                        device_type="cpu")
     G, D = stylegan.build_from_config(tiny.network)
-    tiny_sec = expected_cpu_seconds(G, D, tiny.train.kimg, gemm)
+    tiny_sec = expected_cpu_seconds(G, D, tiny.train.kimg, gemm, path_length=tiny.train.pl_weight > 0)
     lines.append(
         f"warning: --preset {cfg.preset} has networks sized for GPUs: on this CPU that is about "
         f"{format_duration(seconds)}. --preset tiny (the CPU preset: 64 feature maps at most) trains "
@@ -562,7 +562,8 @@ def _dry_run(run: _Run, lines: list[str], dist: Dist) -> None:
     for line in lines:
         click.echo(line)
     click.echo("network: " + json.dumps(run.network.to_dict(), sort_keys=True))
-    click.echo(format_estimate(estimate(G, D, cfg.batch_gpu, cfg.precision), cfg.batch_gpu))
+    e = estimate(G, D, cfg.batch_gpu, cfg.precision, path_length=cfg.pl_weight > 0, pl_batch_shrink=cfg.pl_batch_shrink)
+    click.echo(format_estimate(e, cfg.batch_gpu))
     click.echo("dry run: nothing trained, nothing written")
 
 
