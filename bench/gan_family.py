@@ -83,6 +83,16 @@ def score_codes(clf, snapshot: Path, real_feat: np.ndarray) -> tuple[float, floa
     return acc, frechet(features(clf, fake), real_feat), matched
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: on Linux, get SIGTERM when the thread that started it ends, so that
+    killing the bench does not leave its training runs going (they would hold the CPU for hours)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 def train_for(options: list[str], minutes: float, outdir: Path, threads: int) -> tuple[Path, float]:
     """Run train.py until ``minutes`` have passed, then stop it with SIGTERM; returns the run folder
     and the seconds it ran."""
@@ -90,7 +100,7 @@ def train_for(options: list[str], minutes: float, outdir: Path, threads: int) ->
            "--outdir", str(outdir), "--no-progress", "--threads", str(threads), *options]
     log = open(outdir.parent / f"{outdir.name}.log", "w")
     t0 = time.time()
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, preexec_fn=_die_with_parent)
     try:
         proc.wait(timeout=minutes * 60)
     except subprocess.TimeoutExpired:
