@@ -231,6 +231,20 @@ def test_dry_run_says_where_gamma_came_from(tmp_path):
     assert "--gamma=32.8" not in res.output.split("from --preset")[1].split("\n")[0]  # given, not the preset's
 
 
+def test_init_from_a_file_trained_with_another_batch(tmp_path):
+    """The magnitude EMAs' decay follows the run's --batch; a file trained with another batch still
+    initialises the run (the decay is not part of what the tensors mean), as fp16 blocks and clamping."""
+    from training.init_from import plan_init
+
+    G, D = small_sg3()
+    path = tmp_path / "net.safetensors"
+    stylegan.save_network(path, {"G": G, "D": D, "G_ema": G}, G.config, {"kimg": 1})
+    other = G.config.replace(magnitude_ema_beta=0.5 ** (64 / 20000), num_fp16_res=2, conv_clamp=256.0)
+    assert plan_init(path, other).sources == {"G": "G", "G_ema": "G_ema", "D": "D"}
+    with pytest.raises(ValueError, match="sg3_layers"):
+        plan_init(path, G.config.replace(sg3_layers=6))
+
+
 # ----- end to end ----------------------------------------------------------------------------------------
 
 @pytest.mark.e2e

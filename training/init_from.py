@@ -124,7 +124,9 @@ def plan_init(path: str | os.PathLike, net_config: NetworkConfig) -> InitPlan:
     info = _file_info(path)
     # Float16 blocks and clamping decide how the layers compute, not what the tensors mean: a file
     # trained in fp16 can be fine-tuned in fp32 (and the reverse).
-    layout = {"num_fp16_res": net_config.num_fp16_res, "conv_clamp": net_config.conv_clamp}
+    # So does StyleGAN3's magnitude-EMA decay, which follows the run's batch (NVIDIA's 0.5 ** (batch / 20k)).
+    layout = {"num_fp16_res": net_config.num_fp16_res, "conv_clamp": net_config.conv_clamp,
+              "magnitude_ema_beta": net_config.magnitude_ema_beta}
     if info.config.replace(**layout) != net_config:
         ours, theirs = net_config.to_dict(), info.config.to_dict()
         diff = ", ".join(f"{k}: file {theirs[k]!r}, this run {ours[k]!r}" for k in ours if ours[k] != theirs.get(k))
