@@ -261,6 +261,8 @@ def test_demo_preset_trains_resumes_exactly_and_generates(tmp_path):
     assert_same_state(straight.state_dir, second.state_dir)
     stats = read_stats(tmp_path / "straight")
     assert all(math.isfinite(s["loss_D"]) for s in stats)
+    # The sigma of each tick's last step (tick 0.008 kimg = one step of 8): 2 fading to 0 at 24 images.
+    assert [s["blur_sigma"] for s in stats] == pytest.approx([2.0, 2 * (1 - 8 / 24), 2 * (1 - 16 / 24), 0.0])
     nets = stylegan.load_network(straight.snapshot)
     G = nets["G_ema"]
     assert G.config.family == "stylegan3" and G.config.magnitude_ema_beta == pytest.approx(0.5 ** (8 / 20000))

@@ -172,6 +172,7 @@ def tick_record(session: Session, tick: TickStats, feed: DataFeed, state_age: fl
         "alpha": alpha, "batch": tick.last.batch if tick.last else phase.batch, "processes": dist.world_size,
         "state_age_sec": state_age, "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "elapsed_sec": elapsed,
         "eta_sec": left / max(tick.nimg / sec, 1e-9),
+        **({"blur_sigma": session.loss.blur_sigma} if session.cfg.blur_sigma else {}),  # D's input blur (StyleGAN3-R)
     }
 
 
@@ -184,7 +185,7 @@ def format_tick(r: dict[str, Any]) -> str:
         f"sec/kimg {r['sec_per_kimg']:<7.2f} img/s {r['img_per_sec']:<7.1f} data {100 * r['data_wait']:4.1f}%  "
         f"G {f('loss_G', '.3f')} D {f('loss_D', '.3f')} R1 {f('r1_penalty', '.4f')} PL {f('pl_penalty', '.4f')}  "
         f"{'' if 'info_loss' not in r else 'I ' + f('info_loss', '.4f') + '  '}"
-        f"{_aug_part(r)}skipped {r['skipped']}  bad data {r.get('data_skipped', 0)}  mem {r['peak_mem_gb']:.2f}GB  "
+        f"{_aug_part(r)}{'' if 'blur_sigma' not in r else 'blur ' + f('blur_sigma', '.2f') + '  '}skipped {r['skipped']}  bad data {r.get('data_skipped', 0)}  mem {r['peak_mem_gb']:.2f}GB  "
         f"state {format_age(r.get('state_age_sec'))}  elapsed {format_duration(r['elapsed_sec'])}  "
         f"eta {format_duration(r['eta_sec'])}{_clock_after(r['eta_sec'])}"
         f"{'' if not r.get('cpu_hint') else '  (' + r['cpu_hint'] + ')'}"
