@@ -162,4 +162,4 @@ def test_demo_preset_recipe():
     assert (net.channel_base, net.channel_max, net.g_channels) == (1024, 64, (1024, 32))
     assert (cfg.batch, cfg.glr, cfg.dlr, cfg.gamma, cfg.pl_weight, cfg.pl_interval, cfg.mixing) == (
         32, 0.0025, 0.002, stylegan3_gamma(32), 0, 0, 0)
-    assert (cfg.precision, cfg.aug, cfg.ema_kimg, cfg.blur_sigma) == ("fp32", "none", 10, 0)
+    assert (cfg.precision, cfg.aug, cfg.ema_kimg, cfg.ema_rampup, cfg.blur_sigma, cfg.kimg) == ("fp32", "none", 10, 0.05, 0, 32)
